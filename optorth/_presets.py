@@ -128,6 +128,8 @@ PRESETS: dict[str, Schedule] = {
     s.name: s for s in (JORDAN, YOU, YOU6, POLAR_EXPRESS, POLAR_EXPRESS5, TURBO)
 }
 _SHAPED = {"root": root_schedule}
+#: Names users reach for that are generators (``optorth._generators``), not presets.
+_GENERATORS = {"cans": "cans_schedule"}
 
 
 def preset_names() -> tuple[str, ...]:
@@ -166,6 +168,12 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
     fitted = _fitted.lookup(schedule)
     if fitted is not None:
         return fitted
+    if schedule in _GENERATORS:
+        raise ValueError(
+            f"{schedule!r} is computed for a step count, not a fixed preset: pass "
+            f"optorth.{_GENERATORS[schedule]}(steps), e.g. "
+            f"optorth.newton_schulz(x, optorth.{_GENERATORS[schedule]}(6))."
+        )
     raise ValueError(
         f"Unknown schedule {schedule!r}. Known presets: {', '.join(preset_names())}; or pass "
         f"an optorth.Schedule, a (T, 3) array, or a generator such as "

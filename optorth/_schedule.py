@@ -24,6 +24,11 @@ EXTEND_RULES = ("repeat_last", "truncate", "fixed")
 PRECONDITIONS = ("frobenius", "spectral", "aol", "schatten")
 
 
+def _frozen(value):
+    """Lists (e.g. a shape read back from JSON) become tuples, so schedules stay hashable."""
+    return tuple(map(_frozen, value)) if isinstance(value, (list, tuple)) else value
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """An odd-quintic Newton–Schulz coefficient schedule.
@@ -71,7 +76,7 @@ class Schedule:
             raise ValueError(f"Schedule {self.name!r}: safety must be >= 1, got {self.safety}.")
         object.__setattr__(self, "table", table)
         object.__setattr__(self, "safety", float(self.safety))
-        provenance = dict(self.provenance)
+        provenance = {key: _frozen(value) for key, value in dict(self.provenance).items()}
         object.__setattr__(self, "provenance", tuple(sorted(provenance.items())))
 
     @property
@@ -86,10 +91,12 @@ class Schedule:
           ValueError: if the rule does not define ``steps`` (never runs a different count).
         """
         table = np.asarray(self.table, dtype=np.float64)
-        if steps is None or steps == self.steps:
+        if steps is None:
             return table
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}.")
+        if steps == self.steps:
+            return table
         if steps < self.steps and self.extend in ("repeat_last", "truncate"):
             return table[:steps]
         if steps > self.steps and self.extend == "repeat_last":
@@ -128,7 +135,9 @@ class Schedule:
         known = {"name", "table", "safety", "precondition", "extend", "provenance"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"Unknown schedule fields {sorted(unknown)}; expected {sorted(known)}.")
+            raise ValueError(
+                f"Unknown schedule fields {sorted(unknown)}; expected {sorted(known)}."
+            )
         fields = dict(data)
         fields["provenance"] = tuple(dict(fields.get("provenance", {})).items())
         return cls(**fields)
