@@ -11,4 +11,74 @@ from optorth._presets import resolve_schedule as resolve_schedule
 from optorth._presets import root_schedule as root_schedule
 from optorth._schedule import Schedule as Schedule
 
+# --- coefficient schedules: scalar oracle and generators (issue 2) ---
+from optorth._generators import cans_schedule as cans_schedule
+from optorth._generators import polar_express_schedule as polar_express_schedule
+from optorth._validate import ScheduleReport as ScheduleReport
+from optorth._validate import validate_schedule as validate_schedule
+
+# --- factored second moments and Adafactor (issue 5) ---
+from optorth._adafactor import adafactor as adafactor
+from optorth._adafactor import relative_step_schedule as relative_step_schedule
+from optorth._block_rms import clip_by_rms as clip_by_rms
+from optorth._block_rms import scale_by_param_rms as scale_by_param_rms
+from optorth._factored import ScaleByFactoredRMSState as ScaleByFactoredRMSState
+from optorth._factored import scale_by_factored_rms as scale_by_factored_rms
+from optorth._second_moment_muon import adamuon as adamuon
+from optorth._second_moment_muon import factored_muon as factored_muon
+from optorth._second_moment_muon import normuon as normuon
+from optorth._second_moments import ScaleByElementwiseRMSState as ScaleByElementwiseRMSState
+from optorth._second_moments import ScaleByNeuronRMSState as ScaleByNeuronRMSState
+from optorth._second_moments import keep_matrix_norm as keep_matrix_norm
+from optorth._second_moments import scale_by_elementwise_rms as scale_by_elementwise_rms
+from optorth._second_moments import scale_by_neuron_rms as scale_by_neuron_rms
+from optorth._second_moments import scale_to_rms as scale_to_rms
+
+# --- matrices, routing, dualizers and the Muon family (issue 3) ---
+from optorth._alias import auon as auon
+from optorth._alias import hybrid_auon as hybrid_auon
+from optorth._alias import muon as muon
+from optorth._alias import normalized_sgdm as normalized_sgdm
+from optorth._alias import root as root
+from optorth._alias import signum as signum
+from optorth._alias import trust_region as trust_region
+from optorth._alias import turbo_muon as turbo_muon
+from optorth._alias import with_compute_dtype as with_compute_dtype
+from optorth._momentum import MomentumState as MomentumState
+from optorth._momentum import scale_by_momentum as scale_by_momentum
+from optorth._norms import NORMS as NORMS
+from optorth._norms import Norm as Norm
+from optorth._norms import dual_norm_auon as dual_norm_auon
+from optorth._norms import dual_norm_column as dual_norm_column
+from optorth._norms import dual_norm_frobenius as dual_norm_frobenius
+from optorth._norms import dual_norm_hybrid_auon as dual_norm_hybrid_auon
+from optorth._norms import dual_norm_row as dual_norm_row
+from optorth._norms import dual_norm_sign as dual_norm_sign
+from optorth._norms import dual_norm_spectral as dual_norm_spectral
+from optorth._norms import get_norm as get_norm
+from optorth._norms import lmo_auon as lmo_auon
+from optorth._norms import lmo_column as lmo_column
+from optorth._norms import lmo_frobenius as lmo_frobenius
+from optorth._norms import lmo_hybrid_auon as lmo_hybrid_auon
+from optorth._norms import lmo_row as lmo_row
+from optorth._norms import lmo_sign as lmo_sign
+from optorth._norms import lmo_spectral as lmo_spectral
+from optorth._routing import BIAS_PATTERNS as BIAS_PATTERNS
+from optorth._routing import EMBEDDING_PATTERNS as EMBEDDING_PATTERNS
+from optorth._routing import HEAD_PATTERNS as HEAD_PATTERNS
+from optorth._routing import Decision as Decision
+from optorth._routing import describe_routing as describe_routing
+from optorth._routing import nnx_attention_rules as nnx_attention_rules
+from optorth._routing import route as route
+from optorth._routing import routing_decisions as routing_decisions
+from optorth._specs import MatrixSpec as MatrixSpec
+from optorth._specs import map_matrices as map_matrices
+from optorth._transforms import OrthogonalizeState as OrthogonalizeState
+from optorth._transforms import dualize as dualize
+from optorth._transforms import orthogonalize as orthogonalize
+from optorth._transforms import resolve_specs as resolve_specs
+from optorth._transforms import route_specs as route_specs
+from optorth._transforms import scale_by_shape as scale_by_shape
+from optorth._transforms import soft_threshold as soft_threshold
+
 __version__ = "0.1.0"

@@ -1,0 +1,72 @@
+"""Leaf paths and shapes of parameter trees, for plain arrays and Flax NNX variables alike.
+
+``nnx.Optimizer(model, tx, wrt=nnx.Param)`` calls ``tx.init`` on an ``nnx.State`` whose
+leaves are ``nnx.Param`` variables, and ``tx.update`` on the same tree holding plain arrays.
+The helpers here treat a variable as one leaf (its value's shape, its path without a trailing
+``value``), so both calls see the same paths and shapes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def is_variable(x) -> bool:
+    """Whether ``x`` is a Flax NNX variable (without importing flax when it is not loaded)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(x, nnx.Variable)
+
+
+def unwrap(x):
+    """The array held by an NNX variable, or ``x`` itself."""
+    return x.get_value() if is_variable(x) else x
+
+
+def shape_of(x) -> tuple[int, ...]:
+    """The shape of an array, an NNX variable's value or a ``jax.ShapeDtypeStruct``."""
+    x = unwrap(x)
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else tuple(np.shape(x))
+
+
+def dtype_of(x):
+    """The dtype of an array or an NNX variable's value (``None`` for non-arrays)."""
+    x = unwrap(x)
+    dtype = getattr(x, "dtype", None)
+    return None if dtype is None else np.dtype(dtype)
+
+
+def _key_str(key) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def path_to_str(path) -> str:
+    """A ``/``-joined path string such as ``"layers/0/attn/kernel"`` from a jax key path."""
+    return "/".join(_key_str(k) for k in path)
+
+
+def flatten_with_paths(tree) -> tuple[list[tuple[str, Any]], Any]:
+    """``([(path_string, leaf), ...], treedef)`` with NNX variables kept as single leaves."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_variable)
+    return [(path_to_str(p), leaf) for p, leaf in leaves], treedef
+
+
+def map_with_path(fn, tree):
+    """``fn(path_string, leaf)`` on every leaf (NNX variables are leaves); same structure."""
+    items, treedef = flatten_with_paths(tree)
+    return jax.tree_util.tree_unflatten(treedef, [fn(path, leaf) for path, leaf in items])
+
+
+def as_params_tree(params):
+    """Accepts an ``nnx.Module`` (its ``nnx.Param`` state) or any pytree (unchanged)."""
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(params, nnx.Module):
+        return nnx.state(params, nnx.Param)
+    return params

@@ -1,0 +1,237 @@
+"""Routing: which leaves take the matrix path (and how), which take the fallback optimizer.
+
+Decided from roles, not rank alone, in this order (the first that applies wins):
+
+1. user ``rules``: ``(pattern, MatrixSpec | "fallback")`` pairs; ``pattern`` is a Python
+   regular expression searched (``re.search``) in the leaf path, e.g. ``"layers/0/attn/kernel"``
+   (keys joined by ``/``; NNX variables are leaves, so no ``/value`` suffix). Anchor with
+   ``^``/``$`` or ``(^|/)name(/|$)`` for exact components;
+2. scalars and vectors (rank ≤ 1) and non-float leaves → fallback;
+3. a last path component matching ``bias_patterns`` (``bias``, ``scale``, ...) → fallback, so
+   2-D biases such as NNX attention biases ``(heads, head_dim)`` are not taken for matrices;
+4. a path component matching ``embedding_patterns`` or ``head_patterns`` → fallback
+   (embeddings and output heads; Muon reference practice);
+5. rank 2 → ``MatrixSpec()`` (a hidden dense kernel ``(in, out)``);
+6. rank 4 → ``MatrixSpec.conv()`` (a Flax conv kernel ``(kh, kw, cin, cout)``, fan-in
+   ``kh·kw·cin``);
+7. anything else (rank 3: stacked layers or conv1d or attention; rank ≥ 5) → ``ValueError``
+   naming the leaf and the rules that would resolve it. Never a silent choice.
+
+Component patterns are regular expressions matched in full against a single path component,
+case-insensitively. They err towards the fallback: e.g. a Hugging Face BERT leaf
+``attention/output/dense/kernel`` matches ``output`` and goes to AdamW; add a rule (rules win)
+or pass ``head_patterns=`` to change that. :func:`describe_routing` prints the decision and the
+reason for each leaf.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from optorth._paths import as_params_tree, dtype_of, flatten_with_paths, shape_of
+from optorth._specs import MatrixSpec
+
+FALLBACK = "fallback"
+Rule = tuple[str, Any]  # (regex, MatrixSpec | "fallback")
+
+EMBEDDING_PATTERNS: tuple[str, ...] = (r".*embed.*", r"wte", r"wpe")
+HEAD_PATTERNS: tuple[str, ...] = (
+    r"lm_head", r"head", r"output", r"logits", r"classifier", r"readout",
+)
+BIAS_PATTERNS: tuple[str, ...] = (r"bias", r"biases", r"b", r"scale", r"gain", r"gamma",
+                                  r"beta")
+
+
+class Decision(NamedTuple):
+    """One leaf's routing: its path, shape, target (spec or ``"fallback"``) and why."""
+
+    path: str
+    shape: tuple[int, ...]
+    target: Any
+    reason: str
+
+
+def nnx_attention_rules(per_head: bool = False) -> list[Rule]:
+    """Rules for Flax NNX ``MultiHeadAttention`` kernels (``query``/``key``/``value``/``out``).
+
+    ``query``/``key``/``value`` kernels are ``(in, heads, head_dim)`` and ``out`` kernels
+    ``(heads, head_dim, out)``. Axes count from the end, so scanned stacks
+    ``(L, in, heads, head_dim)`` are handled too (``L`` becomes a batch axis).
+
+    Args:
+      per_head: ``False`` orthogonalizes each projection as one ``d × (heads·head_dim)``
+        matrix (Muon reference practice for a fused projection); ``True`` orthogonalizes
+        each head on its own.
+    """
+    if per_head:
+        qkv, out = MatrixSpec((-3,), (-1,)), MatrixSpec((-2,), (-1,))
+    else:
+        qkv, out = MatrixSpec((-3,), (-2, -1)), MatrixSpec((-3, -2), (-1,))
+    return [(r"(^|/)(query|key|value)/kernel$", qkv), (r"(^|/)out/kernel$", out)]
+
+
+def _compile(patterns) -> list[re.Pattern]:
+    return [re.compile(p, re.IGNORECASE) for p in patterns]
+
+
+def _component_match(patterns, components) -> str | None:
+    for comp in components:
+        for pat in patterns:
+            if pat.fullmatch(comp):
+                return comp
+    return None
+
+
+def _check_rules(rules) -> list[tuple[re.Pattern, Any, str]]:
+    checked = []
+    for i, rule in enumerate(rules or ()):
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)):
+            raise ValueError(f"rules[{i}] = {rule!r}: each rule is a (regex, target) pair, "
+                             f"target a MatrixSpec or 'fallback'.")
+        pattern, target = rule
+        if not (isinstance(target, MatrixSpec) or target == FALLBACK):
+            raise ValueError(f"rules[{i}] = {rule!r}: target must be an optorth.MatrixSpec or "
+                             f"'fallback', got {target!r}.")
+        checked.append((re.compile(pattern), target, pattern))
+    return checked
+
+
+def _ambiguous(path, shape) -> ValueError:
+    p = re.escape(path)
+    return ValueError(
+        f"Leaf {path!r} of shape {shape} (rank {len(shape)}) has no unambiguous matrix layout: "
+        f"it could be stacked/scanned layers, a conv kernel or a multi-head projection. Add a "
+        f"rule, first match wins, e.g. rules=[(r'^{p}$', optorth.MatrixSpec.stacked())] for "
+        f"(L, in, out) layers, optorth.MatrixSpec.conv(spatial_dims={len(shape) - 2}) for a "
+        f"conv kernel, rules=optorth.nnx_attention_rules() for nnx.MultiHeadAttention, or "
+        f"(r'^{p}$', 'fallback') to use the fallback optimizer."
+    )
+
+
+def _decide(path, leaf, rules, embed, head, bias) -> Decision:
+    shape = shape_of(leaf)
+    for regex, target, pattern in rules:
+        if regex.search(path):
+            if isinstance(target, MatrixSpec):
+                target.check(shape, path)
+            return Decision(path, shape, target, f"rule {pattern!r}")
+    dtype = dtype_of(leaf)
+    if len(shape) <= 1:
+        return Decision(path, shape, FALLBACK, f"rank {len(shape)}")
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+        return Decision(path, shape, FALLBACK, f"dtype {dtype}")
+    components = path.split("/") if path else []
+    if components and _component_match(bias, components[-1:]):
+        return Decision(path, shape, FALLBACK, f"bias/gain name {components[-1]!r}")
+    for patterns, role in ((embed, "embedding"), (head, "output head")):
+        comp = _component_match(patterns, components)
+        if comp is not None:
+            return Decision(path, shape, FALLBACK, f"{role} name {comp!r}")
+    if len(shape) == 2:
+        return Decision(path, shape, MatrixSpec(), "hidden 2-D kernel")
+    if len(shape) == 4:
+        return Decision(path, shape, MatrixSpec.conv(), "4-D conv kernel (kh, kw, cin, cout)")
+    raise _ambiguous(path, shape)
+
+
+def routing_decisions(
+    params,
+    rules: Sequence[Rule] | None = None,
+    *,
+    embedding_patterns: Sequence[str] = EMBEDDING_PATTERNS,
+    head_patterns: Sequence[str] = HEAD_PATTERNS,
+    bias_patterns: Sequence[str] = BIAS_PATTERNS,
+) -> tuple[list[Decision], Any]:
+    """The :class:`Decision` of every leaf (in tree order) and the tree definition."""
+    checked = _check_rules(rules)
+    embed, head, bias = map(_compile, (embedding_patterns, head_patterns, bias_patterns))
+    items, treedef = flatten_with_paths(as_params_tree(params))
+    decisions = [_decide(path, leaf, checked, embed, head, bias) for path, leaf in items]
+    return decisions, treedef
+
+
+def route(
+    params,
+    rules: Sequence[Rule] | None = None,
+    *,
+    embedding_patterns: Sequence[str] = EMBEDDING_PATTERNS,
+    head_patterns: Sequence[str] = HEAD_PATTERNS,
+    bias_patterns: Sequence[str] = BIAS_PATTERNS,
+):
+    """A tree like ``params`` whose leaves are a :class:`MatrixSpec` or ``"fallback"``.
+
+    Works on plain arrays, ``jax.ShapeDtypeStruct`` leaves, an ``nnx.State`` of ``nnx.Param``
+    variables (as ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` passes to ``tx.init``) and on an
+    ``nnx.Module`` (its ``nnx.Param`` state). See the module docstring for the order of the
+    decisions.
+
+    Args:
+      params: the parameter pytree (only shapes, dtypes and paths are read).
+      rules: ``(regex, MatrixSpec | "fallback")`` pairs searched in the ``/``-joined path;
+        the first match wins and overrides every default.
+      embedding_patterns: regexes matched against whole path components (case-insensitive);
+        a match sends the leaf to the fallback path.
+      head_patterns: likewise, for output heads.
+      bias_patterns: likewise, against the last component only (biases, norm gains).
+
+    Returns:
+      A pytree with ``params``' structure (NNX variables replaced by their decision).
+
+    Raises:
+      ValueError: for a leaf with no unambiguous layout (naming its path, shape and the rule
+        that resolves it), a malformed rule, or a rule whose spec does not fit its leaf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = {"embed": jnp.zeros((10, 4)), "w": jnp.zeros((4, 8)), "b": jnp.zeros(8)}
+      >>> route(params)["w"]
+      MatrixSpec(reduction=(0,), output=(1,), heads=None, blocks=None)
+    """
+    decisions, treedef = routing_decisions(
+        params, rules, embedding_patterns=embedding_patterns, head_patterns=head_patterns,
+        bias_patterns=bias_patterns)
+    return jax.tree_util.tree_unflatten(treedef, [d.target for d in decisions])
+
+
+def _matrices_text(spec, shape) -> str:
+    if not isinstance(spec, MatrixSpec):
+        return ""
+    return " + ".join(f"{b}×({m}×{n})" for b, m, n in spec.matrix_shapes(shape))
+
+
+def describe_routing(
+    params,
+    rules: Sequence[Rule] | None = None,
+    *,
+    embedding_patterns: Sequence[str] = EMBEDDING_PATTERNS,
+    head_patterns: Sequence[str] = HEAD_PATTERNS,
+    bias_patterns: Sequence[str] = BIAS_PATTERNS,
+) -> str:
+    """A printable table: leaf path, shape, path taken, spec, matrices and the reason.
+
+    Takes the same arguments as :func:`route` and makes the same decisions.
+
+    Example::
+
+        print(optorth.describe_routing(nnx.state(model, nnx.Param)))
+    """
+    decisions, _ = routing_decisions(
+        params, rules, embedding_patterns=embedding_patterns, head_patterns=head_patterns,
+        bias_patterns=bias_patterns)
+    header = ("path", "shape", "route", "spec", "matrices", "reason")
+    rows = [header] + [
+        (d.path, str(d.shape), "matrix" if isinstance(d.target, MatrixSpec) else FALLBACK,
+         d.target.describe() if isinstance(d.target, MatrixSpec) else "",
+         _matrices_text(d.target, d.shape), d.reason)
+        for d in decisions
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    n_matrix = sum(isinstance(d.target, MatrixSpec) for d in decisions)
+    lines.append(f"{n_matrix} matrix leaves, {len(decisions) - n_matrix} fallback leaves")
+    return "\n".join(lines)
