@@ -1,0 +1,147 @@
+"""Adafactor as a chain of per-matrix blocks.
+
+With no arguments, ``adafactor()`` is exactly the proposal of Shazeer & Stern (2018),
+Algorithm 4 / 5 with the settings of their section 9: for each weight matrix X (n × m),
+
+    ρ_t = min(1e-2, 1/√t)                                   (relative step schedule)
+    α_t = max(ε2, RMS(X_{t−1})) · ρ_t,  ε2 = 1e-3
+    β̂2_t = 1 − t^(−0.8),  ε1 = 1e-30
+    R_t = β̂2_t R_{t−1} + (1 − β̂2_t) rowmean(G² + ε1)
+    C_t = β̂2_t C_{t−1} + (1 − β̂2_t) colmean(G² + ε1)
+    U_t = G / sqrt(R_t C_tᵀ / mean(R_t))
+    Û_t = U_t / max(1, RMS(U_t) / d),  d = 1
+    X_t = X_{t−1} − α_t Û_t
+
+vectors and scalars use an unfactored V_t, no momentum (β1 = 0).
+
+Extensions (all off by default): momentum β1 applied after the scaling, i.e. to
+max(ε2, RMS(X))·Û_t, as an EMA without debiasing; decoupled weight decay λ with a mask, scaled
+by ρ_t like AdamW's decay is scaled by the learning rate:
+
+    X_t = X_{t−1} − ρ_t ( EMA_β1[max(ε2, RMS(X_{t−1})) Û_t] + λ X_{t−1} )
+
+References:
+  Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
+  (arXiv 1804.04235).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optorth._alias import with_compute_dtype
+from optorth._block_rms import clip_by_rms, scale_by_param_rms
+from optorth._factored import scale_by_factored_rms
+
+
+def relative_step_schedule(max_step: float = 1e-2) -> optax.Schedule:
+    """Adafactor's ρ_t = min(max_step, 1/√t) with t = count + 1 (paper: max_step = 1e-2).
+
+    Args:
+      max_step: the constant part of the schedule; 1/√t takes over after 1/max_step² steps.
+
+    Returns:
+      A schedule ``count -> ρ`` (count = 0 at the first update), float32.
+    """
+
+    def schedule(count):
+        t = jnp.asarray(count, jnp.float32) + 1.0
+        return jnp.minimum(jnp.asarray(max_step, jnp.float32), jax.lax.rsqrt(t))
+
+    return schedule
+
+
+def adafactor(
+    learning_rate: optax.ScalarOrSchedule | None = None,
+    *,
+    decay_rate: float = 0.8,
+    step_offset: int = 0,
+    epsilon1: float = 1e-30,
+    epsilon2: float = 1e-3,
+    clipping_threshold: float | None = 1.0,
+    multiply_by_parameter_scale: bool = True,
+    momentum: float | None = None,
+    mu_dtype: Any = None,
+    weight_decay: float | None = None,
+    weight_decay_mask: Any = None,
+    specs: Any = None,
+    min_dim_size_to_factor: int | None = None,
+    max_decay: float | None = None,
+    stats_dtype: Any = "float32",
+) -> optax.GradientTransformation:
+    """The Adafactor optimizer; with no arguments exactly the paper's proposal.
+
+    Chain: ``scale_by_factored_rms`` → ``clip_by_rms(d)`` → ``scale_by_param_rms(ε2)`` →
+    [``optax.ema(β1)``] → [``optax.add_decayed_weights(λ, mask)``] → ``−ρ_t``.
+    Statistics are float32 and per matrix (batch axes of stacked / conv leaves respected).
+
+    State size: m + n float32 values per m × n matrix, one per element of vectors and scalars
+    (plus one momentum value per element when ``momentum`` is set).
+
+    Args:
+      learning_rate: ρ_t, a float or schedule; ``None`` uses the relative step schedule
+        ``min(1e-2, 1/√t)``. With ``multiply_by_parameter_scale`` this is a *relative* step.
+      decay_rate: c in β̂2_t = 1 − t^(−c).
+      step_offset: restart the β̂2 schedule at this step (fine-tuning); always finite.
+      epsilon1: ε1 added to G².
+      epsilon2: ε2, floor of the parameter RMS in the relative step.
+      clipping_threshold: d in Û = U / max(1, RMS(U)/d); ``None`` disables clipping.
+      multiply_by_parameter_scale: scale by max(ε2, RMS(X_{t−1})) per matrix.
+      momentum: β1 of an (undebiased) EMA applied after the scaling; ``None``: no momentum.
+      mu_dtype: dtype of the momentum buffer (``None``: the parameters' dtype), e.g.
+        "float32" for bf16 parameters. Statistics always use ``stats_dtype``.
+      weight_decay: λ of decoupled weight decay, multiplied by ρ_t; ``None`` disables it.
+      weight_decay_mask: pytree of booleans or a callable ``params -> pytree`` (True: decay).
+      specs: ``None``, a pytree of ``optorth.MatrixSpec`` / ``None`` / ``"fallback"`` per leaf,
+        or a callable such as ``optorth.route``: decides the matrices of each leaf. Default:
+        the last two axes (leading axes are batch axes, so a conv kernel (kh, kw, cin, cout)
+        is kh·kw matrices cin × cout; ``MatrixSpec.conv()`` makes it one (kh·kw·cin) × cout).
+      min_dim_size_to_factor: factor only matrices with min(m, n) ≥ this (``None``: all).
+      max_decay: optional cap on β̂2_t (e.g. 0.999, Zhai et al. 2021).
+      stats_dtype: dtype of the second-moment statistics.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose updates have the gradients' dtype. Works
+      under ``optax.inject_hyperparams`` (numeric arguments become injectable; pass dtypes as
+      strings and list a callable ``weight_decay_mask`` or ``specs`` in ``static_args``).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optorth
+      >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
+      >>> tx = optorth.adafactor()
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(params, state, params)
+      >>> params = optax.apply_updates(params, updates)
+
+    References:
+      Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
+      (arXiv 1804.04235).
+    """
+    if learning_rate is None:
+        learning_rate = relative_step_schedule(1e-2)
+    chain = [
+        scale_by_factored_rms(
+            decay_rate=decay_rate,
+            step_offset=step_offset,
+            epsilon1=epsilon1,
+            specs=specs,
+            min_dim_size_to_factor=min_dim_size_to_factor,
+            max_decay=max_decay,
+            stats_dtype=stats_dtype,
+        )
+    ]
+    if clipping_threshold is not None:
+        chain.append(clip_by_rms(clipping_threshold, specs=specs))
+    if multiply_by_parameter_scale:
+        chain.append(scale_by_param_rms(epsilon2, specs=specs))
+    if momentum is not None:
+        dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+        chain.append(optax.ema(momentum, debias=False, accumulator_dtype=dtype))
+    if weight_decay is not None:
+        chain.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
+    chain.append(optax.scale_by_learning_rate(learning_rate))
+    return with_compute_dtype(optax.chain(*chain), None)  # updates in the gradients' dtype
