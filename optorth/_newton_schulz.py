@@ -26,11 +26,20 @@ from optorth._presets import resolve_schedule
 from optorth._schedule import PRECONDITIONS, Schedule
 
 METHODS = ("standard", "gram", "auto")
-#: ``method="auto"`` uses the Gram iteration when n / m reaches this aspect ratio
-#: (wide orientation). Measured on a 2-core CPU by ``benchmarks/orthogonalize.py``.
+#: ``method="auto"`` uses the Gram iteration when n / m reaches this aspect ratio (wide
+#: orientation). Flops: standard 10m³ + 20m²n, Gram (restart every 3) 28m³ + 8m²n for 5 steps,
+#: equal at n = 1.5m. Measured by ``benchmarks/orthogonalize.py`` (Jordan ×5, float32),
+#: time(Gram) / time(standard) at n/m = 1, 1.25, 1.5, 2, 3, 4, 8: 1.15, 1.06, 1.11, 0.85,
+#: 0.94, 0.60, 0.53 on the shared 2-core CPU (m = 512, jax 0.10.2); 0.96, 0.97, 0.88, 0.74,
+#: 0.61 at n/m = 1, 1.5, 2, 4, 8 on an H200 (m = 1024, jax 0.11.2). Gram wins from 2 on both.
 GRAM_CROSSOVER = 2.0
-_POWER_ITERS = 16
+_POWER_ITERS = 24
+_POWER_VECTORS = 8
 _SPECTRAL_MARGIN = 1.02
+#: ``jax_default_matmul_precision`` values that keep float32 matmuls at float32 accuracy.
+_FULL_F32_PRECISIONS = (
+    "highest", "float32", "f32_f32_f32", "bf16_bf16_f32_x6", "bf16_bf16_f32_x9", "f64_f64_f64"
+)
 
 
 def _mT(x):
@@ -101,18 +110,34 @@ def _schatten(x, safety, eps):
     return x * scale, a * jnp.square(scale)
 
 
+def _power_start(m: int) -> np.ndarray:
+    """Fixed, generic start vectors (m, _POWER_VECTORS) for the power iteration."""
+    v = np.random.default_rng(0x5EED).standard_normal((m, _POWER_VECTORS))
+    return (v / np.linalg.norm(v, axis=0, keepdims=True)).astype(np.float32)
+
+
 def _spectral(x, safety, eps):
-    """σ_max estimated by power iteration on A = XXᵀ (capped by the Schatten-4 bound)."""
+    """σ_max estimated by power iteration on A = XXᵀ (capped by the Schatten-4 bound).
+
+    Runs ``_POWER_VECTORS`` independent power iterations (``_POWER_ITERS`` steps each) and
+    keeps the largest Rayleigh estimate ‖Av‖, a lower bound on λ_max = σ_max², then divides
+    by √λ·``_SPECTRAL_MARGIN``. An estimate that falls short by more than the margin leaves
+    σ_max above 1, which the Polar Express tables do not survive (σ ≈ 1.03 is enough to
+    diverge), and a single start vector falls short whenever its component along the top
+    singular vector is small: with one vector and 16 steps, a 768-row matrix whose top σ
+    stands 5% above a cluster diverged in about half of random trials; with 8 vectors and
+    24 steps none of 20 000 trials did (tested for gaps 1.01–1.5).
+    """
     a = _gram(x)
-    m = a.shape[-1]
-    v = jnp.broadcast_to(jnp.cos(jnp.arange(m, dtype=a.dtype) * 1.3 + 0.1), a.shape[:-1])
+    v = jnp.asarray(_power_start(a.shape[-1]), dtype=a.dtype)
+    v = jnp.broadcast_to(v, a.shape[:-2] + v.shape)
 
     def body(_, v):
-        w = jnp.einsum("...ij,...j->...i", a, v)
-        return w / (jnp.linalg.norm(w, axis=-1, keepdims=True) + 1e-30)
+        w = a @ v
+        return w / (jnp.linalg.norm(w, axis=-2, keepdims=True) + 1e-30)
 
     v = jax.lax.fori_loop(0, _POWER_ITERS, body, v)
-    lam = jnp.linalg.norm(jnp.einsum("...ij,...j->...i", a, v), axis=-1)[..., None, None]
+    lam = jnp.max(jnp.linalg.norm(a @ v, axis=-2), axis=-1)[..., None, None]
     s4 = jnp.sqrt(jnp.sqrt(jnp.sum(jnp.square(a), axis=(-2, -1), keepdims=True)))
     sigma = jnp.minimum(jnp.sqrt(lam) * _SPECTRAL_MARGIN, s4)
     scale = 1.0 / (sigma * safety + eps)
@@ -179,6 +204,42 @@ def _gram_chunk(x, coeffs, r):
     return q @ x
 
 
+def _full_float32_matmuls() -> bool:
+    """Whether float32 matmuls run at full float32 precision where this is being traced.
+
+    XLA's CPU backend always does; on GPU and TPU the default precision rounds float32
+    operands to TF32 / bfloat16 unless ``jax_default_matmul_precision`` asks for
+    ``"highest"`` / ``"float32"``.
+    """
+    precision = jax.config.jax_default_matmul_precision
+    if precision is not None and str(precision).lower() in _FULL_F32_PRECISIONS:
+        return True
+    return jax.default_backend() == "cpu"
+
+
+def default_restart(dtype) -> int:
+    """Gram restart period for ``restart=None``: 2 (16-bit), 3 (float32), 0 = never (float64).
+
+    The Gram iteration squares the condition number: R = XXᵀ holds σ² with absolute
+    round-off ε·σ_max², so the polynomial's steep part (σ ≈ 1/slope) sees relative
+    errors that grow like slope²·ε within a chunk. Recomputing X ← QX and R = XXᵀ resets
+    them. Measured on σ log-spaced down to 1e-6 (tests and ``benchmarks/orthogonalize.py``):
+    in float32 on CPU without restarts, Gram and standard iterations differ by 1e-4 (5
+    steps) to 4e-3 (8-step Polar Express); every 3 steps brings that to ≤ 1e-4, for 20%
+    more time at 768×3072 on a 2-core CPU (``restart=0`` skips it where 1e-3 is good
+    enough and matmuls are full float32). In bfloat16, restarting every 3 steps lets the
+    8-step Polar Express table diverge (σ ≈ 1e36) while every 2 steps matches the standard
+    iteration's bf16 error. float32 compute with matmuls at the GPU/TPU default precision
+    (TF32 / bf16 passes) behaves like 16-bit: on an H200 (jax 0.11.2) Gram without restarts
+    diverged and every 3 steps left band errors of 5e-2 against 2.6e-2 every 2 steps
+    (standard: 9e-3), so float32 restarts every 2 steps unless matmuls are full float32.
+    """
+    itemsize = jnp.dtype(dtype).itemsize
+    if itemsize <= 2 or (itemsize == 4 and not _full_float32_matmuls()):
+        return 2
+    return 3 if itemsize == 4 else 0
+
+
 def _restart_points(steps: int, restart: int | None) -> list[int]:
     if not restart or restart >= steps:
         return [0, steps]
@@ -187,7 +248,7 @@ def _restart_points(steps: int, restart: int | None) -> list[int]:
 
 def _gram_iteration(x, coeffs, a_mat, restart):
     bounds = _restart_points(coeffs.shape[0], restart)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         x = _gram_chunk(x, coeffs[start:stop], a_mat if start == 0 else None)
     return x
 
@@ -241,16 +302,25 @@ def newton_schulz(
       eps: added to the normalizer.
       safety: overrides the schedule's normalization safety factor.
       restart: for ``method="gram"``, recompute X and its Gram matrix every ``restart``
-        steps; ``None`` restarts every 2 steps in 16-bit compute dtypes, never otherwise.
+        steps (``0`` never restarts); ``None`` uses :func:`default_restart` of the compute
+        dtype (every 2 steps in 16-bit and in float32 with reduced-precision GPU/TPU
+        matmuls, every 3 in full float32, never in float64).
 
     Returns:
       An array with the shape and dtype of ``x``.
     """
     x = _check_input(x)
     shape, in_dtype = x.shape, x.dtype
+    if restart is not None and not (isinstance(restart, (int, np.integer)) and restart >= 0):
+        raise ValueError(f"restart={restart!r}; expected None or an int >= 0 (0: never).")
+    if x.size == 0:  # a zero-sized axis: nothing to orthogonalize, the result is empty too
+        return x
     coeffs, safety, precondition = _resolve(schedule, shape[-2:], steps, safety, precondition)
     norm_dtype = jnp.promote_types(in_dtype, jnp.float32)
     compute_dtype = jnp.dtype(norm_dtype if dtype is None else dtype)
+    if not jnp.issubdtype(compute_dtype, jnp.floating):
+        raise ValueError(f"dtype={compute_dtype} is not a floating compute dtype; pass e.g. "
+                         f"jnp.bfloat16 or jnp.float32 (or None for the input's).")
     method = choose_method(shape, method)
     transposed = shape[-2] > shape[-1]
     y = _mT(x) if transposed else x
@@ -259,8 +329,7 @@ def newton_schulz(
     a_mat = None if a_mat is None else a_mat.astype(compute_dtype)
     coeffs = coeffs.astype(compute_dtype)
     if method == "gram" and min(shape[-2:]) > 1:
-        if restart is None and compute_dtype.itemsize <= 2:
-            restart = 2
+        restart = default_restart(compute_dtype) if restart is None else restart
         y = _gram_iteration(y, coeffs, a_mat, restart)
     else:
         y = _standard(y, coeffs, a_mat)
