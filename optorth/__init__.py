@@ -81,4 +81,29 @@ from optorth._transforms import route_specs as route_specs
 from optorth._transforms import scale_by_shape as scale_by_shape
 from optorth._transforms import soft_threshold as soft_threshold
 
+# --- learned coefficients: offline fits, online refinement, recorded spectra (issue 4) ---
+from optorth._learn import OBJECTIVES as OBJECTIVES
+from optorth._learn import SPECTRUM_FAMILIES as SPECTRUM_FAMILIES
+from optorth._learn import FitError as FitError
+from optorth._learn import fit_schedule as fit_schedule
+from optorth._learn import sample_spectra as sample_spectra
+from optorth._online import OnlineLearning as OnlineLearning
+from optorth._online import RefineInfo as RefineInfo
+from optorth._online import refine_coefficients as refine_coefficients
+from optorth._spectra import SpectraState as SpectraState
+from optorth._spectra import matrix_spectrum as matrix_spectrum
+from optorth._spectra import record_spectra as record_spectra
+from optorth._spectra import recorded_spectra as recorded_spectra
+
+# --- checkpoints: coefficient fingerprints and the restore policy (issue 7) ---
+from optorth._checkpoint import STATE_VERSION as STATE_VERSION
+from optorth._checkpoint import coefficient_fingerprint as coefficient_fingerprint
+from optorth._checkpoint import coefficient_states as coefficient_states
+from optorth._checkpoint import reconcile_coefficients as reconcile_coefficients
+
+# --- grouped batched orthogonalization and sharding (issue 6) ---
+from optorth._grouping import describe_groups as describe_groups
+from optorth._grouping import map_matrix_groups as map_matrix_groups
+from optorth._sharding import sharded_map_matrix_groups as sharded_map_matrix_groups
+
 __version__ = "0.1.0"

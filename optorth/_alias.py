@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from optorth._momentum import scale_by_momentum
+from optorth._paths import dtype_of, flatten_with_paths, shape_of
 from optorth._routing import route
 from optorth._specs import MatrixSpec
 from optorth._transforms import (
@@ -61,11 +62,37 @@ def _cast_floats(tree, dtype):
     return jax.tree.map(cast, tree)
 
 
+def check_updates_match_params(updates, params) -> None:
+    """Raises ``ValueError`` naming the first leaf where ``updates`` and ``params`` disagree.
+
+    Checked at trace time (paths and shapes), so a gradient tree of another model or a
+    transposed gradient fails with its path instead of a broadcasting error deep inside.
+    """
+    u_items, _ = flatten_with_paths(updates)
+    p_items, _ = flatten_with_paths(params)
+    u_paths, p_paths = [p for p, _ in u_items], [p for p, _ in p_items]
+    if u_paths != p_paths:
+        extra = sorted(set(u_paths) - set(p_paths))[:5]
+        missing = sorted(set(p_paths) - set(u_paths))[:5]
+        raise ValueError(
+            f"The updates and the params have different trees: leaves only in the updates "
+            f"{extra}, only in the params {missing}. Pass gradients of the parameter tree the "
+            f"optimizer was initialized with (same keys, same order).")
+    for (path, u), (_, p) in zip(u_items, p_items, strict=True):
+        if shape_of(u) != shape_of(p):
+            raise ValueError(
+                f"The update of leaf {path!r} has shape {shape_of(u)} but the parameter has "
+                f"shape {shape_of(p)}. Pass gradients with the parameters' shapes (a transposed "
+                f"or reshaped gradient is not accepted).")
+
+
 def with_compute_dtype(inner: optax.GradientTransformation,
                        dtype: Any = None) -> optax.GradientTransformation:
     """Runs ``inner`` in ``dtype`` (state included) and returns updates in the input dtypes.
 
     With ``dtype=None`` only the output cast applies, so bf16 gradients give bf16 updates.
+    State leaves keep the dtypes ``init`` gave them (e.g. optax's AdamW moments would otherwise
+    turn float32 under ``inject_hyperparams(hyperparam_dtype=jnp.float32)`` with bf16 params).
     """
     dtype = None if dtype is None else jnp.dtype(dtype)
 
@@ -73,13 +100,17 @@ def with_compute_dtype(inner: optax.GradientTransformation,
         return inner.init(params if dtype is None else _cast_floats(params, dtype))
 
     def update_fn(updates, state, params=None):
+        if params is not None:
+            check_updates_match_params(updates, params)
         if dtype is not None:
             inner_updates = _cast_floats(updates, dtype)
             params = None if params is None else _cast_floats(params, dtype)
         else:
             inner_updates = updates
-        out, state = inner.update(inner_updates, state, params)
-        return jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates), state
+        out, new_state = inner.update(inner_updates, state, params)
+        new_state = jax.tree.map(lambda n, o: n.astype(o.dtype) if hasattr(o, "dtype") else n,
+                                 new_state, state)
+        return jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -92,11 +123,29 @@ def _labels(rules):
     return labels
 
 
+def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` whose ``init`` refuses float16 leaves (AdamW's moments and eps in float16)."""
+
+    def init_fn(params):
+        for path, leaf in flatten_with_paths(params)[0]:
+            if dtype_of(leaf) == jnp.float16:
+                raise ValueError(
+                    f"Leaf {path!r} of shape {shape_of(leaf)} is float16 and takes the AdamW "
+                    f"fallback, whose state and arithmetic would be float16: eps=1e-10 "
+                    f"underflows to 0 (NaN updates for gradients below ~1e-4) and g² overflows "
+                    f"beyond |g| ≈ 256. Pass mu_dtype='float32' (state in float32, updates in "
+                    f"float16), or your own fallback=.")
+        return inner.init(params)
+
+    return optax.GradientTransformation(init_fn, inner.update)
+
+
 def _adamw(adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_eps_root, adam_weight_decay,
            adam_nesterov, weight_decay_mask):
-    return optax.adamw(learning_rate=adam_learning_rate, b1=adam_b1, b2=adam_b2, eps=adam_eps,
-                       eps_root=adam_eps_root, weight_decay=adam_weight_decay,
-                       mask=weight_decay_mask, nesterov=adam_nesterov)
+    return _reject_float16(optax.adamw(
+        learning_rate=adam_learning_rate, b1=adam_b1, b2=adam_b2, eps=adam_eps,
+        eps_root=adam_eps_root, weight_decay=adam_weight_decay, mask=weight_decay_mask,
+        nesterov=adam_nesterov))
 
 
 def _assemble(direction_blocks, *, learning_rate, weight_decay, weight_decay_mask, scale,

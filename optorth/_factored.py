@@ -33,6 +33,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
@@ -103,7 +104,10 @@ def _update_factored(g, spec, v_row, v_col, beta, eps1):
     view, back = pm.to_view(g, spec)
     chex.assert_shape(v_row, view.shape[:-1])
     g32 = view.astype(jnp.float32)
-    g2 = jnp.square(g32) + eps1
+    # Saturate |g| where the row/column means of G² would overflow float32 (inf/inf = NaN in
+    # V̂ below): |g| ≤ sqrt(max/(2·max(m, n))) ≈ 1e18 here; ordinary gradients are untouched.
+    limit = math.sqrt(float(jnp.finfo(jnp.float32).max) / (2 * max(*view.shape[-2:], 1)))
+    g2 = jnp.square(jnp.clip(g32, -limit, limit)) + eps1
     row32 = _ema(v_row, jnp.mean(g2, axis=-1), beta)
     col32 = _ema(v_col, jnp.mean(g2, axis=-2), beta)
     row_factor = jax.lax.rsqrt(row32 / jnp.mean(row32, axis=-1, keepdims=True))
@@ -113,7 +117,7 @@ def _update_factored(g, spec, v_row, v_col, beta, eps1):
 
 def _update_full(g, v, beta, eps1):
     g32 = g.astype(jnp.float32)
-    v32 = _ema(v, jnp.square(g32) + eps1, beta)
+    v32 = _ema(v, jnp.minimum(jnp.square(g32) + eps1, jnp.finfo(jnp.float32).max), beta)
     return (g32 * jax.lax.rsqrt(v32)).astype(g.dtype), v32.astype(v.dtype)
 
 

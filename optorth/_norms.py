@@ -46,6 +46,13 @@ def _safe_divide(x, norm):
     return x / jnp.where(norm > 0, norm, 1.0)
 
 
+def _unit_scale(m):
+    """M / max|M_ij| per matrix in float32 (zero stays zero), for the scale-invariant lmos:
+    their norms of M then neither overflow (|M| ≳ 1e19) nor underflow (|M| ≲ 1e-19)."""
+    x = _f32(m)
+    return _safe_divide(x, jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True, initial=0.0))
+
+
 def _inner(a, b):
     """⟨A, B⟩ per matrix, shape ``(...)``."""
     return jnp.sum(_f32(a) * _f32(b), axis=(-2, -1))
@@ -75,7 +82,8 @@ def primal_norm_spectral(m):
 # ----- frobenius ------------------------------------------------------------------------------
 def lmo_frobenius(m):
     """M / ‖M‖_F per matrix (zero for a zero matrix)."""
-    return _safe_divide(_f32(m), _fro(m)[..., None, None]).astype(jnp.asarray(m).dtype)
+    x = _unit_scale(m)
+    return _safe_divide(x, _fro(x)[..., None, None]).astype(jnp.asarray(m).dtype)
 
 
 def dual_norm_frobenius(m):
@@ -109,7 +117,8 @@ def _vector_norms(m, axis):
 
 def lmo_row(m):
     """Each row divided by its ℓ2 norm (ℓ1→ℓ2 operator norm for ``y = x @ W``)."""
-    return _safe_divide(_f32(m), _vector_norms(m, -1)).astype(jnp.asarray(m).dtype)
+    x = _unit_scale(m)
+    return _safe_divide(x, _vector_norms(x, -1)).astype(jnp.asarray(m).dtype)
 
 
 def dual_norm_row(m):
@@ -124,7 +133,8 @@ def primal_norm_row(m):
 
 def lmo_column(m):
     """Each column divided by its ℓ2 norm (ℓ2→ℓ∞ operator norm for ``y = x @ W``)."""
-    return _safe_divide(_f32(m), _vector_norms(m, -2)).astype(jnp.asarray(m).dtype)
+    x = _unit_scale(m)
+    return _safe_divide(x, _vector_norms(x, -2)).astype(jnp.asarray(m).dtype)
 
 
 def dual_norm_column(m):
@@ -145,8 +155,10 @@ def lmo_auon(m, *, gamma: float = 1.0, eps: float = 1e-7):
     (arXiv 2509.24320), with ``γ = 1`` as in its training script.
     Since ‖X‖_F = 1, r − 1 ≤ sinh²(γ)/(2N) for N entries (about 2e-6 for 512×512), so the cosh
     factor is numerically almost a no-op and AuON ≈ Frobenius-normalized momentum SGD.
+    M is first divided by its largest |entry| (the direction is scale invariant), so ``eps``
+    only guards a zero matrix and gradients of magnitude 1e-30 or 1e30 keep their direction.
     """
-    x = _f32(m)
+    x = _unit_scale(m)
     x = x / (_fro(x)[..., None, None] + eps)
     r = jnp.sqrt(jnp.mean(jnp.square(jnp.cosh(gamma * x)), axis=(-2, -1), keepdims=True))
     return (x / (r + 1e-8)).astype(jnp.asarray(m).dtype)

@@ -6,7 +6,7 @@ Decided from roles, not rank alone, in this order (the first that applies wins):
    regular expression searched (``re.search``) in the leaf path, e.g. ``"layers/0/attn/kernel"``
    (keys joined by ``/``; NNX variables are leaves, so no ``/value`` suffix). Anchor with
    ``^``/``$`` or ``(^|/)name(/|$)`` for exact components;
-2. scalars and vectors (rank ≤ 1) and non-float leaves → fallback;
+2. scalars and vectors (rank ≤ 1) and non-float leaves (integer, complex) → fallback;
 3. a last path component matching ``bias_patterns`` (``bias``, ``scale``, ...) → fallback, so
    2-D biases such as NNX attention biases ``(heads, head_dim)`` are not taken for matrices;
 4. a path component matching ``embedding_patterns`` or ``head_patterns`` → fallback
@@ -122,7 +122,7 @@ def _decide(path, leaf, rules, embed, head, bias) -> Decision:
     dtype = dtype_of(leaf)
     if len(shape) <= 1:
         return Decision(path, shape, FALLBACK, f"rank {len(shape)}")
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):  # ints, complex
         return Decision(path, shape, FALLBACK, f"dtype {dtype}")
     components = path.split("/") if path else []
     if components and _component_match(bias, components[-1:]):

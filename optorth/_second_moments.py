@@ -102,7 +102,8 @@ def scale_by_neuron_rms(
         view, back = pm.to_view(u, s)
         chex.assert_shape(v, view.shape[:-2] + view.shape[-1:])
         o = view.astype(jnp.float32)
-        v32 = b2 * v.astype(jnp.float32) + (1.0 - b2) * jnp.mean(jnp.square(o), axis=-2)
+        fan_in = max(o.shape[-2], 1)  # an empty fan-in axis gives 0, not mean([]) = NaN
+        v32 = b2 * v.astype(jnp.float32) + (1.0 - b2) * jnp.sum(jnp.square(o), axis=-2) / fan_in
         out = o / (jnp.sqrt(v32)[..., None, :] + eps)
         return back(out).astype(u.dtype), v32.astype(v.dtype)
 

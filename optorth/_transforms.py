@@ -22,11 +22,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optorth._checkpoint import STATE_VERSION, coefficient_fingerprint
 from optorth._newton_schulz import newton_schulz
 from optorth._norms import get_norm
 from optorth._paths import map_with_path, path_to_str, shape_of, unwrap
 from optorth._presets import _SHAPED, resolve_schedule
 from optorth._schedule import Schedule
+from optorth._sharding import sharded_map_matrix_groups
 from optorth._specs import MatrixSpec, is_spec_leaf, map_matrices
 
 Specs = Any  # None | pytree of MatrixSpec / "fallback" / None | Callable[[params], pytree]
@@ -86,9 +88,14 @@ class OrthogonalizeState(NamedTuple):
     ``coeffs``: the ``(T, 3)`` float32 Newton–Schulz table read at every update (so it can be
     learned, scheduled or checkpointed); for per-shape presets (``"root"``) a dict mapping
     ``"{min(m,n)}x{max(m,n)}"`` to that shape's table.
+    ``fingerprint``: uint32 CRC32 of the table(s) the block was constructed with (constant in
+    training); ``version``: the layout version. Both serve
+    :func:`optorth.reconcile_coefficients` after a checkpoint restore (``optorth._checkpoint``).
     """
 
     coeffs: Any
+    fingerprint: Any = None
+    version: Any = None
 
 
 def _static_int(value, name):
@@ -156,6 +163,7 @@ def orthogonalize(
     eps: float = 1e-7,
     specs: Specs = None,
     adaptive: bool = False,
+    distribute: bool | None = None,
 ) -> optax.GradientTransformation:
     """The spectral-norm dualizer: each matrix M = U S Vᵀ becomes ≈ U Vᵀ (Newton–Schulz).
 
@@ -163,6 +171,10 @@ def orthogonalize(
     matrix. The coefficient table lives in the state (:class:`OrthogonalizeState`) and is
     passed to the engine as a raw ``(T, 3)`` array with the schedule's safety factor and
     preconditioning.
+
+    Matrices of equal shape (tall ones transposed) from all leaves are orthogonalized in
+    one batched call per shape (``optorth._grouping``); the values equal those of one call
+    per leaf.
 
     Args:
       schedule: a preset name, an ``optorth.Schedule`` or a raw ``(T, 3)`` table.
@@ -175,6 +187,9 @@ def orthogonalize(
       specs: how leaves become matrices (module docstring).
       adaptive: multiply each matrix's direction by ⟨M, O⟩ ≈ ‖M‖_* (its nuclear norm),
         computed per matrix.
+      distribute: on a device mesh, shard each stack of equally shaped matrices on its
+        stack axis so every device iterates on whole matrices (``optorth._sharding``);
+        ``None`` decides from the layouts, ``True``/``False`` force it on/off.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`OrthogonalizeState`.
@@ -187,25 +202,35 @@ def orthogonalize(
     def init_fn(params):
         specs_tree = resolve_specs(specs, params)
         shapes = _matrix_shapes(specs_tree, params)
-        return OrthogonalizeState(_initial_coeffs(schedule, _static_int(steps, "steps"), shapes))
+        with jax.ensure_compile_time_eval():  # concrete tables (for the fingerprint) under jit
+            coeffs = _initial_coeffs(schedule, _static_int(steps, "steps"), shapes)
+            return OrthogonalizeState(coeffs, coefficient_fingerprint(coeffs),
+                                      jnp.asarray(STATE_VERSION, jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
         specs_tree = resolve_specs(specs, updates)
 
-        def direction(mats):
+        def direction(coeffs, mats):
             safety, precond = _ns_static(schedule, mats.shape[-2:], precondition)
-            out = newton_schulz(mats, _coeffs_for(state.coeffs, mats.shape),
+            out = newton_schulz(mats, _coeffs_for(coeffs, mats.shape),
                                 precondition=precond, method=method, dtype=dtype, eps=eps,
                                 safety=safety)
             return _scale_by_dual(mats, out) if adaptive else out
 
-        return map_matrices(direction, updates, specs_tree), state
+        return sharded_map_matrix_groups(direction, updates, specs_tree, consts=state.coeffs,
+                                         transpose_tall=True, distribute=distribute), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 # ----- dualize (any norm) ---------------------------------------------------------------------
+#: Norms whose lmo multiplies whole matrices (Newton–Schulz) and commutes with transposition:
+#: they run grouped and distributed like :func:`orthogonalize`; the others are elementwise
+#: maps and reductions that XLA partitions with scalar-sized all-reduces.
+_WHOLE_MATRIX_NORMS = frozenset({"hybrid_auon"})
+
+
 def _check_options(name, lmo, options):
     try:
         inspect.signature(lmo).bind(None, **options)
@@ -248,7 +273,11 @@ def dualize(norm: str, *, adaptive: bool = False, specs: Specs = None,
 
     def update_fn(updates, state, params=None):
         del params
-        return map_matrices(direction, updates, resolve_specs(specs, updates)), state
+        specs_tree = resolve_specs(specs, updates)
+        if norm in _WHOLE_MATRIX_NORMS:  # matrix products: stack and distribute as NS does
+            return sharded_map_matrix_groups(lambda _, m: direction(m), updates, specs_tree,
+                                             transpose_tall=True), state
+        return map_matrices(direction, updates, specs_tree), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
@@ -290,6 +319,8 @@ def scale_by_shape(convention: str = "keller", *, rms_factor: float = 0.2,
     shape_scale(convention, 1, 1, rms_factor)  # validates the name early
 
     def scale(mats):
+        if mats.size == 0:  # a zero-sized axis: nothing to scale (and no fan-in to divide by)
+            return mats
         factor = shape_scale(convention, mats.shape[-2], mats.shape[-1], rms_factor)
         return (mats * factor).astype(mats.dtype)
 
@@ -303,6 +334,8 @@ def scale_by_shape(convention: str = "keller", *, rms_factor: float = 0.2,
 # ----- soft thresholding (ROOT) ---------------------------------------------------------------
 def clip_at_quantile(mats, quantile):
     """clip(M, −ε, ε) with ε the ``quantile`` of |M| per matrix (``mats``: ``(B, m, n)``)."""
+    if mats.size == 0:  # a zero-sized axis: no entries, no quantile
+        return mats
     f32 = jnp.promote_types(mats.dtype, jnp.float32)
     flat = jnp.abs(mats.astype(f32)).reshape(mats.shape[:-2] + (-1,))
     threshold = jnp.quantile(flat, quantile, axis=-1)[..., None, None]
@@ -323,8 +356,11 @@ def soft_threshold(quantile: float = 0.9, *, specs: Specs = None
 
     def update_fn(updates, state, params=None):
         del params
-        return map_matrices(lambda m: clip_at_quantile(m, quantile), updates,
-                            resolve_specs(specs, updates)), state
+        # A quantile sorts each whole matrix: stack and distribute (``optorth._sharding``);
+        # it and the clip commute with transposition.
+        return sharded_map_matrix_groups(lambda _, m: clip_at_quantile(m, quantile), updates,
+                                         resolve_specs(specs, updates),
+                                         transpose_tall=True), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 

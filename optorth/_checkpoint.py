@@ -1,0 +1,197 @@
+"""Checkpoints: what a restored optimizer state does with its Newton–Schulz coefficients.
+
+Every :func:`optorth.orthogonalize` block keeps its coefficient table in its state
+(:class:`optorth.OrthogonalizeState`): ``coeffs`` (the table read at every update; learned or
+scheduled coefficients change it), ``fingerprint`` (a CRC32 of the table(s) the block was
+*constructed* with; it never changes during training) and ``version`` (the state layout,
+:data:`STATE_VERSION`). All three are plain arrays, so an Orbax round trip of the whole optax
+state is bit-exact and training continues identically after a restore.
+
+A restore knows nothing about the optimizer the code constructs now, so by itself it keeps the
+checkpoint's coefficients, like every other state (momentum, second moments). When the two can
+differ — the table was learned online, or the code now asks for another schedule or step
+count — call :func:`reconcile_coefficients` right after restoring and choose explicitly:
+
+==================  ============================================================================
+policy              restored coefficients differ from those the optimizer was constructed with
+==================  ============================================================================
+``"same_schedule"`` keep the checkpoint's (e.g. learned) table if it started from the same
+                    table (equal fingerprints); otherwise raise ``ValueError`` (default)
+``"keep"``          always continue with the checkpoint's table (and its fingerprint)
+``"override"``      always use the table of the optimizer constructed now (learning restarts)
+``"error"``         raise ``ValueError`` whenever the tables differ at all
+==================  ============================================================================
+
+A changed step count changes the table's shape; Orbax then refuses to restore into the new
+optimizer's state ("Requested shape ... is not compatible with the stored shape"). Restore into
+the state of the optimizer that wrote the checkpoint and reconcile with ``policy="override"``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optorth._paths import path_to_str, unwrap
+
+#: Layout version of :class:`optorth.OrthogonalizeState` (``coeffs``, ``fingerprint``,
+#: ``version``). A state saved by a newer layout is refused by :func:`reconcile_coefficients`.
+STATE_VERSION = 1
+POLICIES = ("same_schedule", "keep", "override", "error")
+UNKNOWN_FINGERPRINT = 0
+
+
+def coefficient_fingerprint(coeffs) -> jax.Array:
+    """A uint32 CRC32 of a coefficient table (``(T, 3)``) or a per-shape dict of tables.
+
+    Hashes the float32 little-endian bytes and shapes (and, for a dict, its sorted keys), so
+    equal fingerprints mean bit-identical initial tables. Traced tables have no concrete bytes:
+    they get :data:`UNKNOWN_FINGERPRINT` (0).
+    """
+    tables = coeffs if isinstance(coeffs, dict) else {"": coeffs}
+    if any(isinstance(t, jax.core.Tracer) for t in tables.values()):
+        return jnp.asarray(UNKNOWN_FINGERPRINT, jnp.uint32)
+    crc = 0
+    for key in sorted(tables):
+        table = np.ascontiguousarray(np.asarray(tables[key], dtype="<f4"))
+        crc = zlib.crc32(f"{key}:{table.shape}".encode(), crc)
+        crc = zlib.crc32(table.tobytes(), crc)
+    return jnp.asarray(crc or 1, jnp.uint32)  # 0 is reserved for "unknown"
+
+
+def _is_coefficient_state(x) -> bool:
+    from optorth._transforms import OrthogonalizeState
+
+    return isinstance(x, OrthogonalizeState)
+
+
+def coefficient_states(state) -> list[tuple[str, Any]]:
+    """``[(path, OrthogonalizeState), ...]`` of every orthogonalize block in an optax state.
+
+    Works on plain optax states and on ``nnx.Optimizer.opt_state`` (NNX variables inside).
+    """
+    flat, _ = jax.tree_util.tree_flatten_with_path(state, is_leaf=_is_coefficient_state)
+    return [(path_to_str(p), x) for p, x in flat if _is_coefficient_state(x)]
+
+
+def _values(x):
+    """The value of a field as a numpy array (or a dict of them); ``None`` stays ``None``."""
+    x = unwrap(x)
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: np.asarray(unwrap(v)) for k, v in x.items()}
+    return np.asarray(x)
+
+
+def _same_tables(a, b) -> bool:
+    a, b = _values(a), _values(b)
+    if isinstance(a, dict) or isinstance(b, dict):
+        if not (isinstance(a, dict) and isinstance(b, dict)) or sorted(a) != sorted(b):
+            return False
+        return all(_same_tables(a[k], b[k]) for k in a)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _describe(node) -> str:
+    coeffs = _values(node.coeffs)
+    if isinstance(coeffs, dict):
+        tables = ", ".join(f"{k}: {v.shape[0]}×3" for k, v in sorted(coeffs.items()))
+    else:
+        tables = f"{coeffs.shape[0]}×3" if coeffs.ndim == 2 else f"shape {coeffs.shape}"
+    fingerprint = _values(getattr(node, "fingerprint", None))
+    fp = "unknown" if fingerprint is None or int(fingerprint) == 0 else f"{int(fingerprint):08x}"
+    return f"table {tables}, initial-table fingerprint {fp}"
+
+
+def _check_version(path, node):
+    version = _values(getattr(node, "version", None))
+    if version is not None and int(version) > STATE_VERSION:
+        raise ValueError(
+            f"The coefficient state at {path!r} has layout version {int(version)}, newer than "
+            f"this optorth's {STATE_VERSION}. Upgrade optorth to restore this checkpoint.")
+
+
+def _fingerprints_match(restored, reference) -> bool:
+    a = _values(getattr(restored, "fingerprint", None))
+    b = _values(getattr(reference, "fingerprint", None))
+    return (a is not None and b is not None and int(a) != UNKNOWN_FINGERPRINT
+            and int(a) == int(b))
+
+
+def _choose(path, restored, reference, policy):
+    _check_version(path, restored)
+    if policy == "keep" or _same_tables(restored.coeffs, reference.coeffs):
+        return restored
+    if policy == "override":
+        return reference
+    where = (f"The restored Newton–Schulz coefficients at {path!r} ({_describe(restored)}) "
+             f"differ from those of the optimizer constructed now ({_describe(reference)})")
+    fix = ("Pass policy='keep' to continue with the checkpoint's coefficients or "
+           "policy='override' to use the constructed optimizer's.")
+    if policy == "error":
+        raise ValueError(f"{where}. policy='error' forbids this. {fix}")
+    if _fingerprints_match(restored, reference):
+        return restored  # same starting table: the checkpoint's table was learned from it
+    raise ValueError(f"{where}, and they did not start from the same table (a different "
+                     f"schedule, step count or shape). {fix}")
+
+
+def reconcile_coefficients(restored, reference, policy: str = "same_schedule"):
+    """Decides, explicitly, which Newton–Schulz coefficients a restored state continues with.
+
+    Compares every :class:`optorth.OrthogonalizeState` of ``restored`` with the one at the
+    same place in ``reference`` (the state of the optimizer constructed now, e.g.
+    ``tx.init(params)``) and applies ``policy`` (see the module docstring). Every other leaf
+    of ``restored`` is returned unchanged.
+
+    Args:
+      restored: the optax state read from a checkpoint (or ``nnx.Optimizer.opt_state`` after
+        ``nnx.update(optimizer, restored)``; NNX variables are fine).
+      reference: a state with the same structure from the optimizer as constructed now.
+      policy: ``"same_schedule"``, ``"keep"``, ``"override"`` or ``"error"``.
+
+    Returns:
+      ``restored`` with the chosen coefficient states.
+
+    Raises:
+      ValueError: for an unknown policy, mismatched structures, a state written by a newer
+        layout, or coefficients the policy does not accept (naming the state's path, both
+        tables and the fix).
+
+    Example::
+
+        with ocp.StandardCheckpointer() as ckptr:
+            restored = ckptr.restore(path, {"params": params, "opt": tx.init(params)})
+        opt_state = optorth.reconcile_coefficients(restored["opt"], tx.init(params),
+                                                   policy="same_schedule")
+
+    With Flax NNX (``nnx.state(optimizer)`` flattens the optax NamedTuples, so reconcile the
+    ``opt_state`` attribute, which keeps them)::
+
+        reference = jax.tree.map(jnp.copy, optimizer.opt_state)  # as constructed now
+        nnx.update(optimizer, ckptr.restore(path, nnx.state(optimizer)))
+        optimizer.opt_state = optorth.reconcile_coefficients(optimizer.opt_state, reference)
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"Unknown policy {policy!r}; expected one of {POLICIES}.")
+    flat_r, treedef_r = jax.tree_util.tree_flatten_with_path(restored,
+                                                             is_leaf=_is_coefficient_state)
+    flat_f, treedef_f = jax.tree_util.tree_flatten_with_path(reference,
+                                                             is_leaf=_is_coefficient_state)
+    paths_r = [path_to_str(p) for p, x in flat_r if _is_coefficient_state(x)]
+    paths_f = [path_to_str(p) for p, x in flat_f if _is_coefficient_state(x)]
+    if paths_r != paths_f or len(flat_r) != len(flat_f):
+        raise ValueError(
+            f"The restored state and the reference state have different structures "
+            f"(coefficient states at {paths_r} vs {paths_f}; {len(flat_r)} vs {len(flat_f)} "
+            f"leaves). Build the reference with the same optimizer chain and parameters.")
+    leaves = [
+        _choose(path_to_str(p), r, f, policy) if _is_coefficient_state(r) else r
+        for (p, r), (_, f) in zip(flat_r, flat_f, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(treedef_r, leaves)

@@ -1,0 +1,184 @@
+"""Grouped, batched per-matrix maps: one call per matrix shape instead of one per leaf.
+
+:func:`optorth.map_matrices` calls a function once per leaf. A transformer has a handful of
+matrix shapes repeated over many layers (GPT-2 small: 48 matrices of 4 shapes), so calling
+Newton–Schulz once per leaf traces, compiles and runs 48 separate iterations. Here every
+leaf is first seen as its ``(B, m, n)`` matrix groups (through its :class:`MatrixSpec`), the
+groups of all leaves that share ``(m, n)`` and dtype are concatenated into one stack
+``(ΣB, m, n)``, the function runs once per stack, and the results are split and put back.
+
+Because the function sees each matrix as one entry of a batch, any per-matrix function gives
+the same values either way (tests check bit equality against :func:`map_matrices`).
+
+``transpose_tall=True`` also merges the two orientations of a shape: a tall ``n×m`` matrix
+enters the ``m×n`` stack as its transpose and comes back transposed. That is only valid for
+functions that commute with transposition, f(Xᵀ) = f(X)ᵀ — Newton–Schulz (p(Xᵀ) = p(X)ᵀ,
+and the engine itself transposes tall inputs first), the dual-norm scaling ⟨M, O⟩ — but not
+for shape-dependent ones such as ``scale_by_shape``. GPT-2's 768×3072 and 3072×768 weights
+then form one stack of 24, which also divides evenly over 8 devices (see
+``optorth._sharding``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optorth._specs import MatrixSpec, is_spec_leaf
+
+
+class Member(NamedTuple):
+    """One ``(B, m, n)`` matrix group of one leaf, as a slice of a stack."""
+
+    leaf: int  # index of the leaf in the flattened specs tree
+    block: int  # index of the group in ``spec.to_groups(leaf)``
+    start: int  # first row of the stack it occupies
+    count: int  # B: number of matrices
+    transposed: bool  # whether it enters the stack as its transpose
+
+
+class Group(NamedTuple):
+    """A stack of equally shaped matrices: ``shape = (m, n)`` (wide when merged), dtype."""
+
+    shape: tuple[int, int]
+    dtype: Any
+    members: tuple[Member, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of matrices in the stack (ΣB)."""
+        return sum(m.count for m in self.members)
+
+
+def plan_groups(leaf_shapes, leaf_dtypes, leaf_specs, *, transpose_tall=False) -> list[Group]:
+    """Buckets the matrix groups of the leaves by ``(m, n)`` and dtype (static, trace-time).
+
+    Args:
+      leaf_shapes, leaf_dtypes, leaf_specs: per-leaf shape, dtype and spec; leaves whose
+        spec is not a :class:`MatrixSpec` (``"fallback"``, ``None``) or that are not arrays
+        (shape ``None``) are skipped.
+      transpose_tall: put a tall ``(n, m)`` group (n > m) into the ``(m, n)`` stack.
+
+    Returns:
+      Groups in order of first appearance; members in leaf order.
+    """
+    buckets: dict[tuple, list[Member]] = {}
+    sizes: dict[tuple, int] = {}
+    for i, (shape, dtype, spec) in enumerate(zip(leaf_shapes, leaf_dtypes, leaf_specs,
+                                                 strict=True)):
+        if not isinstance(spec, MatrixSpec) or shape is None:
+            continue
+        for j, (count, m, n) in enumerate(spec.matrix_shapes(shape)):
+            flip = transpose_tall and m > n
+            key = ((n, m) if flip else (m, n), np.dtype(dtype))
+            start = sizes.get(key, 0)
+            buckets.setdefault(key, []).append(Member(i, j, start, count, flip))
+            sizes[key] = start + count
+    return [Group(shape, dtype, tuple(members)) for (shape, dtype), members in buckets.items()]
+
+
+def _swap(x):
+    return jnp.swapaxes(x, -1, -2)
+
+
+def _stack(group: Group, pieces) -> jax.Array:
+    """The ``(ΣB, m, n)`` stack of a group from its members' ``(B, ·, ·)`` arrays."""
+    parts = [_swap(p) if mem.transposed else p
+             for mem, p in zip(group.members, pieces, strict=True)]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+
+
+def _unstack(group: Group, stack) -> list[jax.Array]:
+    """Inverse of :func:`_stack`: the members' arrays in their own orientation."""
+    if len(group.members) == 1:
+        parts = [stack]
+    else:
+        parts = [jax.lax.slice_in_dim(stack, m.start, m.start + m.count, axis=0)
+                 for m in group.members]
+    return [_swap(p) if mem.transposed else p
+            for mem, p in zip(group.members, parts, strict=True)]
+
+
+def _flatten(specs, tree, rest):
+    spec_leaves, treedef = jax.tree.flatten(specs, is_leaf=is_spec_leaf)
+    leaves = treedef.flatten_up_to(tree)
+    return spec_leaves, treedef, leaves, [treedef.flatten_up_to(r) for r in rest]
+
+
+def _is_matrix_leaf(spec, x) -> bool:
+    return isinstance(spec, MatrixSpec) and hasattr(x, "shape")
+
+
+def map_matrix_groups(
+    fn: Callable[..., Any],
+    tree,
+    specs,
+    *rest,
+    transpose_tall: bool = False,
+    wrap_stack: Callable[[Group, Callable], Callable] | None = None,
+):
+    """Like :func:`optorth.map_matrices`, but one call of ``fn`` per group of equal shapes.
+
+    ``fn(stack, *rest_stacks)`` receives a ``(ΣB, m, n)`` stack of every matrix (of every
+    leaf) that has shape ``(m, n)`` and the same dtype, plus the matching stacks of ``rest``
+    (trees with the structure of ``tree``), and must return an array of the stack's shape.
+    Leaves whose spec is ``"fallback"`` or ``None``, and non-array entries such as
+    ``optax.MaskedNode``, are returned unchanged.
+
+    Args:
+      fn: a per-matrix function of ``(B, m, n)`` arrays.
+      tree: the pytree of arrays.
+      specs: a pytree (prefix of ``tree``) of :class:`MatrixSpec` / ``"fallback"`` / ``None``.
+      *rest: further trees whose matrices are stacked alike and passed to ``fn``.
+      transpose_tall: merge tall matrices into the wide stack of the same shape (only for
+        ``fn`` with f(Xᵀ) = f(X)ᵀ; see the module docstring).
+      wrap_stack: optional ``wrap_stack(group, fn) -> fn'`` applied per group, e.g. to
+        place the stack on devices (``optorth._sharding``).
+
+    Returns:
+      A tree like ``tree`` with every matrix replaced by ``fn``'s result.
+
+    Example:
+      >>> tree = {"a": jnp.ones((8, 4)), "b": jnp.ones((3, 8, 4)), "c": jnp.ones(4)}
+      >>> specs = {"a": MatrixSpec(), "b": MatrixSpec.stacked(), "c": "fallback"}
+      >>> out = map_matrix_groups(lambda s: s / s.shape[0], tree, specs)  # one call, ΣB = 4
+    """
+    spec_leaves, treedef, leaves, rest_leaves = _flatten(specs, tree, rest)
+    matrix = [_is_matrix_leaf(s, x) for s, x in zip(spec_leaves, leaves, strict=True)]
+    split = [s.to_groups(x) if ok else None
+             for s, x, ok in zip(spec_leaves, leaves, matrix, strict=True)]
+    split_rest = [[s.to_groups(x) if ok else None
+                   for s, x, ok in zip(spec_leaves, r, matrix, strict=True)] for r in rest_leaves]
+    groups = plan_groups([tuple(x.shape) if ok else None for x, ok in zip(leaves, matrix,
+                                                                           strict=True)],
+                         [x.dtype if ok else None for x, ok in zip(leaves, matrix, strict=True)],
+                         spec_leaves, transpose_tall=transpose_tall)
+    results = [None if p is None else [None] * len(p) for p in split]
+    for group in groups:
+        stacks = [_stack(group, [pieces[m.leaf][m.block] for m in group.members])
+                  for pieces in (split, *split_rest)]
+        call = fn if wrap_stack is None else wrap_stack(group, fn)
+        out = call(*stacks)
+        if tuple(out.shape) != tuple(stacks[0].shape):
+            raise ValueError(f"map_matrix_groups: fn changed a stack of shape "
+                             f"{stacks[0].shape} into {out.shape}; it must keep the shape.")
+        for mem, part in zip(group.members, _unstack(group, out), strict=True):
+            results[mem.leaf][mem.block] = part
+    new_leaves = [spec.from_groups(res, x.shape) if ok else x
+                  for spec, x, res, ok in zip(spec_leaves, leaves, results, matrix, strict=True)]
+    return treedef.unflatten(new_leaves)
+
+
+def describe_groups(tree, specs, *, transpose_tall: bool = False) -> str:
+    """One line per stack: ``m×n dtype: ΣB matrices from k leaves`` (for logs and docs)."""
+    spec_leaves, _, leaves, _ = _flatten(specs, tree, ())
+    matrix = [_is_matrix_leaf(s, x) for s, x in zip(spec_leaves, leaves, strict=True)]
+    groups = plan_groups([tuple(x.shape) if ok else None for x, ok in zip(leaves, matrix,
+                                                                           strict=True)],
+                         [x.dtype if ok else None for x, ok in zip(leaves, matrix, strict=True)],
+                         spec_leaves, transpose_tall=transpose_tall)
+    return "\n".join(f"{g.shape[0]}x{g.shape[1]} {g.dtype}: {g.size} matrices from "
+                     f"{len({m.leaf for m in g.members})} leaves" for g in groups)

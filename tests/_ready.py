@@ -1,0 +1,53 @@
+"""Every ready optimizer of optorth, with settings for the small models of the tests.
+
+``build(name, rules, fallback=None)`` returns the optimizer; ``fallback`` replaces the
+AdamW (or Adafactor) path of the routed optimizers, e.g. ``optax.set_to_zero()`` to freeze
+embeddings and heads so that only the matrix path can reduce the loss. Learning rates are
+each optimizer's own default where it has one, otherwise a value that gives an update RMS
+of the same order as Muon's (normalized SGD: Frobenius-norm steps; Signum: unit entries).
+Shared by test_nnx, test_linen, test_checkpoint and test_bad_inputs.
+"""
+
+from __future__ import annotations
+
+import optax
+
+import optorth
+
+#: name → (factory, keyword arguments); ``rules`` and ``fallback`` are added by :func:`build`.
+READY = {
+    "muon": (optorth.muon, dict(learning_rate=0.02)),
+    "turbo_muon": (optorth.turbo_muon, dict(learning_rate=0.02)),
+    "root": (optorth.root, dict(learning_rate=0.02)),
+    "auon": (optorth.auon, dict(learning_rate=0.24)),
+    "hybrid_auon": (optorth.hybrid_auon, dict(learning_rate=0.24)),
+    "normalized_sgdm": (optorth.normalized_sgdm, dict(learning_rate=0.5)),
+    "signum": (optorth.signum, dict(learning_rate=0.005)),
+    "trust_region": (optorth.trust_region, dict(learning_rate=0.05)),
+    "normuon": (optorth.normuon, dict(learning_rate=0.02)),
+    "adamuon": (optorth.adamuon, dict(learning_rate=0.02)),
+    "factored_muon": (optorth.factored_muon, dict(learning_rate=0.02)),
+    "adafactor": (optorth.adafactor, dict()),
+}
+NAMES = tuple(READY)
+#: Optimizers without routing (every leaf takes the same path).
+UNROUTED = ("adafactor",)
+
+
+def build(name: str, rules=None, *, fallback: optax.GradientTransformation | None = None,
+          lr_scale: float = 1.0, **overrides) -> optax.GradientTransformation:
+    """The ready optimizer ``name`` with routing ``rules`` and an optional ``fallback``.
+
+    ``lr_scale`` multiplies the matrix-path learning rate (not Adafactor's relative step).
+    """
+    factory, kwargs = READY[name]
+    kwargs = {**kwargs, **overrides}
+    if "learning_rate" in kwargs:
+        kwargs["learning_rate"] = kwargs["learning_rate"] * lr_scale
+    if name not in UNROUTED:
+        kwargs["rules"] = rules
+        if fallback is not None:
+            kwargs["fallback"] = fallback
+        elif name != "factored_muon":
+            kwargs.setdefault("adam_learning_rate", 3e-3)
+    return factory(**kwargs)

@@ -1,0 +1,251 @@
+"""Offline coefficient fitting: objectives against NumPy/brute force, fits, shipped table."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optorth
+from optorth import _objectives as obj
+from optorth._fitted import _load as load_fitted
+from optorth._validate import repelling_fixed_point as np_repelling_fixed_point
+
+# Small, shared fit settings: every fit with these shapes reuses one compilation.
+FAST = dict(iterations=300, search=40)
+
+
+def np_phi(rows, sigma):
+    x = np.asarray(sigma, np.float64)
+    for a, b, c in np.asarray(rows, np.float64):
+        x = a * x + b * x**3 + c * x**5
+    return x
+
+
+def np_loss(rows, sigma, worst_weight):
+    """mean |φ − 1| on ``sigma`` + worst_weight · max |φ − 1| on a dense grid of its hull."""
+    grid = np.geomspace(sigma.min(), sigma.max(), 200_001)
+    mean = np.mean(np.abs(np_phi(rows, sigma) - 1))
+    return mean + worst_weight * np.max(np.abs(np_phi(rows, grid) - 1))
+
+
+def random_tables(count, seed=0, spread=0.1):
+    """Perturbed presets (relative noise ``spread``): a mix of stable and unstable tables."""
+    rng = np.random.default_rng(seed)
+    bases = [optorth.PRESETS[n].rows() for n in ("jordan", "you", "polar_express5")]
+    return [bases[i % 3] * (1 + spread * rng.standard_normal(bases[i % 3].shape))
+            for i in range(count)]
+
+
+# ----- objectives against ground truth --------------------------------------------------------
+def test_composed_map_matches_numpy():
+    rows = optorth.PRESETS["polar_express5"].rows()
+    sigma = np.geomspace(1e-4, 1, 500)
+    phi, traj = obj.composed_map(jnp.asarray(rows, jnp.float32), jnp.asarray(sigma, jnp.float32))
+    np.testing.assert_allclose(phi, np_phi(rows, sigma), rtol=2e-5, atol=2e-6)
+    assert traj.shape == (5, 500)
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_interval_images_match_brute_force(index):
+    rows = random_tables(6, seed=1)[index]
+    images = np.asarray(obj.interval_images(jnp.asarray(rows, jnp.float32), 1e-3, 1.0))
+    x = np.linspace(1e-3, 1.0, 400_001)
+    for t in range(rows.shape[0]):
+        x = np_phi(rows[t:t + 1], x)
+        expected = np.clip([x.min(), x.max()], -1e6, 1e6)  # images saturate at ±1e6
+        np.testing.assert_allclose(images[t], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_repelling_fixed_point_matches_validator():
+    rng = np.random.default_rng(2)
+    rows = np.concatenate([rng.standard_normal((40, 3)) * 3,
+                           np.array([[3.4445, -4.775, 2.0315], [1.5, -0.5, 0.0], [2, 0, 0]])])
+    ours = jax.vmap(obj.repelling_fixed_point)(jnp.asarray(rows, jnp.float32))
+    theirs = np.array([np_repelling_fixed_point(tuple(r)) for r in rows])
+    finite = np.isfinite(theirs)
+    assert np.array_equal(finite, np.isfinite(np.asarray(ours)))
+    np.testing.assert_allclose(np.asarray(ours)[finite], theirs[finite], rtol=1e-4, atol=1e-5)
+
+
+def test_is_stable_agrees_with_validate_schedule():
+    tables = random_tables(60, spread=0.015) + [optorth.root_schedule((2048, 2048)).rows()]
+    check = jax.jit(obj.is_stable)
+    verdicts = []
+    for rows in tables:
+        ok, max_error = check(jnp.asarray(rows, jnp.float32))
+        report = optorth.validate_schedule(rows)
+        assert bool(ok) == report.ok, (rows, report.reason)
+        if report.ok:
+            assert float(max_error) == pytest.approx(report.max_error, rel=1e-4, abs=1e-4)
+        verdicts.append(report.ok)
+    assert 5 < sum(verdicts) < len(verdicts)  # both outcomes exercised
+    assert not verdicts[-1]  # ROOT's (2048, 2048) row escapes
+
+
+def test_gradients_match_finite_differences():
+    """d/dc of Σ(φ(σ) − 1)² and of the exact upper band edge, against central differences."""
+    rows = jnp.asarray(optorth.PRESETS["jordan"].rows(3), jnp.float32)
+    sigma = jnp.geomspace(1e-2, 1.0, 64)
+
+    @jax.jit
+    def f(c):
+        phi, _ = obj.composed_map(c, sigma)
+        return jnp.mean((phi - 1) ** 2) + 0.5 * obj.interval_images(c, 1e-2, 1.0)[-1, 1]
+
+    grad = np.asarray(jax.jit(jax.grad(f))(rows))
+    eps = 1e-3
+    for i, j in [(0, 0), (0, 2), (1, 1), (2, 0), (2, 2)]:
+        e = jnp.zeros_like(rows).at[i, j].set(eps)
+        fd = (f(rows + e) - f(rows - e)) / (2 * eps)
+        assert grad[i, j] == pytest.approx(float(fd), rel=2e-2, abs=2e-3)
+
+
+def test_stability_penalty_zero_for_stable_and_positive_for_escape():
+    assert float(obj.stability_penalty(jnp.asarray(optorth.PRESETS["you"].rows()))) == 0.0
+    root = jnp.asarray(optorth.root_schedule((2048, 2048)).rows(), jnp.float32)
+    assert float(obj.stability_penalty(root)) > 0.0
+
+
+def test_orthogonality_loss_equals_spectrum_formula():
+    rng = np.random.default_rng(3)
+    u = np.linalg.qr(rng.standard_normal((8, 8)))[0]
+    v = np.linalg.qr(rng.standard_normal((20, 8)))[0]
+    s = np.linspace(0.2, 1.3, 8)
+    o = (u * s) @ v.T
+    expected = np.mean(np.sum((s**2 - 1) ** 2) / 8)
+    for mat in (o, o.T):
+        assert float(obj.orthogonality_loss(jnp.asarray(mat))) == pytest.approx(expected,
+                                                                                 rel=1e-5)
+
+
+# ----- spectra families -----------------------------------------------------------------------
+@pytest.mark.parametrize("family", optorth.SPECTRUM_FAMILIES)
+def test_sample_spectra_families(family):
+    s = optorth.sample_spectra(family, (64, 128), 3, sigma_min=1e-3, seed=0)
+    assert s.shape == (3, 64)
+    np.testing.assert_allclose(s[:, 0], 1.0)
+    assert np.all(np.diff(s, axis=1) <= 0) and np.all(s > 0)
+    if family in ("log_uniform", "power_law"):
+        assert s.min() >= 1e-3 * (1 - 1e-12)
+    if family == "gaussian":  # Marchenko–Pastur: σ_min/σ_max ≈ (√n − √m)/(√n + √m)
+        edge = (np.sqrt(128) - np.sqrt(64)) / (np.sqrt(128) + np.sqrt(64))
+        assert s[:, -1].mean() == pytest.approx(edge, rel=0.35)
+
+
+# ----- fits -----------------------------------------------------------------------------------
+def test_fit_scalar_is_valid_deterministic_and_beats_its_start():
+    a = optorth.fit_schedule(3, worst_weight=0.2, init="jordan", **FAST)
+    b = optorth.fit_schedule(3, worst_weight=0.2, init="jordan", **FAST)
+    assert a == b  # deterministic given the seed
+    assert a.steps == 3 and a.extend == "fixed" and a.name == "fitted3"
+    assert optorth.validate_schedule(a).ok
+    grid = np.geomspace(1e-3, 1, 2048)
+    start = optorth.PRESETS["jordan"].rows(3)
+    assert np_loss(a.rows(), grid, 0.2) < 0.95 * np_loss(start, grid, 0.2)
+    prov = dict(a.provenance)
+    for key in ("objective", "shape", "dtype", "seed", "sigma_min", "init", "max_error"):
+        assert key in prov
+    assert prov["objective"] == "scalar" and prov["shape"] == "any"
+
+
+def test_fit_for_a_shape_targets_its_normalized_spectrum():
+    sched = optorth.fit_schedule(3, shape=(32, 128), **FAST)
+    assert optorth.validate_schedule(sched).ok
+    prov = dict(sched.provenance)
+    assert prov["shape"] == "32x128" and prov["spectra"] == "log_uniform"
+    rel = optorth.sample_spectra("log_uniform", (32, 128), 16, seed=0)
+    sigma = (rel / np.linalg.norm(rel, axis=1, keepdims=True)).ravel()
+    generic = optorth.fit_schedule(3, **FAST)
+    mean = lambda rows: np.mean(np.abs(np_phi(rows, sigma) - 1))  # noqa: E731
+    assert mean(sched.rows()) < mean(generic.rows())
+
+
+def test_fit_to_recorded_spectra():
+    rng = np.random.default_rng(4)
+    spectra = [np.sort(rng.uniform(0.001, 0.3, 40))[::-1] for _ in range(5)]
+    sched = optorth.fit_schedule(3, spectra=spectra, **FAST)
+    assert optorth.validate_schedule(sched).ok
+    assert dict(sched.provenance)["spectra"] == "recorded (5 spectra)"
+    sigma = np.concatenate(spectra)
+    jordan = optorth.PRESETS["jordan"].rows(3)
+    assert np.mean(np.abs(np_phi(sched.rows(), sigma) - 1)) < np.mean(
+        np.abs(np_phi(jordan, sigma) - 1))
+
+
+def test_band_objective_meets_band_or_raises():
+    band = dict(objective="band", iterations=1500, search=40)
+    sched = optorth.fit_schedule(4, delta=0.65, **band)
+    report = optorth.validate_schedule(sched)
+    assert report.ok and report.max_error <= 0.65
+    assert report.slope_at_zero > optorth.validate_schedule("jordan", steps=4).slope_at_zero
+    with pytest.raises(optorth.FitError, match="band") as info:
+        optorth.fit_schedule(4, delta=0.05, **band)
+    assert info.value.report is not None
+
+
+@pytest.mark.slow
+def test_matrix_objective_in_bf16():
+    sched = optorth.fit_schedule(3, objective="matrix", shape=(16, 48), dtype=jnp.bfloat16,
+                                 iterations=20, search=40, num_matrices=2)
+    assert optorth.validate_schedule(sched).ok
+    prov = dict(sched.provenance)
+    assert prov["objective"] == "matrix" and prov["dtype"] == "bfloat16"
+    assert prov["shape"] == "16x48"
+    x = jax.random.normal(jax.random.PRNGKey(0), (48, 16))
+    out = optorth.newton_schulz(x, sched, dtype=jnp.bfloat16)
+    assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=4, objective="cubic"), "objective"),
+        (dict(steps=4, sigma_min=2.0), "sigma_min"),
+        (dict(steps=4, shape=(3,)), "shape"),
+        (dict(steps=4, dtype=jnp.bfloat16), "objective='matrix'"),
+        (dict(steps=4, objective="matrix"), "shape"),
+        (dict(steps=4, precondition="l1"), "precondition"),
+        (dict(steps=4, safety=0.5), "safety"),
+        (dict(steps=4, shape=(8, 8), spectrum="zipf"), "spectrum"),
+        (dict(steps=4, spectra=[np.ones(3)], precondition="aol"), "Frobenius"),
+        (dict(steps=4, init=np.ones((3, 3))), r"\(4, 3\)"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        optorth.fit_schedule(**kwargs)
+
+
+# ----- serialization and the shipped table ----------------------------------------------------
+def test_fitted_schedule_json_round_trip():
+    sched = optorth.fit_schedule(3, **FAST)
+    again = optorth.Schedule.from_json(sched.to_json())
+    assert again == sched and hash(again) == hash(sched)
+    assert json.loads(sched.to_json())["provenance"]["objective"] == "scalar"
+
+
+def test_shipped_fitted_schedules_are_valid_and_usable_by_name():
+    shipped = load_fitted()
+    assert {"fitted3", "fitted4", "fitted5", "fitted4_bf16"} <= set(shipped)
+    x = jax.random.normal(jax.random.PRNGKey(1), (24, 40))
+    for name, sched in shipped.items():
+        report = optorth.validate_schedule(name)
+        assert report.ok, (name, report.reason)
+        prov = dict(sched.provenance)
+        for key in ("objective", "shape", "dtype", "seed", "generator"):
+            assert key in prov, (name, key)
+        assert optorth.resolve_schedule(name) == sched
+        out = optorth.newton_schulz(x, name)
+        assert bool(jnp.all(jnp.isfinite(out)))
+    fitted4 = shipped["fitted4"]
+    out = np.asarray(optorth.newton_schulz(x, "fitted4"), np.float64)
+    s_in = np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
+    s_out = np.linalg.svd(out, compute_uv=False)
+    # each output σ is φ(input σ / ‖x‖_F), up to float32 round-off (φ need not be monotone)
+    expected = np.sort(np_phi(fitted4.rows(), s_in / np.linalg.norm(s_in)))
+    np.testing.assert_allclose(np.sort(s_out), expected, atol=2e-3)
