@@ -51,7 +51,7 @@ from optorth._validate import ScheduleReport, validate_schedule
 OBJECTIVES = ("scalar", "band", "matrix")
 SPECTRUM_FAMILIES = ("log_uniform", "gaussian", "power_law")
 _GRID_POINTS = 2048
-_MAX_SAMPLES = 2048
+_NUM_STARTS = 11
 _SPECTRAL_MARGIN = 1.02  # the engine's power-iteration margin (precondition="spectral")
 #: Polar Express starting tables use this safety factor, which keeps their overshoot inside
 #: the fit's escape margin (with 1.0 the first row's image touches the next row's fixed point).
@@ -129,22 +129,25 @@ def normalize_spectra(spectra: np.ndarray, precondition: str) -> np.ndarray:
 
 
 def _pooled(values: np.ndarray, sigma_min: float, source: str) -> _Data:
-    """Pooled σ samples (at most ``_MAX_SAMPLES`` equally spaced quantiles, which keep the
-    distribution and make the loss cost independent of how much was recorded)."""
+    """Pooled σ samples as ``_GRID_POINTS`` equally spaced quantiles: they keep the
+    distribution, make the loss cost independent of how much was recorded, and give every
+    fit the same array shapes (one compilation for all data sources)."""
     values = np.sort(values[np.isfinite(values) & (values > 0)])
     if values.size == 0:
         raise ValueError("spectra contain no positive finite singular values.")
     hi = float(values.max())
     lo = max(float(values.min()), sigma_min * hi)
-    if values.size > _MAX_SAMPLES:
-        ranks = (np.arange(_MAX_SAMPLES) + 0.5) * values.size / _MAX_SAMPLES
-        values = values[ranks.astype(int)]
+    ranks = (np.arange(_GRID_POINTS) + 0.5) * values.size / _GRID_POINTS
+    values = values[ranks.astype(int)]
     weights = np.full(values.size, 1.0 / values.size)
     return _Data(values, weights, (lo, hi), source)
 
 
 def _scalar_data(sigma_min, shape, spectra, spectrum, precondition, seed, power) -> _Data:
     if spectra is not None:
+        if len(spectra) == 0:
+            raise ValueError("spectra=[] holds no spectra; record some with "
+                             "optorth.record_spectra or pass spectra=None.")
         if precondition != "frobenius":
             raise ValueError("Recorded spectra are relative to the Frobenius norm; use "
                              "precondition='frobenius' with spectra=... .")
@@ -171,7 +174,7 @@ def _initial_tables(steps: int, init, bounds) -> tuple[np.ndarray, list[str]]:
         return table[None], ["array"]
     lo, hi = bounds
     tables, names = [], []
-    for top in sorted({hi, 1.0}):
+    for top in (hi, 1.0) if hi < 1.0 else (1.0, 0.5):
         for factor in (1.0, 3.0, 10.0, 30.0, 100.0):
             ell = lo * factor
             if ell >= 0.5 * top:
@@ -182,7 +185,9 @@ def _initial_tables(steps: int, init, bounds) -> tuple[np.ndarray, list[str]]:
             names.append(f"polar_express(sigma_min={ell:.3g}, sigma_max={top:.3g})")
     tables.append(PRESETS["jordan"].rows(steps))
     names.append("jordan")
-    return np.stack(tables), names
+    # A fixed number of starts keeps the array shapes, hence one compilation, across fits.
+    picks = [i % len(tables) for i in range(_NUM_STARTS)]
+    return np.stack([tables[i] for i in picks]), [names[i] for i in picks]
 
 
 # ----- the optimizer ---------------------------------------------------------------------------

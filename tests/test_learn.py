@@ -137,9 +137,9 @@ def test_sample_spectra_families(family):
 
 
 # ----- fits -----------------------------------------------------------------------------------
-def test_fit_scalar_is_valid_deterministic_and_beats_its_start():
-    a = optorth.fit_schedule(3, worst_weight=0.2, init="jordan", **FAST)
-    b = optorth.fit_schedule(3, worst_weight=0.2, init="jordan", **FAST)
+def test_fit_scalar_is_valid_deterministic_and_beats_jordan():
+    a = optorth.fit_schedule(3, worst_weight=0.2, **FAST)
+    b = optorth.fit_schedule(3, worst_weight=0.2, **FAST)
     assert a == b  # deterministic given the seed
     assert a.steps == 3 and a.extend == "fixed" and a.name == "fitted3"
     assert optorth.validate_schedule(a).ok
@@ -178,12 +178,12 @@ def test_fit_to_recorded_spectra():
 
 def test_band_objective_meets_band_or_raises():
     band = dict(objective="band", iterations=1500, search=40)
-    sched = optorth.fit_schedule(4, delta=0.65, **band)
+    sched = optorth.fit_schedule(3, delta=0.9, **band)
     report = optorth.validate_schedule(sched)
-    assert report.ok and report.max_error <= 0.65
-    assert report.slope_at_zero > optorth.validate_schedule("jordan", steps=4).slope_at_zero
+    assert report.ok and report.max_error <= 0.9
+    assert report.slope_at_zero > 1.5 * optorth.validate_schedule("jordan", steps=3).slope_at_zero
     with pytest.raises(optorth.FitError, match="band") as info:
-        optorth.fit_schedule(4, delta=0.05, **band)
+        optorth.fit_schedule(3, delta=0.2, **band)
     assert info.value.report is not None
 
 
@@ -214,6 +214,7 @@ def test_matrix_objective_in_bf16():
         (dict(steps=4, shape=(8, 8), spectrum="zipf"), "spectrum"),
         (dict(steps=4, spectra=[np.ones(3)], precondition="aol"), "Frobenius"),
         (dict(steps=4, init=np.ones((3, 3))), r"\(4, 3\)"),
+        (dict(steps=4, spectra=[]), "no spectra"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
