@@ -187,13 +187,16 @@ def memory_row(compiled) -> dict[str, float]:
 
 def collective_counts(hlo: str) -> dict[str, int]:
     """Collectives in compiled HLO text (each instruction once; loop bodies not unrolled)."""
-    return {name: len(re.findall(rf"= [^=]*\b{name}(-start)?\(", hlo)) for name in COLLECTIVES}
+    return {name: len(re.findall(rf"\s{name}(-start)?\(%", hlo)) for name in COLLECTIVES}
 
 
 def collectives_in_loops(hlo: str) -> int:
-    bodies = re.findall(r"\n(%?[\w.\-]*body[\w.\-]*) [^\n]*\{\n(.*?)\n\}", hlo, re.S)
-    pattern = r"\b(" + "|".join(COLLECTIVES) + r")(-start)?\("
-    return sum(len(re.findall(pattern, body)) for _, body in bodies)
+    """Collectives inside while-loop bodies (each runs once per iteration)."""
+    computations = dict(re.findall(r"^(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo,
+                                   re.S | re.M))
+    pattern = r"\s(" + "|".join(COLLECTIVES) + r")(-start)?\(%"
+    return sum(len(re.findall(pattern, computations.get(body, "")))
+               for body in set(re.findall(r"\bbody=(%[\w.\-]+)", hlo)))
 
 
 # ----------------------------------------------------------------------------- 1. accuracy

@@ -182,6 +182,7 @@ def muon(
     ns_dtype: Any = None,
     eps: float = 1e-7,
     adaptive: bool = False,
+    learn: Any = None,
     scale: str | None = "keller",
     rms_factor: float = 0.2,
     rules: Any = None,
@@ -208,8 +209,9 @@ def muon(
     To reproduce ``optax.contrib.muon``: ``bias_correction=True, eps=1e-8,
     adam_nesterov=True, adam_eps=1e-8, adam_b2=0.999, adam_learning_rate=learning_rate``
     and the same routing. The spectral-case arguments ``schedule, steps, precondition,
-    method, ns_dtype, eps, adaptive`` are those of :func:`optorth.orthogonalize`; the others
-    are described in the module docstring.
+    method, ns_dtype, eps, adaptive, learn`` are those of :func:`optorth.orthogonalize`
+    (``learn=optorth.OnlineLearning(every=100)`` learns the table online); the others are
+    described in the module docstring.
 
     Example:
       >>> import optorth, jax.numpy as jnp
@@ -224,7 +226,8 @@ def muon(
     blocks = [
         _momentum(beta, nesterov, momentum_convention, bias_correction),
         orthogonalize(schedule, steps=steps, precondition=precondition, method=method,
-                      dtype=ns_dtype, eps=eps, specs=route_specs(rules), adaptive=adaptive),
+                      dtype=ns_dtype, eps=eps, specs=route_specs(rules), adaptive=adaptive,
+                      learn=learn),
     ]
     return _assemble(blocks, learning_rate=learning_rate, weight_decay=weight_decay,
                      weight_decay_mask=weight_decay_mask, scale=scale, rms_factor=rms_factor,
@@ -249,6 +252,7 @@ def turbo_muon(
     ns_dtype: Any = None,
     eps: float = 1e-7,
     adaptive: bool = False,
+    learn: Any = None,
     scale: str | None = "keller",
     rms_factor: float = 0.2,
     rules: Any = None,
@@ -292,6 +296,7 @@ def root(
     ns_dtype: Any = None,
     eps: float = 1e-7,
     adaptive: bool = False,
+    learn: Any = None,
     scale: str | None = "consistent_rms",
     rms_factor: float = 0.2,
     rules: Any = None,
@@ -320,7 +325,7 @@ def root(
         _momentum(beta, nesterov, momentum_convention, bias_correction),
         soft_threshold(quantile, specs=specs),
         orthogonalize(schedule, steps=steps, precondition=precondition, method=method,
-                      dtype=ns_dtype, eps=eps, specs=specs, adaptive=adaptive),
+                      dtype=ns_dtype, eps=eps, specs=specs, adaptive=adaptive, learn=learn),
     ]
     return _assemble(blocks, learning_rate=learning_rate, weight_decay=weight_decay,
                      weight_decay_mask=weight_decay_mask, scale=scale, rms_factor=rms_factor,

@@ -91,7 +91,7 @@ def _init_leaf(param, spec, path, min_dim, stats_dtype):
     pm.check_leaf(spec, param.shape, path, who=_WHO)
     shapes = _factored_shapes(spec, param.shape, min_dim)
     if shapes is None:
-        return optax.MaskedNode(), optax.MaskedNode(), jnp.zeros(param.shape, stats_dtype)
+        return optax.MaskedNode(), optax.MaskedNode(), jnp.zeros_like(param, stats_dtype)
     return jnp.zeros(shapes[0], stats_dtype), jnp.zeros(shapes[1], stats_dtype), optax.MaskedNode()
 
 

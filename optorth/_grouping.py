@@ -63,10 +63,11 @@ def plan_groups(leaf_shapes, leaf_dtypes, leaf_specs, *, transpose_tall=False) -
       transpose_tall: put a tall ``(n, m)`` group (n > m) into the ``(m, n)`` stack.
 
     Returns:
-      Groups in order of first appearance; members in leaf order.
+      Groups in order of first appearance. In each stack the members that keep their
+      orientation come first and the transposed ones after them, each part in leaf order,
+      so the transposed part is transposed as one block (one relayout when sharded).
     """
-    buckets: dict[tuple, list[Member]] = {}
-    sizes: dict[tuple, int] = {}
+    buckets: dict[tuple, list[tuple[int, int, int, bool]]] = {}
     for i, (shape, dtype, spec) in enumerate(zip(leaf_shapes, leaf_dtypes, leaf_specs,
                                                  strict=True)):
         if not isinstance(spec, MatrixSpec) or shape is None:
@@ -74,32 +75,43 @@ def plan_groups(leaf_shapes, leaf_dtypes, leaf_specs, *, transpose_tall=False) -
         for j, (count, m, n) in enumerate(spec.matrix_shapes(shape)):
             flip = transpose_tall and m > n
             key = ((n, m) if flip else (m, n), np.dtype(dtype))
-            start = sizes.get(key, 0)
-            buckets.setdefault(key, []).append(Member(i, j, start, count, flip))
-            sizes[key] = start + count
-    return [Group(shape, dtype, tuple(members)) for (shape, dtype), members in buckets.items()]
+            buckets.setdefault(key, []).append((i, j, count, flip))
+    groups = []
+    for (shape, dtype), entries in buckets.items():
+        members, start = [], 0
+        for i, j, count, flip in sorted(entries, key=lambda e: e[3]):  # stable: leaf order
+            members.append(Member(i, j, start, count, flip))
+            start += count
+        groups.append(Group(shape, dtype, tuple(members)))
+    return groups
 
 
 def _swap(x):
     return jnp.swapaxes(x, -1, -2)
 
 
+def _concat(parts):
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+
+
 def _stack(group: Group, pieces) -> jax.Array:
     """The ``(ΣB, m, n)`` stack of a group from its members' ``(B, ·, ·)`` arrays."""
-    parts = [_swap(p) if mem.transposed else p
-             for mem, p in zip(group.members, pieces, strict=True)]
-    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+    kept = [p for mem, p in zip(group.members, pieces, strict=True) if not mem.transposed]
+    flipped = [p for mem, p in zip(group.members, pieces, strict=True) if mem.transposed]
+    return _concat(kept + ([_swap(_concat(flipped))] if flipped else []))
 
 
 def _unstack(group: Group, stack) -> list[jax.Array]:
     """Inverse of :func:`_stack`: the members' arrays in their own orientation."""
-    if len(group.members) == 1:
-        parts = [stack]
-    else:
-        parts = [jax.lax.slice_in_dim(stack, m.start, m.start + m.count, axis=0)
-                 for m in group.members]
-    return [_swap(p) if mem.transposed else p
-            for mem, p in zip(group.members, parts, strict=True)]
+    first_flipped = next((m.start for m in group.members if m.transposed), group.size)
+    flipped = _swap(stack[first_flipped:]) if first_flipped < group.size else None
+    parts = []
+    for m in group.members:
+        source, offset = (flipped, first_flipped) if m.transposed else (stack, 0)
+        whole = m.count == source.shape[0]
+        parts.append(source if whole else jax.lax.slice_in_dim(
+            source, m.start - offset, m.start - offset + m.count, axis=0))
+    return parts
 
 
 def _flatten(specs, tree, rest):

@@ -40,7 +40,7 @@ from optorth._second_moments import (
 from optorth._transforms import orthogonalize, route_specs
 
 
-def _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs):
+def _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn):
     return orthogonalize(
         schedule,
         steps=steps,
@@ -49,6 +49,7 @@ def _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs):
         dtype=ns_dtype,
         eps=eps,
         specs=specs,
+        learn=learn,
     )
 
 
@@ -69,6 +70,7 @@ def normuon(
     method: str = "standard",
     ns_dtype: Any = None,
     eps: float = 1e-7,
+    learn: Any = None,
     scale: str | None = "keller",
     rms_factor: float = 0.2,
     rules: Any = None,
@@ -112,7 +114,7 @@ def normuon(
     specs = route_specs(rules)
     blocks = [
         _momentum(beta, nesterov, momentum_convention, bias_correction),
-        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs),
+        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn),
         keep_matrix_norm(
             scale_by_neuron_rms(b2, second_moment_eps, specs=specs), eps=1e-10, specs=specs
         ),
@@ -157,6 +159,7 @@ def adamuon(
     method: str = "standard",
     ns_dtype: Any = None,
     eps: float = 1e-7,
+    learn: Any = None,
     rules: Any = None,
     mu_dtype: Any = None,
     adam_learning_rate: Any = 3e-4,
@@ -200,7 +203,7 @@ def adamuon(
     specs = route_specs(rules)
     blocks = [
         _momentum(beta, nesterov, momentum_convention, bias_correction),
-        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs),
+        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn),
         scale_by_elementwise_rms(b2, second_moment_eps, specs=specs),
         scale_to_rms(rms, eps=1e-8, specs=specs),
     ]
@@ -244,6 +247,7 @@ def factored_muon(
     method: str = "standard",
     ns_dtype: Any = None,
     eps: float = 1e-7,
+    learn: Any = None,
     scale: str | None = "keller",
     rms_factor: float = 0.2,
     rules: Any = None,
@@ -302,7 +306,7 @@ def factored_muon(
     )
     blocks = [
         _momentum(beta, nesterov, momentum_convention, bias_correction),
-        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs),
+        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn),
         keep_matrix_norm(factored, eps=1e-10, specs=specs),
     ]
     if fallback is None:

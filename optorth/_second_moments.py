@@ -163,7 +163,7 @@ def scale_by_elementwise_rms(
     def init_fn(params):
         leaves, treedef, specs_ = _specs_for(params, specs, who)
         v = [
-            optax.MaskedNode() if s is None else jnp.zeros(jnp.shape(p), stats_dtype)
+            optax.MaskedNode() if s is None else jnp.zeros_like(p, stats_dtype)
             for p, s in zip(leaves, specs_, strict=True)
         ]
         return ScaleByElementwiseRMSState(jnp.zeros([], jnp.int32), treedef.unflatten(v))

@@ -25,6 +25,7 @@ import optax
 from optorth._checkpoint import STATE_VERSION, coefficient_fingerprint
 from optorth._newton_schulz import newton_schulz
 from optorth._norms import get_norm
+from optorth._online import OnlineLearning, refine_coefficients
 from optorth._paths import map_with_path, path_to_str, shape_of, unwrap
 from optorth._presets import _SHAPED, resolve_schedule
 from optorth._schedule import Schedule
@@ -91,11 +92,14 @@ class OrthogonalizeState(NamedTuple):
     ``fingerprint``: uint32 CRC32 of the table(s) the block was constructed with (constant in
     training); ``version``: the layout version. Both serve
     :func:`optorth.reconcile_coefficients` after a checkpoint restore (``optorth._checkpoint``).
+    ``count``: int32 number of updates, kept only when the block learns its table online
+    (``learn=``; ``None`` otherwise).
     """
 
     coeffs: Any
     fingerprint: Any = None
     version: Any = None
+    count: Any = None
 
 
 def _static_int(value, name):
@@ -146,6 +150,33 @@ def _coeffs_for(coeffs, shape):
     return coeffs[key]
 
 
+def _check_learn(learn, schedule):
+    if learn is None:
+        return
+    if not isinstance(learn, OnlineLearning):
+        raise ValueError(f"learn must be an optorth.OnlineLearning (or None); got "
+                         f"{type(learn).__name__}. Example: "
+                         f"learn=optorth.OnlineLearning(every=100).")
+    if isinstance(schedule, str) and schedule in _SHAPED:
+        raise ValueError(f"learn= refines one (T, 3) table, but schedule={schedule!r} keeps one "
+                         f"table per matrix shape. Pick a single-table schedule (e.g. 'jordan' "
+                         f"or 'polar_express5') to learn it online.")
+
+
+def _learned_coeffs(learn, state, updates, specs_tree, schedule, precondition, method, dtype,
+                    eps):
+    """``state.coeffs`` refined on this update's matrices when due (``optorth._online``)."""
+    mats = []
+    map_matrices(lambda m: mats.append(m) or m, updates, specs_tree)
+    if not mats:
+        return state.coeffs
+    safety, precond = _ns_static(schedule, mats[0].shape[-2:], precondition)
+    coeffs, _ = refine_coefficients(state.coeffs, mats, learn, count=state.count,
+                                    precondition=precond, safety=safety, dtype=dtype,
+                                    method=method, eps=eps)
+    return coeffs
+
+
 def _scale_by_dual(mats, direction):
     """direction · ⟨M, direction⟩ per matrix (Bernstein & Newhouse's adaptive scaling)."""
     f32 = jnp.promote_types(mats.dtype, jnp.float32)
@@ -164,6 +195,7 @@ def orthogonalize(
     specs: Specs = None,
     adaptive: bool = False,
     distribute: bool | None = None,
+    learn: OnlineLearning | None = None,
 ) -> optax.GradientTransformation:
     """The spectral-norm dualizer: each matrix M = U S Vᵀ becomes ≈ U Vᵀ (Newton–Schulz).
 
@@ -190,6 +222,10 @@ def orthogonalize(
       distribute: on a device mesh, shard each stack of equally shaped matrices on its
         stack axis so every device iterates on whole matrices (``optorth._sharding``);
         ``None`` decides from the layouts, ``True``/``False`` force it on/off.
+      learn: an :class:`optorth.OnlineLearning` to refine the table in the state every
+        ``learn.every`` updates on this update's matrices (``optorth._online``; the step
+        count stays static, rejected candidates keep the last valid table). ``None``: the
+        table stays fixed.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`OrthogonalizeState`.
@@ -198,18 +234,24 @@ def orthogonalize(
       Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
       Bernstein & Newhouse, "Old Optimizer, New Norm: An Anthology" (arXiv 2409.20325).
     """
+    _check_learn(learn, schedule)
 
     def init_fn(params):
         specs_tree = resolve_specs(specs, params)
         shapes = _matrix_shapes(specs_tree, params)
         with jax.ensure_compile_time_eval():  # concrete tables (for the fingerprint) under jit
             coeffs = _initial_coeffs(schedule, _static_int(steps, "steps"), shapes)
+            count = None if learn is None else jnp.zeros([], jnp.int32)
             return OrthogonalizeState(coeffs, coefficient_fingerprint(coeffs),
-                                      jnp.asarray(STATE_VERSION, jnp.int32))
+                                      jnp.asarray(STATE_VERSION, jnp.int32), count)
 
     def update_fn(updates, state, params=None):
         del params
         specs_tree = resolve_specs(specs, updates)
+        if learn is not None:
+            coeffs = _learned_coeffs(learn, state, updates, specs_tree, schedule, precondition,
+                                     method, dtype, eps)
+            state = state._replace(coeffs=coeffs, count=state.count + 1)
 
         def direction(coeffs, mats):
             safety, precond = _ns_static(schedule, mats.shape[-2:], precondition)

@@ -7,7 +7,8 @@ or a documented finite result:
   of no other leaf; ``optax.apply_if_finite`` skips such a step and keeps the state intact.
 * zero gradients give a zero direction (the update is weight decay alone);
 * rank-1, rank-deficient, 1×n and n×1 matrices give the Newton–Schulz map of their nonzero
-  singular values and exact zeros elsewhere; a zero-sized axis gives an empty update;
+  singular values and nothing outside their range (below 1e-3: float32 round-off amplified by
+  the iteration); a zero-sized axis gives an empty update;
 * gradients of magnitude 1e-30 or 1e30 (float32, bf16) give the same matrix-path update as at
   1 (every lmo is scale invariant); optax's AdamW fallback squares gradients, so beyond
   |g| ≈ 1.8e19 its second moment is inf and those leaves get zero updates (optax's own

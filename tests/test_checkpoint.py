@@ -7,7 +7,6 @@ survive the round trip; :func:`optorth.reconcile_coefficients` decides explicitl
 restored state continues with when they differ from the optimizer constructed now.
 """
 
-import gc
 import inspect
 
 import jax
@@ -225,18 +224,21 @@ def test_changed_schedule_is_never_silent(tmp_path):
     np.testing.assert_array_equal(_coeffs(kept), _coeffs(restored))
 
 
-# The refused restore leaves Orbax's reader coroutines unawaited (its noise, not an error here).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_changed_step_count_restores_into_the_old_structure_then_overrides(tmp_path):
     params = _params()
     saved, current = optorth.muon(rules=RULES), optorth.muon(steps=7, rules=RULES)
     state = _run(_stepper(saved), params, saved.init(params), 0, 2)[1]
     _save(tmp_path / "ckpt", state)
     reference = current.init(params)
-    with pytest.raises(ValueError, match="not compatible with the stored shape") as refused:
-        _restore(tmp_path / "ckpt", reference)  # Orbax refuses the new (7, 3) table
-    del refused  # its traceback holds Orbax's abandoned readers: finalize them here (filtered)
-    gc.collect()
+    # The stored table is (5, 3), the new optimizer's (7, 3): Orbax refuses to restore into
+    # the new structure ("Requested shape: (7, 3) is not compatible with the stored shape:
+    # (5, 3)"; not exercised here, since the refused restore leaves Orbax's reader coroutines
+    # pending until interpreter exit), so restore into the old structure and override.
+    with ocp.StandardCheckpointer() as ckptr:
+        stored = ckptr.metadata(tmp_path / "ckpt").item_metadata.tree
+    ((path, _),) = optorth.coefficient_states(reference)
+    stored_coeffs = stored["inner_states"]["matrix"]["inner_state"][1]["coeffs"]
+    assert stored_coeffs.shape == (5, 3) and path == "inner_states/matrix/inner_state/1"
     restored = _restore(tmp_path / "ckpt", saved.init(params))
     with pytest.raises(ValueError, match=r"table 5×3.*table 7×3"):
         optorth.reconcile_coefficients(restored, reference)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,17 @@ import optorth
 JORDAN = jnp.asarray(optorth.PRESETS["jordan"].rows(), jnp.float32)
 
 
-def momentum_like(seed, shapes=((24, 40), (40, 24), (3, 16, 32))):
+@functools.partial(jax.jit, static_argnames=("config", "precondition"))
+def refine(coeffs, mats, config, count=None, precondition="frobenius"):
+    """One jitted entry point: equal (hashable) configs share a compilation."""
+    return optorth.refine_coefficients(coeffs, mats, config, count=count,
+                                       precondition=precondition)
+
+
+CONFIG = optorth.OnlineLearning(inner_steps=4, learning_rate=1e-3)
+
+
+def momentum_like(seed, shapes=((12, 20), (20, 12), (2, 8, 16))):
     """Matrices with decaying spectra, like momenta (σ/σ_max from 1 down to ~1e-3)."""
     out = []
     for i, shape in enumerate(shapes):
@@ -52,11 +63,10 @@ def test_config_validation(kwargs, match):
 
 
 def test_gated_by_count_and_jittable():
-    config = optorth.OnlineLearning(every=3, inner_steps=2, learning_rate=1e-3)
-    refine = jax.jit(lambda c, m, n: optorth.refine_coefficients(c, m, config, count=n))
+    config = dataclasses.replace(CONFIG, every=3)
     mats = momentum_like(0)
     for count in range(6):
-        new, info = refine(JORDAN, mats, jnp.int32(count))
+        new, info = refine(JORDAN, mats, config, jnp.int32(count))
         due = (count + 1) % 3 == 0
         assert bool(info.refined) == due
         if not due:
@@ -66,12 +76,11 @@ def test_gated_by_count_and_jittable():
 
 @pytest.mark.parametrize("objective", ["orthogonality", "spectrum"])
 def test_repeated_refinement_improves_and_stays_valid(objective):
-    config = optorth.OnlineLearning(inner_steps=8, learning_rate=3e-3, objective=objective)
-    refine = jax.jit(lambda c, m: optorth.refine_coefficients(c, m, config))
+    config = dataclasses.replace(CONFIG, objective=objective)
     mats = momentum_like(1)
     coeffs, accepted = JORDAN, 0
-    for _ in range(6):
-        coeffs, info = refine(coeffs, mats)
+    for _ in range(8):
+        coeffs, info = refine(coeffs, mats, config)
         accepted += int(info.accepted)
         assert optorth.validate_schedule(np.asarray(coeffs, np.float64)).ok
     assert accepted >= 1
@@ -79,11 +88,10 @@ def test_repeated_refinement_improves_and_stays_valid(objective):
 
 
 def test_unstable_candidates_fall_back_to_the_last_valid_table():
-    config = optorth.OnlineLearning(inner_steps=3, learning_rate=2.0)  # wild steps
-    refine = jax.jit(lambda c, m: optorth.refine_coefficients(c, m, config))
+    config = dataclasses.replace(CONFIG, learning_rate=2.0)  # wild steps
     rejected = 0
     for seed in range(3):
-        new, info = refine(JORDAN, momentum_like(seed))
+        new, info = refine(JORDAN, momentum_like(seed), config)
         assert optorth.validate_schedule(np.asarray(new, np.float64)).ok
         if not bool(info.accepted):
             rejected += 1
@@ -92,59 +100,26 @@ def test_unstable_candidates_fall_back_to_the_last_valid_table():
 
 
 def test_max_error_constraint():
-    config = optorth.OnlineLearning(inner_steps=8, learning_rate=3e-3, max_error=0.5295)
-    new, _ = jax.jit(lambda c, m: optorth.refine_coefficients(c, m, config))(
-        JORDAN, momentum_like(2))
+    config = dataclasses.replace(CONFIG, max_error=0.5295)
+    new, _ = refine(JORDAN, momentum_like(2), config)
     assert optorth.validate_schedule(np.asarray(new, np.float64)).max_error <= 0.5296
 
 
 def test_spectrum_objective_rejects_aol():
     config = optorth.OnlineLearning(objective="spectrum")
     with pytest.raises(ValueError, match="aol"):
-        optorth.refine_coefficients(JORDAN, momentum_like(0), config, precondition="aol")
+        refine(JORDAN, momentum_like(0), config, precondition="aol")
 
 
 def test_bf16_objective_runs_and_stays_valid():
     config = optorth.OnlineLearning(inner_steps=2, dtype=jnp.bfloat16, margin=0.02)
-    new, info = jax.jit(lambda c, m: optorth.refine_coefficients(c, m, config))(
-        JORDAN, momentum_like(3, shapes=((12, 20),)))
+    new, info = refine(JORDAN, momentum_like(3, shapes=((12, 20),)), config)
     assert new.dtype == jnp.float32 and np.isfinite(float(info.loss_after))
     assert optorth.validate_schedule(np.asarray(new, np.float64)).ok
 
 
-# ----- inside an optimizer: the integration pattern, jit and checkpointing -------------------
-class LearnedState(NamedTuple):
-    coeffs: jax.Array
-    count: jax.Array
-
-
-def learned_orthogonalize(schedule, config):
-    """The pattern for ``orthogonalize(..., learn=config)``: coefficients live in the state."""
-
-    def init_fn(params):
-        del params
-        return LearnedState(jnp.asarray(optorth.resolve_schedule(schedule).rows(), jnp.float32),
-                            jnp.zeros([], jnp.int32))
-
-    def update_fn(updates, state, params=None):
-        del params
-        mats = [u for u in jax.tree.leaves(updates) if u.ndim >= 2]
-        coeffs, _ = optorth.refine_coefficients(state.coeffs, mats, config, count=state.count)
-        out = jax.tree.map(lambda u: optorth.newton_schulz(u, coeffs) if u.ndim >= 2 else u,
-                           updates)
-        return out, LearnedState(coeffs, state.count + 1)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def test_inside_an_optimizer_jit_and_orbax_checkpoint(tmp_path):
-    ocp = pytest.importorskip("orbax.checkpoint")
-    config = optorth.OnlineLearning(every=2, inner_steps=2, learning_rate=3e-3)
-    opt = optax.chain(optax.trace(0.9), learned_orthogonalize("jordan", config), optax.sgd(0.1))
-    params = {"w": jnp.ones((16, 24)), "v": jnp.ones((3, 8, 8)), "b": jnp.zeros(4)}
-    target = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape),
-                          params)
-
+# ----- inside the optimizer: orthogonalize(learn=...), jit and checkpointing ----------------
+def _stepper(opt, target):
     @jax.jit
     def step(params, state):
         grads = jax.grad(lambda p: sum(jnp.sum((a - b) ** 2) for a, b in zip(
@@ -152,6 +127,43 @@ def test_inside_an_optimizer_jit_and_orbax_checkpoint(tmp_path):
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
+    return step
+
+
+def test_learn_refines_the_table_in_state_when_due():
+    learn = dataclasses.replace(CONFIG, every=2)
+    tx = optorth.orthogonalize("jordan", learn=learn, specs=optorth.route_specs())
+    plain = optorth.orthogonalize("jordan", specs=optorth.route_specs())
+    mats = {"w": momentum_like(4, shapes=((12, 20),))[0], "b": jnp.ones(3)}
+    state, plain_state = tx.init(mats), plain.init(mats)
+    assert int(state.count) == 0 and plain_state.count is None
+    update = jax.jit(tx.update)
+    out, state = update(mats, state)  # count 0: not due, the Jordan table is used
+    np.testing.assert_array_equal(out["w"], jax.jit(plain.update)(mats, plain_state)[0]["w"])
+    np.testing.assert_array_equal(state.coeffs, JORDAN)
+    _, state = update(mats, state)  # count 1: due
+    assert int(state.count) == 2 and not np.array_equal(state.coeffs, JORDAN)
+    assert optorth.validate_schedule(np.asarray(state.coeffs, np.float64)).ok
+    np.testing.assert_array_equal(state.fingerprint, plain_state.fingerprint)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"schedule": "root"}, "one table per matrix shape"),
+    ({"learn": {"every": 10}}, "must be an optorth.OnlineLearning"),
+])
+def test_learn_rejects_what_it_cannot_learn(kwargs, match):
+    kwargs = {"learn": CONFIG, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        optorth.orthogonalize(**kwargs)
+
+
+def test_muon_learns_online_under_jit_and_orbax_checkpoint(tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    opt = optorth.muon(learning_rate=0.05, learn=dataclasses.replace(CONFIG, every=2))
+    params = {"w": jnp.ones((8, 12)), "v": jnp.ones((6, 6)), "b": jnp.zeros(4)}
+    target = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape),
+                          params)
+    step = _stepper(opt, target)
     state = opt.init(params)
     for _ in range(4):
         params, state = step(params, state)
@@ -159,13 +171,14 @@ def test_inside_an_optimizer_jit_and_orbax_checkpoint(tmp_path):
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, {"params": params, "state": state})
     with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(path, {"params": params, "state": state})
-    p1, s1 = params, state
-    p2, s2 = restored["params"], restored["state"]
+        restored = ckptr.restore(path, {"params": params, "state": opt.init(params)})
+    # Learned from the table the optimizer is constructed with: the default policy keeps it.
+    s2 = optorth.reconcile_coefficients(restored["state"], opt.init(params))
+    p1, s1, p2 = params, state, restored["params"]
     for _ in range(4):
         p1, s1 = step(p1, s1)
         p2, s2 = step(p2, s2)
     jax.tree.map(np.testing.assert_array_equal, (p1, s1), (p2, s2))
-    coeffs = s1[1].coeffs
-    assert int(s1[1].count) == 8
-    assert optorth.validate_schedule(np.asarray(coeffs, np.float64)).ok
+    ((_, learned),) = optorth.coefficient_states(s1)
+    assert int(learned.count) == 8 and not np.array_equal(learned.coeffs, JORDAN)
+    assert optorth.validate_schedule(np.asarray(learned.coeffs, np.float64)).ok
