@@ -209,6 +209,11 @@ def check_targets(results: dict[int, list[dict]]) -> None:
     if 4 in results and 5 in results:
         jordan5 = next(r for r in results[5] if r["row"].label == "jordan")
         je = jordan5["exact"]
+        bound = optorth.validate_schedule(
+            optorth.polar_express_schedule(4, safety=1.0, cushion=0.0)).max_error
+        print(f"  lower bound on the exact worst case of any 4-step quintic table on [1e-3, 1]:"
+              f" {bound:.4f} (greedy minimax, optimal by Polar Express Thm 4.1) > jordan×5 "
+              f"{je.max_error:.4f}: the worst-case half is out of reach; the mean half is not")
         for r in (r for r in results[4] if r["row"].kind == "fitted"):
             e = r["exact"]
             exact = _compare({"max": e.max_error, "mean": e.mean_error},

@@ -2,14 +2,13 @@
 
     python benchmarks/online_overhead.py [--model gpt2-small|small] [--every 100] [--steps 200]
 
-Both optimizers are the same jitted chain, Nesterov momentum → per-matrix Newton–Schulz with
-the ``(T, 3)`` table read from the optimizer state (the pattern of
-``optorth.orthogonalize(..., learn=...)``) → scale; one of them calls
-``optorth.refine_coefficients`` every update (``lax.cond``-gated, refining every ``--every``
-updates with ``--inner-steps`` Adam steps on ``--max-matrices`` sampled momenta). Gradients
-are fixed random matrices with the shapes of the model's hidden matrices (GPT-2 small: 12
-layers × (4 × 768×768, 768×3072, 3072×768)), so the ratio is the worst case: a real step
-also runs the model's forward and backward pass, which the learning does not touch. The
+Both optimizers are the same jitted chain, Nesterov momentum → ``optorth.orthogonalize``
+(Jordan's table, read from the optimizer state) → scale; one of them is built with
+``learn=optorth.OnlineLearning(...)``, which refines the table every ``--every`` updates
+(``lax.cond``-gated) with ``--inner-steps`` Adam steps on ``--max-matrices`` sampled momenta.
+Gradients are fixed random matrices with the shapes of the model's hidden matrices (GPT-2
+small: 12 layers × (4 × 768×768, 768×3072, 3072×768)), so the ratio is the worst case: a real
+step also runs the model's forward and backward pass, which the learning does not touch. The
 mean over ``--steps`` updates includes the refinement steps.
 """
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,35 +30,11 @@ MODELS = {
 }
 
 
-class LearnedState(NamedTuple):
-    coeffs: jax.Array
-    count: jax.Array
-
-
-def orthogonalize_from_state(schedule, learn, dtype):
-    """Per-matrix NS with the table in the state; refined online when ``learn`` is set."""
-
-    def init_fn(params):
-        del params
-        rows = optorth.resolve_schedule(schedule).rows()
-        return LearnedState(jnp.asarray(rows, jnp.float32), jnp.zeros([], jnp.int32))
-
-    def update_fn(updates, state, params=None):
-        del params
-        coeffs = state.coeffs
-        if learn is not None:
-            mats = jax.tree.leaves(updates)
-            coeffs, _ = optorth.refine_coefficients(coeffs, mats, learn, count=state.count,
-                                                    dtype=dtype)
-        out = jax.tree.map(lambda u: optorth.newton_schulz(u, coeffs, dtype=dtype), updates)
-        return out, LearnedState(coeffs, state.count + 1)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
 def make_optimizer(learn, dtype):
+    """Nesterov momentum → ``optorth.orthogonalize`` (Jordan's table, in the state) → scale."""
     return optax.chain(optax.trace(0.95, nesterov=True),
-                       orthogonalize_from_state("jordan", learn, dtype), optax.scale(-0.02))
+                       optorth.orthogonalize("jordan", dtype=dtype, learn=learn),
+                       optax.scale(-0.02))
 
 
 def make_params(layers, d, seed=0):

@@ -3,6 +3,7 @@
     python benchmarks/soak.py                         # 3,000 steps x every ready optimizer
     python benchmarks/soak.py --steps 500 --optimizers muon,adafactor
     python benchmarks/soak.py --quick                 # tiny smoke run
+    python benchmarks/soak.py --batch-size 4          # the same model, 4x fewer tokens/step
 
 Not part of CI (hours on a CPU). Trains the character-level transformer of ``train_lm.py``
 (same corpus, batches, warmup-cosine learning-rate shape) with ``bf16=True`` parameters and
@@ -45,6 +46,7 @@ import train_lm  # noqa: E402
 #: method have none, so they get a value whose update RMS matches Muon's on 128×512 matrices.
 OPTIMIZERS = {
     "muon": ("muon", 0.02, {}),
+    "muon_online": ("muon", 0.02, {"learn_every": 250}),  # learn=OnlineLearning(every=250)
     "turbo_muon": ("turbo_muon", 0.02, {}),
     "root": ("root", 1e-3, {}),
     "auon": ("auon", 0.24, {}),
@@ -66,6 +68,8 @@ def build(name: str, cfg: train_lm.Config, mu_dtype):
 
     factory, peak, extra = OPTIMIZERS[name]
     kwargs = dict(extra)
+    if "learn_every" in kwargs:
+        kwargs["learn"] = optorth.OnlineLearning(every=kwargs.pop("learn_every"))
     if name == "adafactor":
         return optorth.adafactor(mu_dtype=mu_dtype, **kwargs)
     kwargs.update(learning_rate=train_lm.lr_schedule(peak, cfg), mu_dtype=mu_dtype,
@@ -180,6 +184,8 @@ def _parser():
     add("--steps", type=int, default=3000, help="training steps per optimizer (3000)")
     add("--optimizers", default=",".join(OPTIMIZERS),
         help=f"comma-separated subset of {','.join(OPTIMIZERS)}")
+    add("--batch-size", type=int, default=None,
+        help="sequences per step (default: the main job's 16)")
     add("--check-every", type=int, default=100, help="steps between finiteness checks (100)")
     add("--mu-dtype", default=None, help="optimizer state dtype (default: the params' bf16)")
     add("--quick", action="store_true", help="the main job's tiny test settings")
@@ -199,6 +205,8 @@ def main(argv=None) -> list[dict]:
         raise SystemExit(f"unknown optimizers {unknown}; choose from {', '.join(OPTIMIZERS)}")
     base = train_lm.Config.quick() if args.quick else train_lm.Config()
     cfg = base.replace(steps=args.steps, bf16=True, eval_every=max(1, args.steps // 10))
+    if args.batch_size is not None:
+        cfg = cfg.replace(batch_size=args.batch_size)
     settings = {"config": dataclasses.asdict(cfg), "mu_dtype": args.mu_dtype,
                 "device": str(jax.devices()[0].device_kind)}
     out_dir = pathlib.Path(args.out)

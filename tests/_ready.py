@@ -17,6 +17,9 @@ import optorth
 #: name → (factory, keyword arguments); ``rules`` and ``fallback`` are added by :func:`build`.
 READY = {
     "muon": (optorth.muon, dict(learning_rate=0.02)),
+    # Newton–Schulz coefficients learned online, kept in the optimizer state.
+    "muon_online": (optorth.muon, dict(learning_rate=0.02, learn=optorth.OnlineLearning(
+        every=2, inner_steps=2))),
     "turbo_muon": (optorth.turbo_muon, dict(learning_rate=0.02)),
     "root": (optorth.root, dict(learning_rate=0.02)),
     "auon": (optorth.auon, dict(learning_rate=0.24)),

@@ -250,3 +250,20 @@ def test_shipped_fitted_schedules_are_valid_and_usable_by_name():
     # each output σ is φ(input σ / ‖x‖_F), up to float32 round-off (φ need not be monotone)
     expected = np.sort(np_phi(fitted4.rows(), s_in / np.linalg.norm(s_in)))
     np.testing.assert_allclose(np.sort(s_out), expected, atol=2e-3)
+
+
+def test_shipped_fitted4_wins_the_mean_and_the_worst_case_is_out_of_reach():
+    """A 4-step table against Jordan ×5 on σ ∈ [1e-3, 1] (issue 4's target), exactly.
+
+    The greedy minimax composition (Polar Express without cushion or safety factor) is optimal
+    among all compositions of T odd quintics (Amsel et al., arXiv 2505.16932, Thm 4.1), so its
+    worst case bounds every 4-step table's from below; that bound exceeds Jordan ×5's. The
+    mean, which Jordan's non-convergent table leaves high, is where 4 fitted steps do win.
+    """
+    jordan5 = optorth.validate_schedule(optorth.PRESETS["jordan"], steps=5)
+    bound = optorth.validate_schedule(
+        optorth.polar_express_schedule(4, safety=1.0, cushion=0.0)).max_error
+    assert bound == pytest.approx(0.5459, abs=1e-4) and jordan5.max_error < bound
+    fitted4 = optorth.validate_schedule(optorth.resolve_schedule("fitted4"))
+    assert fitted4.ok and fitted4.max_error >= bound - 1e-6
+    assert fitted4.mean_error < 0.65 * jordan5.mean_error  # 0.106 vs 0.173
