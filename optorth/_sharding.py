@@ -194,3 +194,20 @@ def sharded_map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, consts
         return run(consts, tree, *rest)
     out_shardings = jax.tree.map(lambda x: _typeof(x).sharding, tree)
     return jax.sharding.auto_axes(run, out_sharding=out_shardings)(consts, tree, *rest)
+
+
+def call_replicated(fn: Callable[..., Any], *args):
+    """``fn(*args)`` for a small side computation with an unsharded (replicated) result.
+
+    Under explicit mesh axes the layouts of sharded ``args`` are part of their types, and
+    slicing or multiplying them may not type-check (e.g. one matrix out of a stack sharded on
+    its stack axis). There ``fn`` runs inside ``jax.sharding.auto_axes`` so that XLA
+    partitions it and returns a replicated result; anywhere else ``fn`` is called directly.
+    Used for online coefficient learning, which runs every ``every`` updates on a few
+    matrices.
+    """
+    mesh = find_mesh(jax.tree.leaves(args))
+    if mesh is None or not set(getattr(mesh, "explicit_axes", ())) & set(_usable_axes(mesh)):
+        return fn(*args)
+    replicated = jax.sharding.NamedSharding(mesh, P())
+    return jax.sharding.auto_axes(fn, out_sharding=replicated)(*args)

@@ -29,7 +29,7 @@ from optorth._online import OnlineLearning, refine_coefficients
 from optorth._paths import map_with_path, path_to_str, shape_of, unwrap
 from optorth._presets import _SHAPED, resolve_schedule
 from optorth._schedule import Schedule
-from optorth._sharding import sharded_map_matrix_groups
+from optorth._sharding import call_replicated, sharded_map_matrix_groups
 from optorth._specs import MatrixSpec, is_spec_leaf, map_matrices
 
 Specs = Any  # None | pytree of MatrixSpec / "fallback" / None | Callable[[params], pytree]
@@ -171,10 +171,12 @@ def _learned_coeffs(learn, state, updates, specs_tree, schedule, precondition, m
     if not mats:
         return state.coeffs
     safety, precond = _ns_static(schedule, mats[0].shape[-2:], precondition)
-    coeffs, _ = refine_coefficients(state.coeffs, mats, learn, count=state.count,
-                                    precondition=precond, safety=safety, dtype=dtype,
-                                    method=method, eps=eps)
-    return coeffs
+
+    def refine(coeffs, count, mats):
+        return refine_coefficients(coeffs, mats, learn, count=count, precondition=precond,
+                                   safety=safety, dtype=dtype, method=method, eps=eps)[0]
+
+    return call_replicated(refine, state.coeffs, state.count, mats)
 
 
 def _scale_by_dual(mats, direction):

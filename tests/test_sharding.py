@@ -2,7 +2,8 @@
 
 The cases need 8 devices, which a process must ask for before JAX starts its backend; the
 rest of the suite runs on one. So in a normal run the test
-``test_cases_on_8_simulated_devices`` starts this file again in a subprocess with
+``test_cases_on_8_simulated_devices`` starts this file (and the sharded = unsharded property
+of ``test_properties.py``) again in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the cases skip themselves in the
 parent), and ``XLA_FLAGS=--xla_force_host_platform_device_count=8 pytest
 tests/test_sharding.py`` runs them directly.
@@ -46,7 +47,10 @@ def test_cases_on_8_simulated_devices(request):
         pytest.skip("this process has 8 devices: the cases run directly")
     flags = os.environ.get("XLA_FLAGS", "")
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8".strip())
-    command = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider"]
+    properties = os.path.join(os.path.dirname(__file__), "test_properties.py")
+    command = [sys.executable, "-m", "pytest", __file__,
+               f"{properties}::test_sharded_equals_unsharded", "-q", "-x", "-p",
+               "no:cacheprovider"]
     markers = request.config.getoption("-m")
     if markers:
         command += ["-m", markers]
@@ -67,6 +71,9 @@ LAYOUTS = {
 
 OPTIMIZERS = {
     "muon": lambda: optorth.muon(rules=RULES),
+    # refines its table on the first update already (every=1)
+    "muon_online": lambda: optorth.muon(rules=RULES, learn=optorth.OnlineLearning(
+        every=1, inner_steps=2)),
     "turbo_muon": lambda: optorth.turbo_muon(rules=RULES),
     "root": lambda: optorth.root(rules=RULES),
     "auon": lambda: optorth.auon(rules=RULES),
@@ -123,7 +130,8 @@ def _reference(name, host_params, host_grads):
 # Every optimizer under both axis types; the default run keeps one optimizer per code path
 # (grouped Newton–Schulz, per-shape tables and soft thresholding, grouped hybrid lmo,
 # elementwise lmo, factored and elementwise second moments) and marks the rest slow.
-FAST = {("muon", "explicit"), ("root", "explicit"), ("hybrid_auon", "explicit"),
+FAST = {("muon", "explicit"), ("muon_online", "explicit"), ("muon_online", "auto"),
+        ("root", "explicit"), ("hybrid_auon", "explicit"),
         ("signum", "explicit"), ("adafactor", "explicit"), ("factored_muon", "explicit"),
         ("adamuon", "explicit"), ("muon", "auto"), ("root", "auto"), ("hybrid_auon", "auto")}
 CASES = [pytest.param(name, kind, id=f"{name}-{kind_id}",
