@@ -3,9 +3,10 @@
 Every :func:`optorth.orthogonalize` block keeps its coefficient table in its state
 (:class:`optorth.OrthogonalizeState`): ``coeffs`` (the table read at every update; learned or
 scheduled coefficients change it), ``fingerprint`` (a CRC32 of the table(s) the block was
-*constructed* with; it never changes during training) and ``version`` (the state layout,
-:data:`STATE_VERSION`). All three are plain arrays, so an Orbax round trip of the whole optax
-state is bit-exact and training continues identically after a restore.
+*constructed* with; it never changes during training), ``version`` (the state layout,
+:data:`STATE_VERSION`) and, when learning online, ``count``. All are plain arrays, so an
+Orbax round trip of the whole optax state is bit-exact and training continues identically
+after a restore.
 
 A restore knows nothing about the optimizer the code constructs now, so by itself it keeps the
 checkpoint's coefficients, like every other state (momentum, second moments). When the two can
@@ -39,7 +40,8 @@ import numpy as np
 from optorth._paths import path_to_str, unwrap
 
 #: Layout version of :class:`optorth.OrthogonalizeState` (``coeffs``, ``fingerprint``,
-#: ``version``). A state saved by a newer layout is refused by :func:`reconcile_coefficients`.
+#: ``version``, and ``count``, which is ``None`` unless the table is learned online). A state
+#: saved by a newer layout is refused by :func:`reconcile_coefficients`.
 STATE_VERSION = 1
 POLICIES = ("same_schedule", "keep", "override", "error")
 UNKNOWN_FINGERPRINT = 0
