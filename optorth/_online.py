@@ -38,7 +38,9 @@ class OnlineLearning:
     """Configuration of online coefficient learning (static, hashable).
 
     Attributes:
-      every: refine after every ``every`` updates (at counts every−1, 2·every−1, …).
+      every: refine after every ``every`` updates (at counts every−1, 2·every−1, …). One
+        refinement with the defaults costs about six updates of the orthogonalization block
+        (``benchmarks/online_overhead.py``), so ``every`` ≥ 60 keeps the overhead ≤ 10%.
       inner_steps: Adam steps per refinement (static).
       learning_rate: Adam's step on the relative parametrization c = c₀ + max(|c₀|, 0.1)·θ.
       objective: ``"orthogonality"`` or ``"spectrum"`` (module docstring).
