@@ -216,7 +216,7 @@ def test_inject_hyperparams():
 
 
 def test_flax_nnx_optimizer():
-    nnx = pytest.importorskip("flax.nnx")
+    from flax import nnx
     model = nnx.Linear(8, 16, rngs=nnx.Rngs(0))
     opt = nnx.Optimizer(model, optorth.adafactor(), wrt=nnx.Param)
     x = jnp.ones((4, 8))

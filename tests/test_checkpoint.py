@@ -12,14 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from _ready import NAMES, build
 from flax import nnx
 
 import optorth
 from optorth import MatrixSpec
-
-ocp = pytest.importorskip("orbax.checkpoint")
 
 RULES = [(r"^blocks/kernel$", MatrixSpec.stacked())]
 #: Ready optimizers without a Newton–Schulz block (no coefficient table in their state).

@@ -158,7 +158,7 @@ def test_learn_rejects_what_it_cannot_learn(kwargs, match):
 
 
 def test_muon_learns_online_under_jit_and_orbax_checkpoint(tmp_path):
-    ocp = pytest.importorskip("orbax.checkpoint")
+    import orbax.checkpoint as ocp
     opt = optorth.muon(learning_rate=0.05, learn=dataclasses.replace(CONFIG, every=2))
     params = {"w": jnp.ones((8, 12)), "v": jnp.ones((6, 6)), "b": jnp.zeros(4)}
     target = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape),
