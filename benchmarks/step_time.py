@@ -43,7 +43,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _hlo import COLLECTIVES, collective_counts, collectives_in_loops
 from _timing import Timing
 from memory import gpt2_small_shapes
 from orthogonalize import JORDAN_ROW, Config, accuracy, make_problem, ns_flops, optax_ns
@@ -61,7 +61,6 @@ from orthogonalize import JORDAN_ROW, Config, accuracy, make_problem, ns_flops, 
 import optorth
 
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))
-COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "reduce-scatter", "all-reduce")
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -183,20 +182,6 @@ def memory_row(compiled) -> dict[str, float]:
                 argument_mib=stats.argument_size_in_bytes / mib,
                 output_mib=stats.output_size_in_bytes / mib,
                 alias_mib=stats.alias_size_in_bytes / mib)
-
-
-def collective_counts(hlo: str) -> dict[str, int]:
-    """Collectives in compiled HLO text (each instruction once; loop bodies not unrolled)."""
-    return {name: len(re.findall(rf"\s{name}(-start)?\(%", hlo)) for name in COLLECTIVES}
-
-
-def collectives_in_loops(hlo: str) -> int:
-    """Collectives inside while-loop bodies (each runs once per iteration)."""
-    computations = dict(re.findall(r"^(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo,
-                                   re.S | re.M))
-    pattern = r"\s(" + "|".join(COLLECTIVES) + r")(-start)?\(%"
-    return sum(len(re.findall(pattern, computations.get(body, "")))
-               for body in set(re.findall(r"\bbody=(%[\w.\-]+)", hlo)))
 
 
 # ----------------------------------------------------------------------------- 1. accuracy

@@ -16,7 +16,6 @@ failure (optax 0.2.8), and the collectives in the compiled program.
 """
 
 import os
-import re
 import subprocess
 import sys
 
@@ -35,6 +34,11 @@ try:
     from jax.sharding import ShardingTypeError
 except ImportError:  # jax 0.10: not re-exported
     from jax._src.core import ShardingTypeError
+
+# The HLO collective counter is shared with benchmarks/step_time.py.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+from _hlo import collective_counts, collectives_in_loops  # noqa: E402
 
 N_DEVICES = 8
 needs_devices = pytest.mark.skipif(
@@ -214,23 +218,6 @@ def test_incumbent_fails_on_fsdp_under_explicit_axes_and_we_do_not():
         with jax.set_mesh(mesh):
             updates, _ = jax.jit(ours.update)(params, ours.init(params), params)
         assert _same_sharding(updates["w"], params["w"])
-
-
-COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "reduce-scatter", "all-reduce")
-
-
-def collective_counts(hlo: str) -> dict[str, int]:
-    """Collectives in compiled HLO text (each counted once, loops not unrolled)."""
-    return {name: len(re.findall(rf"\s{name}(-start)?\(%", hlo)) for name in COLLECTIVES}
-
-
-def collectives_in_loops(hlo: str) -> int:
-    """Collectives inside while-loop bodies (each runs once per iteration)."""
-    computations = dict(re.findall(r"^(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo,
-                                   re.S | re.M))
-    pattern = r"\s(" + "|".join(COLLECTIVES) + r")(-start)?\(%"
-    return sum(len(re.findall(pattern, computations.get(body, "")))
-               for body in set(re.findall(r"\bbody=(%[\w.\-]+)", hlo)))
 
 
 @needs_devices
