@@ -105,3 +105,20 @@ def diag_in_basis(out, u, v) -> np.ndarray:
 def spectral_norm(x) -> np.ndarray:
     """Largest singular value of each matrix."""
     return np.linalg.norm(np.asarray(x, np.float64), ord=2, axis=(-2, -1))
+
+
+def jordan_newton_schulz(g, steps: int = 5) -> np.ndarray:
+    """Keller Jordan's quintic Newton–Schulz of one matrix in float64, written out.
+
+    The reference's own loop (KellerJordan/Muon): Frobenius normalization with ε = 1e-7, tall
+    inputs transposed, then ``steps`` × X ← aX + (bA + cA²)X with A = XXᵀ.
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = np.asarray(g, dtype=np.float64)
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    x = x / (np.linalg.norm(x) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x

@@ -45,13 +45,7 @@ ns = jax.jit(
 )
 
 
-@pytest.fixture(autouse=True)
-def _float32_means_float32():
-    """Run float32 matmuls at float32 precision. XLA's CPU always does; on GPU/TPU the default
-    rounds operands to TF32/bf16 (on an H200 half of these tests then fail with deviations of
-    5e-3 for the standard iteration), which is a different numerical regime."""
-    with jax.default_matmul_precision("highest"):
-        yield
+pytestmark = pytest.mark.usefixtures("float32_matmuls")  # tests/conftest.py
 
 
 def _left_right(rng, precondition):

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from _ns_reference import jordan_newton_schulz
 from _ready import NAMES, READY, UNROUTED, build
 from flax import nnx
 
@@ -147,19 +148,6 @@ def test_every_ready_optimizer_trains_through_nnx(name):
         assert moved == (name in UNROUTED or path in MATRIX_LEAVES), path
 
 
-def _jordan_ns(g, steps=5):
-    """Keller Jordan's quintic Newton–Schulz in float64, written out."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.astype(np.float64)
-    tall = x.shape[0] > x.shape[1]
-    x = x.T if tall else x
-    x = x / (np.linalg.norm(x) + 1e-7)
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if tall else x
-
-
 def test_nnx_optimizer_equals_plain_optax_and_orthogonalizes_each_layer():
     """init sees nnx.Param leaves, update plain arrays: same result as optax on arrays."""
     model = ScanLM(rngs=nnx.Rngs(0))
@@ -181,14 +169,14 @@ def test_nnx_optimizer_equals_plain_optax_and_orthogonalizes_each_layer():
             delta = {k: np.asarray(v) - np.asarray(start[k]) for k, v in _flat(params).items()}
             g = _flat(grads)
             for layer in range(LAYERS):
-                expected = -0.02 * np.sqrt(2.0) * _jordan_ns(np.asarray(
+                expected = -0.02 * np.sqrt(2.0) * jordan_newton_schulz(np.asarray(
                     g["blocks/mlp_in/kernel"][layer]))
                 np.testing.assert_allclose(delta["blocks/mlp_in/kernel"][layer], expected,
                                            atol=2e-5)
                 query = np.asarray(g["blocks/attn/query/kernel"][layer]).reshape(D, D)
                 np.testing.assert_allclose(delta["blocks/attn/query/kernel"][layer].reshape(D, D),
-                                           -0.02 * _jordan_ns(query), atol=2e-5)
+                                           -0.02 * jordan_newton_schulz(query), atol=2e-5)
             stem = np.asarray(g["stem/kernel"]).reshape(3 * D, D)
             np.testing.assert_allclose(delta["stem/kernel"].reshape(3 * D, D),
-                                       -0.02 * _jordan_ns(stem), atol=2e-5)
+                                       -0.02 * jordan_newton_schulz(stem), atol=2e-5)
     assert optorth.coefficient_states(optimizer.opt_state)  # NamedTuples kept under NNX

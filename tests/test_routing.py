@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _ns_reference import jordan_newton_schulz
 from flax import nnx
 
 import optorth
@@ -195,18 +196,7 @@ def test_nnx_optimizer_runs_and_takes_the_matrix_path():
         step, grad = delta, g
         for key in path:
             step, grad = step[key], grad[key]
-        expected = -0.02 * scale * _jordan_ns(np.asarray(grad).reshape(8, -1))
+        expected = -0.02 * scale * jordan_newton_schulz(np.asarray(grad).reshape(8, -1))
         np.testing.assert_allclose(step.reshape(8, -1), expected, atol=2e-5)
 
 
-def _jordan_ns(g, steps=5):
-    """Keller Jordan's quintic Newton–Schulz in float64, written out."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.astype(np.float64)
-    tall = x.shape[0] > x.shape[1]
-    x = x.T if tall else x
-    x = x / (np.linalg.norm(x) + 1e-7)
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if tall else x
