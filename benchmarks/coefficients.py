@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import optorth
-from optorth._fitted import _load as _load_fitted
+from optorth.ns._fitted import _load as _load_fitted
 
 DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 

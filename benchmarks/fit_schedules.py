@@ -1,7 +1,7 @@
-"""Regenerates the fitted schedules shipped in ``optorth/data/fitted_schedules.json``.
+"""Regenerates the fitted schedules shipped in ``optorth/ns/data/fitted_schedules.json``.
 
     python benchmarks/fit_schedules.py [--only fitted4 ...] [--spectra out/lm_spectra.npz]
-                                       [--out optorth/data/fitted_schedules.json]
+                                       [--out optorth/ns/data/fitted_schedules.json]
 
 Each entry is ``optorth.fit_schedule(...)`` with the arguments listed in :data:`ENTRIES`
 (deterministic given the seed) and is stored as ``Schedule.to_dict()``, provenance included.
@@ -21,7 +21,7 @@ import numpy as np
 
 import optorth
 
-_DATA = pathlib.Path(__file__).resolve().parents[1] / "optorth" / "data" / "fitted_schedules.json"
+_DATA = pathlib.Path(__file__).resolve().parents[1] / "optorth" / "ns" / "data" / "fitted_schedules.json"
 
 #: name -> keyword arguments of ``optorth.fit_schedule`` (``steps`` included).
 ENTRIES: dict[str, dict] = {

@@ -43,7 +43,7 @@ from _timing import Timing, time_interleaved
 from optax.contrib._muon import MuonDimensionNumbers, orthogonalize_via_newton_schulz
 
 import optorth
-from optorth._newton_schulz import default_restart
+from optorth.ns._engine import default_restart
 
 JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))

@@ -374,7 +374,7 @@ def available_optimizers() -> tuple[str, ...]:
 def resolve_ns_schedule(spec: str):
     """A Newton–Schulz schedule from a preset name, a shipped fitted name or a JSON file."""
     import optorth
-    from optorth import _fitted
+    from optorth.ns import _fitted
 
     path = pathlib.Path(spec)
     if spec.endswith(".json") and path.is_file():

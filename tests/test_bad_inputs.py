@@ -55,7 +55,7 @@ def _tree(values: dict):
 
 
 def _flat(tree) -> dict:
-    return {optorth._paths.path_to_str(p): x
+    return {optorth.matrices._paths.path_to_str(p): x
             for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 

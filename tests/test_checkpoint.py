@@ -205,7 +205,7 @@ def test_learned_coefficients_policies(tmp_path):
                                          r"policy='error' forbids.*policy='keep'"):
         optorth.reconcile_coefficients(restored, reference, "error")
     # Identical tables pass every policy unchanged.
-    for policy in optorth._checkpoint.POLICIES:
+    for policy in optorth.checkpoint.POLICIES:
         _assert_bit_identical(optorth.reconcile_coefficients(reference, reference, policy),
                               reference)
 

@@ -8,7 +8,7 @@ import pytest
 
 import optorth
 from optorth import MatrixSpec
-from optorth._factored import factored_decay
+from optorth.blocks._factored import factored_decay
 
 RNG = np.random.default_rng(0)
 

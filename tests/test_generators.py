@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import optorth
-from optorth._generators import PAPER_CUSHION, minimax_cubic, minimax_quintic
-from optorth._presets import PRESETS, resolve_schedule
+from optorth.ns._generators import PAPER_CUSHION, minimax_cubic, minimax_quintic
+from optorth.ns._presets import PRESETS, resolve_schedule
 
 # Published tables (REFERENCE §2), transcribed independently of optorth/_presets.py.
 POLAR_EXPRESS_RAW = np.array([

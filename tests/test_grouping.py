@@ -25,8 +25,8 @@ import pytest
 
 import optorth
 from optorth import MatrixSpec
-from optorth._grouping import describe_groups, map_matrix_groups, plan_groups
-from optorth._transforms import clip_at_quantile
+from optorth.matrices._grouping import describe_groups, map_matrix_groups, plan_groups
+from optorth.blocks._transforms import clip_at_quantile
 
 
 def _normal(shape, seed, dtype=jnp.float32):
@@ -184,7 +184,7 @@ def test_bf16_compute_matches_per_leaf_to_half_an_ulp():
 _EXACT_BF16 = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optorth
     from optorth import MatrixSpec
-    from optorth._grouping import map_matrix_groups
+    from optorth.matrices._grouping import map_matrix_groups
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     tree = {"a": jax.random.normal(keys[0], (64, 128)), "b": jax.random.normal(keys[1], (128, 64)),
             "c": jax.random.normal(keys[2], (3, 64, 128))}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import optorth
-from optorth import _objectives as obj
-from optorth._fitted import _load as load_fitted
-from optorth._validate import repelling_fixed_point as np_repelling_fixed_point
+from optorth.ns import _objectives as obj
+from optorth.ns._fitted import _load as load_fitted
+from optorth.ns._validate import repelling_fixed_point as np_repelling_fixed_point
 
 # Small, shared fit settings: every fit with these shapes reuses one compilation.
 FAST = dict(iterations=300, search=40)

@@ -46,7 +46,7 @@ PARAMS = CNN().init(jax.random.PRNGKey(2), IMAGES)["params"]
 def _paths(tree):
     leaves = jax.tree_util.tree_flatten_with_path(
         tree, is_leaf=lambda x: x == "fallback" or isinstance(x, MatrixSpec))[0]
-    return {optorth._paths.path_to_str(p): v for p, v in leaves}
+    return {optorth.matrices._paths.path_to_str(p): v for p, v in leaves}
 
 
 @jax.jit

@@ -31,8 +31,8 @@ from _ns_reference import (
 from optax.contrib._muon import MuonDimensionNumbers, orthogonalize_via_newton_schulz
 
 import optorth
-from optorth._newton_schulz import default_restart
-from optorth._presets import PRESETS
+from optorth.ns._engine import default_restart
+from optorth.ns._presets import PRESETS
 
 F32_TOL = 5e-4
 PRESET_NAMES = ("jordan", "you", "you6", "polar_express", "polar_express5", "turbo")

@@ -25,8 +25,8 @@ from _ns_reference import (
 )
 
 import optorth
-from optorth._presets import PRESETS
-from optorth._schedule import PRECONDITIONS
+from optorth.ns._presets import PRESETS
+from optorth.ns._schedule import PRECONDITIONS
 
 BF16_TOL = 0.15
 F16_TOL = 0.01

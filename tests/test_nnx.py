@@ -93,7 +93,7 @@ def train_step(model, optimizer):
 def _flat(tree):
     leaves = jax.tree_util.tree_flatten_with_path(
         tree, is_leaf=lambda x: x == FALLBACK or isinstance(x, MatrixSpec))[0]
-    return {optorth._paths.path_to_str(p): v for p, v in leaves}
+    return {optorth.matrices._paths.path_to_str(p): v for p, v in leaves}
 
 
 def _pure_params(model):
@@ -104,7 +104,7 @@ def test_the_ready_list_covers_every_ready_optimizer():
     """tests/_ready.py must list every exported optimizer (first argument ``learning_rate``)."""
     import inspect
 
-    modules = {"optorth._alias", "optorth._second_moment_muon", "optorth._adafactor"}
+    modules = {"optorth.optimizers._alias", "optorth.optimizers._second_moment_muon", "optorth.optimizers._adafactor"}
     ready = {name for name in dir(optorth) if getattr(getattr(optorth, name), "__module__", "")
              in modules and list(inspect.signature(getattr(optorth, name)).parameters)[:1]
              == ["learning_rate"]}

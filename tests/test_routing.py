@@ -64,7 +64,7 @@ def _abstract(cls):
 def _flat(tree):
     leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x == FALLBACK or
                                                   isinstance(x, MatrixSpec))[0]
-    return {optorth._paths.path_to_str(p): v for p, v in leaves}
+    return {optorth.matrices._paths.path_to_str(p): v for p, v in leaves}
 
 
 def _expected_transformer(layers=2, per_head=False):
@@ -93,14 +93,14 @@ def test_every_leaf_of_a_small_transformer(per_head):
     assert _flat(optorth.route(variables, rules)) == expected
     assert _flat(optorth.route(nnx.as_pure(variables), rules)) == expected  # as at update
     assert _flat(optorth.route(model, rules)) == expected
-    shapes = {p: optorth._paths.shape_of(x) for p, x in _flat_leaves(variables).items()}
+    shapes = {p: optorth.matrices._paths.shape_of(x) for p, x in _flat_leaves(variables).items()}
     assert shapes["blocks/0/attn/query/kernel"] == (8, 2, 4)
     spec = expected["blocks/0/attn/query/kernel"]
     assert spec.matrix_shape((8, 2, 4)) == ((2, 8, 4) if per_head else (1, 8, 8))
 
 
 def _flat_leaves(tree):
-    items, _ = optorth._paths.flatten_with_paths(tree)
+    items, _ = optorth.matrices._paths.flatten_with_paths(tree)
     return dict(items)
 
 

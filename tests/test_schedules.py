@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import optorth
-from optorth._presets import PRESETS, ROOT_ROWS, resolve_schedule, root_schedule
-from optorth._schedule import EXTEND_RULES, Schedule
+from optorth.ns._presets import PRESETS, ROOT_ROWS, resolve_schedule, root_schedule
+from optorth.ns._schedule import EXTEND_RULES, Schedule
 
 # The tables as published (REFERENCE §2), transcribed here independently of optorth/_presets.py.
 JORDAN_ROW = (3.4445, -4.7750, 2.0315)

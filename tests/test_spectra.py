@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import optorth
-from optorth._spectra import sampled_leaves
+from optorth.blocks._spectra import sampled_leaves
 
 
 def make_params():

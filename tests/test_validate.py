@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import optorth
-from optorth._presets import PRESETS, ROOT_ROWS, YOU, YOU6
-from optorth._validate import _image, repelling_fixed_point, tail_bound
+from optorth.ns._presets import PRESETS, ROOT_ROWS, YOU, YOU6
+from optorth.ns._validate import _image, repelling_fixed_point, tail_bound
 
 # REFERENCE §2, "What the tables do to σ" (exact arithmetic, after the stated normalization):
 # name: (schedule, steps, band on [0.01, 1], band on [0.001, 1], slope at 0 as printed).

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optorth._presets import resolve_schedule
-from optorth._schedule import PRECONDITIONS, Schedule
+from optorth.ns._presets import resolve_schedule
+from optorth.ns._schedule import PRECONDITIONS, Schedule
 
 METHODS = ("standard", "gram", "auto")
 #: ``method="auto"`` uses the Gram iteration when n / m reaches this aspect ratio (wide

@@ -32,8 +32,8 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from optorth._paths import as_params_tree, dtype_of, flatten_with_paths, shape_of
-from optorth._specs import MatrixSpec
+from optorth.matrices._paths import as_params_tree, dtype_of, flatten_with_paths, shape_of
+from optorth.matrices._specs import MatrixSpec
 
 FALLBACK = "fallback"
 Rule = tuple[str, Any]  # (regex, MatrixSpec | "fallback")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from optorth._specs import MatrixSpec, is_spec_leaf
+from optorth.matrices._specs import MatrixSpec, is_spec_leaf
 
 
 def is_spec(x: Any) -> bool:

@@ -16,7 +16,7 @@ functions that commute with transposition, f(Xᵀ) = f(X)ᵀ — Newton–Schulz
 and the engine itself transposes tall inputs first), the dual-norm scaling ⟨M, O⟩ — but not
 for shape-dependent ones such as ``scale_by_shape``. GPT-2's 768×3072 and 3072×768 weights
 then form one stack of 24, which also divides evenly over 8 devices (see
-``optorth._sharding``).
+``optorth.matrices._sharding``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optorth._specs import MatrixSpec, is_spec_leaf
+from optorth.matrices._specs import MatrixSpec, is_spec_leaf
 
 
 class Member(NamedTuple):
@@ -148,7 +148,7 @@ def map_matrix_groups(
       transpose_tall: merge tall matrices into the wide stack of the same shape (only for
         ``fn`` with f(Xᵀ) = f(X)ᵀ; see the module docstring).
       wrap_stack: optional ``wrap_stack(group, fn) -> fn'`` applied per group, e.g. to
-        place the stack on devices (``optorth._sharding``).
+        place the stack on devices (``optorth.matrices._sharding``).
 
     Returns:
       A tree like ``tree`` with every matrix replaced by ``fn``'s result.

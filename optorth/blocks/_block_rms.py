@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth import _per_matrix as pm
+from optorth.matrices import _per_matrix as pm
 
 
 def clip_by_rms(threshold: float = 1.0, *, specs: Any = None) -> optax.GradientTransformation:

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from optorth._schedule import Schedule
+from optorth.ns._schedule import Schedule
 
 #: Cushion of the Polar Express reference code that produced the published 8-row table:
 #: each step is optimized on [max(ℓ, cushion·u), u] and then recentred, so the polynomial

@@ -30,44 +30,20 @@ the state of the optimizer that wrote the checkpoint and reconcile with ``policy
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optorth._paths import path_to_str, unwrap
+from optorth.blocks._transforms import OrthogonalizeState
+from optorth.matrices._paths import path_to_str, unwrap
+from optorth.ns._fingerprint import STATE_VERSION, UNKNOWN_FINGERPRINT
 
-#: Layout version of :class:`optorth.OrthogonalizeState` (``coeffs``, ``fingerprint``,
-#: ``version``, and ``count``, which is ``None`` unless the table is learned online). A state
-#: saved by a newer layout is refused by :func:`reconcile_coefficients`.
-STATE_VERSION = 1
 POLICIES = ("same_schedule", "keep", "override", "error")
-UNKNOWN_FINGERPRINT = 0
-
-
-def coefficient_fingerprint(coeffs) -> jax.Array:
-    """A uint32 CRC32 of a coefficient table (``(T, 3)``) or a per-shape dict of tables.
-
-    Hashes the float32 little-endian bytes and shapes (and, for a dict, its sorted keys), so
-    equal fingerprints mean bit-identical initial tables. Traced tables have no concrete bytes:
-    they get :data:`UNKNOWN_FINGERPRINT` (0).
-    """
-    tables = coeffs if isinstance(coeffs, dict) else {"": coeffs}
-    if any(isinstance(t, jax.core.Tracer) for t in tables.values()):
-        return jnp.asarray(UNKNOWN_FINGERPRINT, jnp.uint32)
-    crc = 0
-    for key in sorted(tables):
-        table = np.ascontiguousarray(np.asarray(tables[key], dtype="<f4"))
-        crc = zlib.crc32(f"{key}:{table.shape}".encode(), crc)
-        crc = zlib.crc32(table.tobytes(), crc)
-    return jnp.asarray(crc or 1, jnp.uint32)  # 0 is reserved for "unknown"
 
 
 def _is_coefficient_state(x) -> bool:
-    from optorth._transforms import OrthogonalizeState
-
     return isinstance(x, OrthogonalizeState)
 
 

@@ -8,7 +8,7 @@ inserts an all-reduce or all-gather into every iteration; under explicit axes
 The strategy here uses sharding constraints only, no communication code of our own:
 
 1. group: the matrices of all leaves that share a shape ``(m, n)`` (tall ones transposed)
-   form one stack ``(B, m, n)`` (``optorth._grouping``);
+   form one stack ``(B, m, n)`` (``optorth.matrices._grouping``);
 2. distribute: pad the stack with zero matrices to a multiple of the device count D
    (Newton–Schulz maps zero to zero) and constrain it to be sharded on its *stack* axis
    over every usable mesh axis, ``P(axes, None, None)``
@@ -53,8 +53,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from optorth._grouping import Group, map_matrix_groups
-from optorth._specs import MatrixSpec, is_spec_leaf
+from optorth.matrices._grouping import Group, map_matrix_groups
+from optorth.matrices._specs import MatrixSpec, is_spec_leaf
 
 DISTRIBUTE = (None, True, False)
 
@@ -150,7 +150,7 @@ def sharded_map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, consts
     """:func:`map_matrix_groups` that places each stack on the device mesh (module docstring).
 
     Without a mesh of more than one device (neither in the context nor on the leaves) this
-    is exactly :func:`optorth._grouping.map_matrix_groups`.
+    is exactly :func:`optorth.matrices._grouping.map_matrix_groups`.
 
     Args:
       fn, tree, specs, *rest, transpose_tall: as in ``map_matrix_groups``, except that ``fn``

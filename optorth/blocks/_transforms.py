@@ -22,15 +22,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth._checkpoint import STATE_VERSION, coefficient_fingerprint
-from optorth._newton_schulz import newton_schulz
-from optorth._norms import get_norm
-from optorth._online import OnlineLearning, refine_coefficients
-from optorth._paths import map_with_path, path_to_str, shape_of, unwrap
-from optorth._presets import _SHAPED, resolve_schedule
-from optorth._schedule import Schedule
-from optorth._sharding import call_replicated, sharded_map_matrix_groups
-from optorth._specs import MatrixSpec, is_spec_leaf, map_matrices
+from optorth.ns._fingerprint import STATE_VERSION, coefficient_fingerprint
+from optorth.ns._engine import newton_schulz
+from optorth.norms._functions import get_norm
+from optorth.ns._online import OnlineLearning, refine_coefficients
+from optorth.matrices._paths import map_with_path, path_to_str, shape_of, unwrap
+from optorth.ns._presets import _SHAPED, resolve_schedule
+from optorth.ns._schedule import Schedule
+from optorth.matrices._sharding import call_replicated, sharded_map_matrix_groups
+from optorth.matrices._specs import MatrixSpec, is_spec_leaf, map_matrices
 
 Specs = Any  # None | pytree of MatrixSpec / "fallback" / None | Callable[[params], pytree]
 
@@ -91,7 +91,7 @@ class OrthogonalizeState(NamedTuple):
     ``"{min(m,n)}x{max(m,n)}"`` to that shape's table.
     ``fingerprint``: uint32 CRC32 of the table(s) the block was constructed with (constant in
     training); ``version``: the layout version. Both serve
-    :func:`optorth.reconcile_coefficients` after a checkpoint restore (``optorth._checkpoint``).
+    :func:`optorth.reconcile_coefficients` after a checkpoint restore (``optorth.checkpoint``).
     ``count``: int32 number of updates, kept only when the block learns its table online
     (``learn=``; ``None`` otherwise).
     """
@@ -165,7 +165,7 @@ def _check_learn(learn, schedule):
 
 def _learned_coeffs(learn, state, updates, specs_tree, schedule, precondition, method, dtype,
                     eps):
-    """``state.coeffs`` refined on this update's matrices when due (``optorth._online``)."""
+    """``state.coeffs`` refined on this update's matrices when due (``optorth.ns._online``)."""
     mats = []
     map_matrices(lambda m: mats.append(m) or m, updates, specs_tree)
     if not mats:
@@ -207,7 +207,7 @@ def orthogonalize(
     preconditioning.
 
     Matrices of equal shape (tall ones transposed) from all leaves are orthogonalized in
-    one batched call per shape (``optorth._grouping``); the values equal those of one call
+    one batched call per shape (``optorth.matrices._grouping``); the values equal those of one call
     per leaf.
 
     Args:
@@ -222,10 +222,10 @@ def orthogonalize(
       adaptive: multiply each matrix's direction by ⟨M, O⟩ ≈ ‖M‖_* (its nuclear norm),
         computed per matrix.
       distribute: on a device mesh, shard each stack of equally shaped matrices on its
-        stack axis so every device iterates on whole matrices (``optorth._sharding``);
+        stack axis so every device iterates on whole matrices (``optorth.matrices._sharding``);
         ``None`` decides from the layouts, ``True``/``False`` force it on/off.
       learn: an :class:`optorth.OnlineLearning` to refine the table in the state every
-        ``learn.every`` updates on this update's matrices (``optorth._online``; the step
+        ``learn.every`` updates on this update's matrices (``optorth.ns._online``; the step
         count stays static, rejected candidates keep the last valid table). ``None``: the
         table stays fixed.
 
@@ -290,7 +290,7 @@ def dualize(norm: str, *, adaptive: bool = False, specs: Specs = None,
 
     ``norm`` is one of ``"spectral"`` (delegates to :func:`orthogonalize`, ``options`` are its
     arguments), ``"frobenius"``, ``"sign"``, ``"row"``, ``"column"``, ``"auon"`` and
-    ``"hybrid_auon"`` (``options``: ``gamma``, ``eps``). See ``optorth._norms`` for the
+    ``"hybrid_auon"`` (``options``: ``gamma``, ``eps``). See ``optorth.norms._functions`` for the
     formulas and dual norms.
 
     Args:
@@ -400,7 +400,7 @@ def soft_threshold(quantile: float = 0.9, *, specs: Specs = None
 
     def update_fn(updates, state, params=None):
         del params
-        # A quantile sorts each whole matrix: stack and distribute (``optorth._sharding``);
+        # A quantile sorts each whole matrix: stack and distribute (``optorth.matrices._sharding``);
         # it and the clip commute with transposition.
         return sharded_map_matrix_groups(lambda _, m: clip_at_quantile(m, quantile), updates,
                                          resolve_specs(specs, updates),
@@ -411,6 +411,6 @@ def soft_threshold(quantile: float = 0.9, *, specs: Specs = None
 
 def route_specs(rules=None, **route_options) -> Callable[[Any], Any]:
     """A ``specs`` callable for the transforms: ``lambda p: optorth.route(p, rules, ...)``."""
-    from optorth._routing import route
+    from optorth.matrices._routing import route
 
     return lambda tree: route(tree, rules, **route_options)

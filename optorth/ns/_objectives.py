@@ -46,7 +46,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optorth._newton_schulz import newton_schulz
+from optorth.ns._engine import newton_schulz
 
 #: Relative margin that fitted tables keep below the next row's repelling fixed point: an
 #: image that touches it (as Polar Express's first row nearly does) lets bf16 round-off push
@@ -146,7 +146,7 @@ def repelling_fixed_point(row):
 
     ``p(x) − x = x((a − 1) + bx² + cx⁴)``. Returns ``inf`` when p(x) − x does not tend to +∞
     (c < 0, or c = 0 and b ≤ 0 with a ≤ 1) and 0 when every positive value grows.
-    Mirrors ``optorth._validate.repelling_fixed_point``.
+    Mirrors ``optorth.ns._validate.repelling_fixed_point``.
     """
     a, b, c = row[0], row[1], row[2]
     disc = b * b - 4 * c * (a - 1)

@@ -33,8 +33,8 @@ import dataclasses
 
 import numpy as np
 
-from optorth._presets import resolve_schedule
-from optorth._schedule import Schedule
+from optorth.ns._presets import resolve_schedule
+from optorth.ns._schedule import Schedule
 
 _GRID_POINTS = 20_001
 _TAIL_ITERS = 200

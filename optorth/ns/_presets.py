@@ -7,7 +7,7 @@ turns a preset name (or a :class:`Schedule`) into a schedule, looking up per-sha
 
 from __future__ import annotations
 
-from optorth._schedule import Schedule
+from optorth.ns._schedule import Schedule
 
 _JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 
@@ -128,7 +128,7 @@ PRESETS: dict[str, Schedule] = {
     s.name: s for s in (JORDAN, YOU, YOU6, POLAR_EXPRESS, POLAR_EXPRESS5, TURBO)
 }
 _SHAPED = {"root": root_schedule}
-#: Names users reach for that are generators (``optorth._generators``), not presets.
+#: Names users reach for that are generators (``optorth.ns._generators``), not presets.
 _GENERATORS = {"cans": "cans_schedule"}
 
 
@@ -138,7 +138,7 @@ def preset_names() -> tuple[str, ...]:
 
 
 def _generated_names():
-    from optorth import _fitted
+    from optorth.ns import _fitted
 
     return _fitted.names()
 
@@ -163,7 +163,7 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
         if shape is None:
             raise ValueError(f"Preset {schedule!r} is per shape; pass the matrix shape.")
         return _SHAPED[schedule](shape)
-    from optorth import _fitted
+    from optorth.ns import _fitted
 
     fitted = _fitted.lookup(schedule)
     if fitted is not None:

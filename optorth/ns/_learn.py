@@ -1,6 +1,6 @@
 """Fitting Newton–Schulz coefficient tables offline by gradient descent (optax Adam).
 
-``fit_schedule`` differentiates an objective of ``optorth._objectives`` with respect to the
+``fit_schedule`` differentiates an objective of ``optorth.ns._objectives`` with respect to the
 ``(T, 3)`` table and runs Adam (cosine-decayed step size, relative parametrization
 c = c₀ + max(|c₀|, 0.1)·θ) from several starting tables at once (``jax.vmap``): Polar Express
 tables for several ℓ, Jordan's row, and the best tables of a short derivative-free evolution
@@ -42,11 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optorth import _objectives as obj
-from optorth._generators import polar_express_schedule
-from optorth._presets import PRESETS, resolve_schedule
-from optorth._schedule import PRECONDITIONS, Schedule
-from optorth._validate import ScheduleReport, validate_schedule
+from optorth.ns import _objectives as obj
+from optorth.ns._generators import polar_express_schedule
+from optorth.ns._presets import PRESETS, resolve_schedule
+from optorth.ns._schedule import PRECONDITIONS, Schedule
+from optorth.ns._validate import ScheduleReport, validate_schedule
 
 OBJECTIVES = ("scalar", "band", "matrix")
 SPECTRUM_FAMILIES = ("log_uniform", "gaussian", "power_law")
@@ -431,7 +431,7 @@ def fit_schedule(
 ) -> Schedule:
     """Fits a ``steps``-row Newton–Schulz table by gradient descent through the iteration.
 
-    Objectives (math in ``optorth._objectives``):
+    Objectives (math in ``optorth.ns._objectives``):
 
     - ``"scalar"``: w_mean · mean|φ(σ) − 1| + w_max · max|φ(σ) − 1| over the data's σ (the
       max exact on its interval), plus penalties forbidding sign flips and escapes past a

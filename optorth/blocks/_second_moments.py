@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth import _per_matrix as pm
-from optorth._transforms import resolve_specs
+from optorth.matrices import _per_matrix as pm
+from optorth.blocks._transforms import resolve_specs
 
 
 def _specs_for(tree, specs, who):

@@ -4,7 +4,7 @@ Every ``every`` updates, :func:`refine_coefficients` takes a few matrices the op
 about to orthogonalize (the momentum), runs ``inner_steps`` Adam steps on an objective of
 the table computed with the real engine in the compute dtype, and accepts the result only if
 an in-graph stability check (the jit-compatible twin of ``optorth.validate_schedule``,
-:func:`optorth._objectives.is_stable`) passes and the objective did not get worse on those
+:func:`optorth.ns._objectives.is_stable`) passes and the objective did not get worse on those
 matrices; otherwise the current (last valid) table is kept. The step count T is static, the
 table is a plain ``(T, 3)`` float32 array (checkpointable), and the work runs under
 ``lax.cond`` so the other updates only pay for the predicate.
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optorth import _objectives as obj
-from optorth._newton_schulz import newton_schulz
+from optorth.ns import _objectives as obj
+from optorth.ns._engine import newton_schulz
 
 ONLINE_OBJECTIVES = ("orthogonality", "spectrum")
 

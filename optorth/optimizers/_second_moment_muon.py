@@ -19,7 +19,7 @@ Adafactor's factored estimate; adding the row factor R normalizes fan-in rows to
 with O(m + n) memory. No published method uses it; treat it as an experiment.
 
 Arguments shared with :func:`optorth.muon` (momentum, Newton–Schulz, weight decay, scale,
-``rules``, ``mu_dtype``, ``adam_*``, ``fallback``) mean the same here; see ``optorth._alias``.
+``rules``, ``mu_dtype``, ``adam_*``, ``fallback``) mean the same here; see ``optorth.optimizers._alias``.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from typing import Any
 
 import optax
 
-from optorth._adafactor import adafactor
-from optorth._alias import _assemble, _momentum
-from optorth._factored import scale_by_factored_rms
-from optorth._second_moments import (
+from optorth.optimizers._adafactor import adafactor
+from optorth.optimizers._alias import _assemble, _momentum
+from optorth.blocks._factored import scale_by_factored_rms
+from optorth.blocks._second_moments import (
     keep_matrix_norm,
     scale_by_elementwise_rms,
     scale_by_neuron_rms,
     scale_to_rms,
 )
-from optorth._transforms import orthogonalize, route_specs
+from optorth.blocks._transforms import orthogonalize, route_specs
 
 
 def _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn):

@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optorth._newton_schulz import newton_schulz, polar
+from optorth.ns._engine import newton_schulz, polar
 
 
 def _f32(m):

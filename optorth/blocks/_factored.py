@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth import _per_matrix as pm
+from optorth.matrices import _per_matrix as pm
 
 _WHO = "scale_by_factored_rms"
 

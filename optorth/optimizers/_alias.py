@@ -40,11 +40,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth._momentum import scale_by_momentum
-from optorth._paths import dtype_of, flatten_with_paths, shape_of
-from optorth._routing import route
-from optorth._specs import MatrixSpec
-from optorth._transforms import (
+from optorth.blocks._momentum import scale_by_momentum
+from optorth.matrices._paths import dtype_of, flatten_with_paths, shape_of
+from optorth.matrices._routing import route
+from optorth.matrices._specs import MatrixSpec
+from optorth.blocks._transforms import (
     dualize,
     orthogonalize,
     route_specs,
@@ -419,7 +419,7 @@ def hybrid_auon(
 
     Follows the paper's v1–v2 description ("applies a single Newton–Schulz iteration"): the
     direction is AuON's scaling of one Frobenius-normalized Jordan step of the momentum. It is
-    not the lmo of a norm (see ``optorth._norms``). Arguments as in :func:`auon`.
+    not the lmo of a norm (see ``optorth.norms._functions``). Arguments as in :func:`auon`.
 
     References:
       Maity, "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates"
