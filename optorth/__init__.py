@@ -73,13 +73,13 @@ from optorth.matrices._routing import route as route
 from optorth.matrices._routing import routing_decisions as routing_decisions
 from optorth.matrices._specs import MatrixSpec as MatrixSpec
 from optorth.matrices._specs import map_matrices as map_matrices
-from optorth.blocks._transforms import OrthogonalizeState as OrthogonalizeState
-from optorth.blocks._transforms import dualize as dualize
-from optorth.blocks._transforms import orthogonalize as orthogonalize
-from optorth.blocks._transforms import resolve_specs as resolve_specs
-from optorth.blocks._transforms import route_specs as route_specs
-from optorth.blocks._transforms import scale_by_shape as scale_by_shape
-from optorth.blocks._transforms import soft_threshold as soft_threshold
+from optorth.blocks._orthogonalize import OrthogonalizeState as OrthogonalizeState
+from optorth.blocks._dualize import dualize as dualize
+from optorth.blocks._orthogonalize import orthogonalize as orthogonalize
+from optorth.matrices._resolve import resolve_specs as resolve_specs
+from optorth.matrices._resolve import route_specs as route_specs
+from optorth.blocks._shape_scale import scale_by_shape as scale_by_shape
+from optorth.blocks._soft_threshold import soft_threshold as soft_threshold
 
 # --- learned coefficients: offline fits, online refinement, recorded spectra (issue 4) ---
 from optorth.ns._learn import OBJECTIVES as OBJECTIVES

@@ -33,10 +33,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from optorth.blocks._transforms import OrthogonalizeState
+from optorth.blocks._orthogonalize import OrthogonalizeState
 from optorth.matrices._paths import path_to_str, unwrap
 from optorth.ns._fingerprint import STATE_VERSION, UNKNOWN_FINGERPRINT
 

@@ -26,7 +26,7 @@ import pytest
 import optorth
 from optorth import MatrixSpec
 from optorth.matrices._grouping import describe_groups, map_matrix_groups, plan_groups
-from optorth.blocks._transforms import clip_at_quantile
+from optorth.blocks._soft_threshold import clip_at_quantile
 
 
 def _normal(shape, seed, dtype=jnp.float32):

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from optorth.matrices import _per_matrix as pm
-from optorth.blocks._transforms import resolve_specs
+from optorth.matrices._resolve import resolve_specs
 
 
 def _specs_for(tree, specs, who):

@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth.optimizers._alias import with_compute_dtype
 from optorth.blocks._block_rms import clip_by_rms, scale_by_param_rms
 from optorth.blocks._factored import scale_by_factored_rms
+from optorth.optimizers._alias import with_compute_dtype
 
 
 def relative_step_schedule(max_step: float = 1e-2) -> optax.Schedule:

@@ -40,17 +40,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optorth.blocks._dualize import dualize
 from optorth.blocks._momentum import scale_by_momentum
+from optorth.blocks._orthogonalize import orthogonalize
+from optorth.blocks._shape_scale import scale_by_shape
+from optorth.blocks._soft_threshold import soft_threshold
 from optorth.matrices._paths import dtype_of, flatten_with_paths, shape_of
+from optorth.matrices._resolve import route_specs
 from optorth.matrices._routing import route
 from optorth.matrices._specs import MatrixSpec
-from optorth.blocks._transforms import (
-    dualize,
-    orthogonalize,
-    route_specs,
-    scale_by_shape,
-    soft_threshold,
-)
 
 MATRIX, FALLBACK = "matrix", "fallback"
 

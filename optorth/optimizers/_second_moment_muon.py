@@ -28,16 +28,17 @@ from typing import Any
 
 import optax
 
-from optorth.optimizers._adafactor import adafactor
-from optorth.optimizers._alias import _assemble, _momentum
 from optorth.blocks._factored import scale_by_factored_rms
+from optorth.blocks._orthogonalize import orthogonalize
 from optorth.blocks._second_moments import (
     keep_matrix_norm,
     scale_by_elementwise_rms,
     scale_by_neuron_rms,
     scale_to_rms,
 )
-from optorth.blocks._transforms import orthogonalize, route_specs
+from optorth.matrices._resolve import route_specs
+from optorth.optimizers._adafactor import adafactor
+from optorth.optimizers._alias import _assemble, _momentum
 
 
 def _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn):

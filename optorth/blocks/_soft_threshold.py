@@ -1,0 +1,43 @@
+"""ROOT's outlier split, per matrix. See :func:`soft_threshold`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from optorth.matrices._resolve import Specs, resolve_specs
+from optorth.matrices._sharding import sharded_map_matrix_groups
+
+
+def clip_at_quantile(mats, quantile):
+    """clip(M, −ε, ε) with ε the ``quantile`` of |M| per matrix (``mats``: ``(B, m, n)``)."""
+    if mats.size == 0:  # a zero-sized axis: no entries, no quantile
+        return mats
+    f32 = jnp.promote_types(mats.dtype, jnp.float32)
+    flat = jnp.abs(mats.astype(f32)).reshape(mats.shape[:-2] + (-1,))
+    threshold = jnp.quantile(flat, quantile, axis=-1)[..., None, None]
+    return jnp.clip(mats.astype(f32), -threshold, threshold).astype(mats.dtype)
+
+
+def soft_threshold(quantile: float = 0.9, *, specs: Specs = None
+                   ) -> optax.GradientTransformation:
+    """ROOT's outlier split: keeps the clipped base B = clip(M, −ε, ε) of each matrix.
+
+    ε is the ``quantile`` of |M| per matrix. The outliers O = sign(M)·max(|M| − ε, 0) (the
+    soft-thresholding of M, the proximal map of the ℓ1 norm) are dropped, so M = B + O and only
+    B goes on to the orthogonalization.
+
+    References:
+      "ROOT: Robust Orthogonalized Optimizer for Neural Network Training" (arXiv 2511.20626).
+    """
+
+    def update_fn(updates, state, params=None):
+        del params
+        # A quantile sorts each whole matrix: stack and distribute (``optorth.matrices._sharding``);
+        # it and the clip commute with transposition.
+        return sharded_map_matrix_groups(lambda _, m: clip_at_quantile(m, quantile), updates,
+                                         resolve_specs(specs, updates),
+                                         transpose_tall=True), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
