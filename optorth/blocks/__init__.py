@@ -1,1 +1,54 @@
-"""blocks"""
+"""The ``optax.GradientTransformation`` blocks that ready optimizers chain, in pipeline order.
+
+- momentum: :func:`scale_by_momentum` (:class:`MomentumState`);
+- outliers: :func:`soft_threshold` (ROOT);
+- dualize under a norm: :func:`orthogonalize` (spectral norm, Newton–Schulz table in
+  :class:`OrthogonalizeState`), :func:`dualize` (any :class:`optorth.norms.Norm`);
+- shape scale: :func:`scale_by_shape`;
+- second moments: :func:`scale_by_factored_rms` (Adafactor's row/column statistics,
+  :class:`ScaleByFactoredRMSState`), :func:`scale_by_neuron_rms` (NorMuon),
+  :func:`scale_by_elementwise_rms` (AdaMuon), :func:`keep_matrix_norm`, :func:`scale_to_rms`,
+  :func:`clip_by_rms`, :func:`scale_by_param_rms`;
+- diagnostics: :func:`record_spectra` / :func:`recorded_spectra` (:class:`SpectraState`);
+- :func:`with_compute_dtype`: run any transformation in another dtype.
+
+Every block works per matrix: ``specs`` says how a leaf becomes matrices
+(:func:`optorth.matrices.resolve_specs`; ``None`` is the default routing).
+
+Example:
+  >>> import optax, optorth
+  >>> tx = optax.chain(optorth.scale_by_momentum(0.95), optorth.orthogonalize(),
+  ...                  optorth.scale_by_shape("keller"), optax.scale_by_learning_rate(0.02))
+"""
+
+from optorth.blocks._block_rms import clip_by_rms as clip_by_rms
+from optorth.blocks._block_rms import scale_by_param_rms as scale_by_param_rms
+from optorth.blocks._compute_dtype import with_compute_dtype as with_compute_dtype
+from optorth.blocks._dualize import dualize as dualize
+from optorth.blocks._factored import ScaleByFactoredRMSState as ScaleByFactoredRMSState
+from optorth.blocks._factored import scale_by_factored_rms as scale_by_factored_rms
+from optorth.blocks._momentum import MomentumState as MomentumState
+from optorth.blocks._momentum import scale_by_momentum as scale_by_momentum
+from optorth.blocks._orthogonalize import OrthogonalizeState as OrthogonalizeState
+from optorth.blocks._orthogonalize import orthogonalize as orthogonalize
+from optorth.blocks._second_moments import ScaleByElementwiseRMSState as ScaleByElementwiseRMSState
+from optorth.blocks._second_moments import ScaleByNeuronRMSState as ScaleByNeuronRMSState
+from optorth.blocks._second_moments import keep_matrix_norm as keep_matrix_norm
+from optorth.blocks._second_moments import scale_by_elementwise_rms as scale_by_elementwise_rms
+from optorth.blocks._second_moments import scale_by_neuron_rms as scale_by_neuron_rms
+from optorth.blocks._second_moments import scale_to_rms as scale_to_rms
+from optorth.blocks._shape_scale import scale_by_shape as scale_by_shape
+from optorth.blocks._soft_threshold import soft_threshold as soft_threshold
+from optorth.blocks._spectra import SpectraState as SpectraState
+from optorth.blocks._spectra import matrix_spectrum as matrix_spectrum
+from optorth.blocks._spectra import record_spectra as record_spectra
+from optorth.blocks._spectra import recorded_spectra as recorded_spectra
+
+__all__ = [
+    "MomentumState", "OrthogonalizeState", "ScaleByElementwiseRMSState",
+    "ScaleByFactoredRMSState", "ScaleByNeuronRMSState", "SpectraState", "clip_by_rms",
+    "dualize", "keep_matrix_norm", "matrix_spectrum", "orthogonalize", "record_spectra",
+    "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms",
+    "scale_by_momentum", "scale_by_neuron_rms", "scale_by_param_rms", "scale_by_shape",
+    "scale_to_rms", "soft_threshold", "with_compute_dtype",
+]

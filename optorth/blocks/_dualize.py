@@ -1,9 +1,6 @@
-"""The dualizer (lmo) of any norm per matrix, as a transform. See :func:`dualize`.
-"""
+"""The dualizer (lmo) of any norm per matrix, as a transform. See :func:`dualize`."""
 
 from __future__ import annotations
-
-import inspect
 
 import optax
 
@@ -11,60 +8,56 @@ from optorth.blocks._orthogonalize import orthogonalize, scale_by_dual
 from optorth.matrices._resolve import Specs, resolve_specs
 from optorth.matrices._sharding import sharded_map_matrix_groups
 from optorth.matrices._specs import map_matrices
-from optorth.norms._functions import get_norm
-
-#: Norms whose lmo multiplies whole matrices (Newton–Schulz) and commutes with transposition:
-#: they run grouped and distributed like :func:`orthogonalize`; the others are elementwise
-#: maps and reductions that XLA partitions with scalar-sized all-reduces.
-_WHOLE_MATRIX_NORMS = frozenset({"hybrid_auon"})
+from optorth.norms._objects import Norm, Spectral, as_norm
 
 
-def _check_options(name, lmo, options):
-    try:
-        inspect.signature(lmo).bind(None, **options)
-    except TypeError as err:
-        accepted = [p for p in inspect.signature(lmo).parameters][1:]
-        raise ValueError(f"dualize({name!r}) got options {sorted(options)}; it accepts "
-                         f"{accepted}. ({err})") from None
+def dualize(norm: Norm | str, *, adaptive: bool = False, specs: Specs = None,
+            distribute: bool | None = None) -> optax.GradientTransformation:
+    """The dualizer (lmo) of ``norm`` per matrix, as a transform: M ↦ lmo(M).
 
-
-def dualize(norm: str, *, adaptive: bool = False, specs: Specs = None,
-            **options) -> optax.GradientTransformation:
-    """The dualizer (lmo) of ``norm`` per matrix, as a transform.
-
-    ``norm`` is one of ``"spectral"`` (delegates to :func:`orthogonalize`, ``options`` are its
-    arguments), ``"frobenius"``, ``"sign"``, ``"row"``, ``"column"``, ``"auon"`` and
-    ``"hybrid_auon"`` (``options``: ``gamma``, ``eps``). See ``optorth.norms._functions`` for the
-    formulas and dual norms.
+    lmo(M) = argmax_{‖D‖ ≤ 1} ⟨M, D⟩; a step X ← X − η·lmo(M) is the trust-region step of
+    radius η under the norm. For :class:`optorth.norms.Spectral` this is
+    :func:`optorth.orthogonalize` with the norm's ``NewtonSchulz`` (its table in the state);
+    the other norms are stateless. The norm's ``scale`` is not applied here (chain
+    :func:`optorth.scale_by_shape` with ``norm.scale``).
 
     Args:
-      norm: the norm's name.
+      norm: an :class:`optorth.norms.Norm` (``Spectral``, ``Frobenius``, ``Sign``, ``Row``,
+        ``Column``, ``AuON``, ``HybridAuON``) or its name as shorthand (``"sign"``, ...).
       adaptive: multiply each matrix's direction by the dual norm ⟨M, lmo(M)⟩, per matrix.
-      specs: how leaves become matrices (see the module docstring).
-      **options: keyword options of the norm's lmo.
+      specs: how leaves become matrices (``optorth.matrices.resolve_specs``); leaves routed
+        to the fallback pass through unchanged.
+      distribute: for norms whose lmo multiplies whole matrices, shard stacks of equally
+        shaped matrices across a device mesh (see :func:`optorth.orthogonalize`).
 
     Returns:
       An ``optax.GradientTransformation`` returning lmo(M) (no minus sign).
+
+    Example:
+      >>> import optorth, jax.numpy as jnp
+      >>> tx = optorth.dualize(optorth.norms.Sign())
+      >>> updates, _ = tx.update({"w": jnp.array([[0.5, -2.0]])}, tx.init(None))
+      >>> updates["w"].tolist()
+      [[1.0, -1.0]]
 
     References:
       Kovalev, "Understanding Gradient Orthogonalization for Deep Learning via Non-Euclidean
       Trust-Region Optimization" (arXiv 2503.12645).
     """
-    if norm == "spectral":
-        return orthogonalize(specs=specs, adaptive=adaptive, **options)
-    lmo = get_norm(norm).lmo
-    _check_options(norm, lmo, options)
+    norm = as_norm(norm)
+    if isinstance(norm, Spectral):  # the lmo keeps its coefficient table in the state
+        return orthogonalize(norm.ns, specs=specs, adaptive=adaptive, distribute=distribute)
 
     def direction(mats):
-        out = lmo(mats, **options)
+        out = norm.lmo(mats)
         return scale_by_dual(mats, out) if adaptive else out
 
     def update_fn(updates, state, params=None):
         del params
         specs_tree = resolve_specs(specs, updates)
-        if norm in _WHOLE_MATRIX_NORMS:  # matrix products: stack and distribute as NS does
+        if norm.whole_matrix:  # matrix products: stack and distribute as Newton–Schulz does
             return sharded_map_matrix_groups(lambda _, m: direction(m), updates, specs_tree,
-                                             transpose_tall=True), state
+                                             transpose_tall=True, distribute=distribute), state
         return map_matrices(direction, updates, specs_tree), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optorth._checks import check_choice, check_decay, check_dtype
+
 CONVENTIONS = ("ema", "sgd")
 
 
@@ -39,9 +41,9 @@ class MomentumState(NamedTuple):
     mu: Any
 
 
-def _check(convention, bias_correction, warm_start):
-    if convention not in CONVENTIONS:
-        raise ValueError(f"momentum convention {convention!r}; expected one of {CONVENTIONS}.")
+def _check(beta, convention, bias_correction, warm_start):
+    check_decay("scale_by_momentum", "beta", beta)
+    check_choice("scale_by_momentum", "convention", convention, CONVENTIONS)
     if convention == "sgd" and bias_correction:
         raise ValueError("bias_correction applies to the 'ema' convention only; the SGD-style "
                          "buffer m ← βm + g has no bias to correct in the same sense.")
@@ -87,12 +89,20 @@ def scale_by_momentum(
     Returns:
       An ``optax.GradientTransformation`` with state :class:`MomentumState`.
 
+    Example:
+      >>> import optorth, jax.numpy as jnp
+      >>> tx = optorth.scale_by_momentum(0.9, nesterov=False)
+      >>> state = tx.init({"w": jnp.zeros(2)})
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, state)
+      >>> updates["w"].tolist()
+      [0.10000000149011612, 0.10000000149011612]
+
     References:
       Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
       Sutskever et al., "On the importance of initialization and momentum" (ICML 2013).
     """
-    _check(convention, bias_correction, warm_start)
-    mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+    _check(beta, convention, bias_correction, warm_start)
+    mu_dtype = check_dtype("scale_by_momentum", "mu_dtype", mu_dtype)
 
     def init_fn(params):
         return MomentumState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params, mu_dtype))

@@ -1,11 +1,11 @@
-"""ROOT's outlier split, per matrix. See :func:`soft_threshold`.
-"""
+"""ROOT's outlier split, per matrix. See :func:`soft_threshold`."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import optax
 
+from optorth._checks import check_fraction
 from optorth.matrices._resolve import Specs, resolve_specs
 from optorth.matrices._sharding import sharded_map_matrix_groups
 
@@ -28,14 +28,26 @@ def soft_threshold(quantile: float = 0.9, *, specs: Specs = None
     soft-thresholding of M, the proximal map of the ℓ1 norm) are dropped, so M = B + O and only
     B goes on to the orthogonalization.
 
+    Args:
+      quantile: in [0, 1]; 1 keeps every entry (no clipping).
+      specs: how leaves become matrices (``optorth.matrices.resolve_specs``).
+
+    Example:
+      >>> import optorth, jax.numpy as jnp
+      >>> tx = optorth.soft_threshold(0.5)
+      >>> updates, _ = tx.update({"w": jnp.array([[1.0, -2.0, 3.0, -4.0]])}, tx.init(None))
+      >>> updates["w"].tolist()
+      [[1.0, -2.0, 2.5, -2.5]]
+
     References:
       "ROOT: Robust Orthogonalized Optimizer for Neural Network Training" (arXiv 2511.20626).
     """
+    check_fraction("soft_threshold", "quantile", quantile)
 
     def update_fn(updates, state, params=None):
         del params
-        # A quantile sorts each whole matrix: stack and distribute (``optorth.matrices._sharding``);
-        # it and the clip commute with transposition.
+        # A quantile sorts each whole matrix: stack and distribute (see
+        # optorth.matrices); it and the clip commute with transposition.
         return sharded_map_matrix_groups(lambda _, m: clip_at_quantile(m, quantile), updates,
                                          resolve_specs(specs, updates),
                                          transpose_tall=True), state

@@ -1,1 +1,40 @@
-"""norms"""
+"""Norms as objects: the dualizer (lmo), dual and primal norm, and shape scale of each.
+
+A trust-region step under a norm is X ← X − η·lmo(M), lmo(M) = argmax_{‖D‖ ≤ 1} ⟨M, D⟩
+(Kovalev, arXiv 2503.12645). Pass a norm to :func:`optorth.dualize` or
+:func:`optorth.trust_region`; its ``scale`` (a :class:`ShapeScale`) sets what the learning
+rate means per matrix shape.
+
+| norm            | lmo(M)                               | dual ‖M‖_*           |
+|-----------------|--------------------------------------|----------------------|
+| :class:`Spectral` (holds a ``NewtonSchulz``) | U Vᵀ (polar factor) | nuclear norm Σσ_i |
+| :class:`Frobenius` | M / ‖M‖_F                         | ‖M‖_F                |
+| :class:`Sign`   | sign(M)                              | Σ|M_ij|              |
+| :class:`Row`    | each row / its ℓ2 norm               | Σ_i ‖M_i,:‖₂         |
+| :class:`Column` | each column / its ℓ2 norm            | Σ_j ‖M_:,j‖₂         |
+| :class:`AuON`, :class:`HybridAuON` | AuON's cosh-scaled direction | ⟨M, lmo(M)⟩ |
+
+Names in :data:`NORMS` (``"spectral"``, ``"sign"``, ...) are accepted as shorthand for the
+default object.
+
+Example:
+  >>> import optorth, jax.numpy as jnp
+  >>> float(optorth.norms.Frobenius().dual(jnp.array([[3.0, 4.0]])))
+  5.0
+"""
+
+from optorth.norms._objects import NORMS as NORMS
+from optorth.norms._objects import AuON as AuON
+from optorth.norms._objects import Column as Column
+from optorth.norms._objects import Frobenius as Frobenius
+from optorth.norms._objects import HybridAuON as HybridAuON
+from optorth.norms._objects import Norm as Norm
+from optorth.norms._objects import Row as Row
+from optorth.norms._objects import Sign as Sign
+from optorth.norms._objects import Spectral as Spectral
+from optorth.norms._objects import as_norm as as_norm
+from optorth.norms._shape_scale import CONVENTIONS as CONVENTIONS
+from optorth.norms._shape_scale import ShapeScale as ShapeScale
+
+__all__ = ["CONVENTIONS", "NORMS", "AuON", "Column", "Frobenius", "HybridAuON", "Norm", "Row",
+           "ShapeScale", "Sign", "Spectral", "as_norm"]

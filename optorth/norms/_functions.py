@@ -29,12 +29,10 @@ so it is only a feasible point of the Frobenius ball (value ≤ ‖M‖_F), not 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
-import jax
 import jax.numpy as jnp
 
-from optorth.ns._engine import newton_schulz, polar
+from optorth.ns._config import NewtonSchulz
+from optorth.ns._engine import polar
 
 
 def _f32(m):
@@ -63,10 +61,10 @@ def _fro(m):
 
 
 # ----- spectral -------------------------------------------------------------------------------
-def lmo_spectral(m, *, exact: bool = False, **ns_options):
-    """U Vᵀ for M = U S Vᵀ: Newton–Schulz (``ns_options`` as in ``optorth.newton_schulz``),
-    or the SVD polar factor when ``exact=True``."""
-    return polar(m) if exact else newton_schulz(m, **ns_options)
+def lmo_spectral(m, ns: NewtonSchulz | None = None, *, exact: bool = False):
+    """U Vᵀ for M = U S Vᵀ: Newton–Schulz with ``ns`` (default ``NewtonSchulz()``), or the
+    SVD polar factor when ``exact=True``."""
+    return polar(m) if exact else (ns or NewtonSchulz()).apply(jnp.asarray(m))
 
 
 def dual_norm_spectral(m):
@@ -171,35 +169,10 @@ def dual_norm_auon(m, **options):
 
 def lmo_hybrid_auon(m, *, gamma: float = 1.0, eps: float = 1e-7):
     """Hybrid-AuON: one Newton–Schulz step (Jordan's coefficients) then :func:`lmo_auon`."""
-    return lmo_auon(newton_schulz(m, "jordan", steps=1, eps=eps), gamma=gamma, eps=eps)
+    one_step = NewtonSchulz("jordan", steps=1, method="standard", eps=eps)
+    return lmo_auon(one_step.apply(jnp.asarray(m)), gamma=gamma, eps=eps)
 
 
 def dual_norm_hybrid_auon(m, **options):
     """⟨M, lmo_hybrid_auon(M)⟩."""
     return _inner(m, lmo_hybrid_auon(m, **options))
-
-
-class Norm(NamedTuple):
-    """A norm's dualizer with its dual and primal norms (all per matrix, ``(..., m, n)``)."""
-
-    lmo: Callable[..., jax.Array]
-    dual_norm: Callable[..., jax.Array]
-    primal_norm: Callable[..., jax.Array]
-
-
-NORMS: dict[str, Norm] = {
-    "spectral": Norm(lmo_spectral, dual_norm_spectral, primal_norm_spectral),
-    "frobenius": Norm(lmo_frobenius, dual_norm_frobenius, primal_norm_frobenius),
-    "sign": Norm(lmo_sign, dual_norm_sign, primal_norm_sign),
-    "row": Norm(lmo_row, dual_norm_row, primal_norm_row),
-    "column": Norm(lmo_column, dual_norm_column, primal_norm_column),
-    "auon": Norm(lmo_auon, dual_norm_auon, primal_norm_frobenius),
-    "hybrid_auon": Norm(lmo_hybrid_auon, dual_norm_hybrid_auon, primal_norm_frobenius),
-}
-
-
-def get_norm(name: str) -> Norm:
-    """The :class:`Norm` registered as ``name`` (raises with the known names)."""
-    if name not in NORMS:
-        raise ValueError(f"Unknown norm {name!r}; expected one of {tuple(NORMS)}.")
-    return NORMS[name]

@@ -1,1 +1,55 @@
-"""ns"""
+"""Newton–Schulz orthogonalization and its coefficient schedules.
+
+- The engine: :func:`newton_schulz` with a :class:`NewtonSchulz` configuration (schedule,
+  steps, normalization, iteration form, compute dtype, online learning), validated at
+  construction; :func:`polar` and :func:`polar_numpy` (SVD references); :func:`choose_method`.
+- Schedules as data: :class:`Schedule`, the presets (:data:`PRESETS`, :func:`preset_names`,
+  :func:`resolve_schedule`, :func:`root_schedule`), minimax generators
+  (:func:`polar_express_schedule`, :func:`cans_schedule`) and the exact scalar oracle
+  :func:`validate_schedule` (:class:`ScheduleReport`).
+- Learned coefficients: offline :func:`fit_schedule` (:class:`FitError`,
+  :func:`sample_spectra`, :data:`OBJECTIVES`, :data:`SPECTRUM_FAMILIES`) and online
+  :class:`OnlineLearning` / :func:`refine_coefficients` (:class:`RefineInfo`).
+- :func:`coefficient_fingerprint` and :data:`STATE_VERSION` identify a table in a state.
+
+Example:
+  >>> import optorth.ns as ns
+  >>> ns.validate_schedule("jordan").ok
+  True
+"""
+
+from optorth.ns._config import NewtonSchulz as NewtonSchulz
+from optorth.ns._config import newton_schulz as newton_schulz
+from optorth.ns._engine import GRAM_CROSSOVER as GRAM_CROSSOVER
+from optorth.ns._engine import choose_method as choose_method
+from optorth.ns._engine import polar as polar
+from optorth.ns._engine import polar_numpy as polar_numpy
+from optorth.ns._fingerprint import STATE_VERSION as STATE_VERSION
+from optorth.ns._fingerprint import coefficient_fingerprint as coefficient_fingerprint
+from optorth.ns._generators import cans_schedule as cans_schedule
+from optorth.ns._generators import polar_express_schedule as polar_express_schedule
+from optorth.ns._learn import OBJECTIVES as OBJECTIVES
+from optorth.ns._learn import SPECTRUM_FAMILIES as SPECTRUM_FAMILIES
+from optorth.ns._learn import FitError as FitError
+from optorth.ns._learn import fit_schedule as fit_schedule
+from optorth.ns._learn import sample_spectra as sample_spectra
+from optorth.ns._online import OnlineLearning as OnlineLearning
+from optorth.ns._online import RefineInfo as RefineInfo
+from optorth.ns._online import refine_coefficients as refine_coefficients
+from optorth.ns._presets import PER_SHAPE_PRESETS as PER_SHAPE_PRESETS
+from optorth.ns._presets import PRESETS as PRESETS
+from optorth.ns._presets import preset_names as preset_names
+from optorth.ns._presets import resolve_schedule as resolve_schedule
+from optorth.ns._presets import root_schedule as root_schedule
+from optorth.ns._schedule import Schedule as Schedule
+from optorth.ns._validate import ScheduleReport as ScheduleReport
+from optorth.ns._validate import validate_schedule as validate_schedule
+
+__all__ = [
+    "GRAM_CROSSOVER", "OBJECTIVES", "PER_SHAPE_PRESETS", "PRESETS", "SPECTRUM_FAMILIES",
+    "STATE_VERSION", "FitError", "NewtonSchulz", "OnlineLearning", "RefineInfo", "Schedule",
+    "ScheduleReport", "cans_schedule", "choose_method", "coefficient_fingerprint",
+    "fit_schedule", "newton_schulz", "polar", "polar_express_schedule", "polar_numpy",
+    "preset_names", "refine_coefficients", "resolve_schedule", "root_schedule",
+    "sample_spectra", "validate_schedule",
+]

@@ -310,12 +310,28 @@ def newton_schulz(
       An array with the shape and dtype of ``x``.
     """
     x = _check_input(x)
+    coeffs, safety, precondition = _resolve(schedule, x.shape[-2:], steps, safety, precondition)
+    return newton_schulz_table(x, coeffs, safety=safety, precondition=precondition,
+                               method=method, dtype=dtype, eps=eps, restart=restart)
+
+
+def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "frobenius",
+                        method: str = "standard", dtype: Any = None, eps: float = 1e-7,
+                        restart: int | None = None) -> jax.Array:
+    """The iteration itself, on a raw ``(T, 3)`` table (possibly traced).
+
+    ``optorth.newton_schulz`` and the orthogonalize block call this with the table and the
+    normalization of a :class:`optorth.NewtonSchulz`; ``restart`` is as documented there.
+    """
+    x = _check_input(x)
     shape, in_dtype = x.shape, x.dtype
     if restart is not None and not (isinstance(restart, (int, np.integer)) and restart >= 0):
         raise ValueError(f"restart={restart!r}; expected None or an int >= 0 (0: never).")
     if x.size == 0:  # a zero-sized axis: nothing to orthogonalize, the result is empty too
         return x
-    coeffs, safety, precondition = _resolve(schedule, shape[-2:], steps, safety, precondition)
+    coeffs = jnp.asarray(coeffs)
+    if precondition not in PRECONDITIONS:
+        raise ValueError(f"precondition={precondition!r}; expected one of {PRECONDITIONS}.")
     norm_dtype = jnp.promote_types(in_dtype, jnp.float32)
     compute_dtype = jnp.dtype(norm_dtype if dtype is None else dtype)
     if not jnp.issubdtype(compute_dtype, jnp.floating):

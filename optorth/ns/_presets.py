@@ -127,14 +127,15 @@ def root_schedule(shape) -> Schedule:
 PRESETS: dict[str, Schedule] = {
     s.name: s for s in (JORDAN, YOU, YOU6, POLAR_EXPRESS, POLAR_EXPRESS5, TURBO)
 }
-_SHAPED = {"root": root_schedule}
+#: Presets that hold one table per matrix shape (looked up by ``(min dim, max dim)``).
+PER_SHAPE_PRESETS = {"root": root_schedule}
 #: Names users reach for that are generators (``optorth.ns._generators``), not presets.
 _GENERATORS = {"cans": "cans_schedule"}
 
 
 def preset_names() -> tuple[str, ...]:
     """All names accepted by :func:`resolve_schedule` (and hence ``newton_schulz``)."""
-    return tuple(PRESETS) + tuple(_SHAPED) + tuple(_generated_names())
+    return tuple(PRESETS) + tuple(PER_SHAPE_PRESETS) + tuple(_generated_names())
 
 
 def _generated_names():
@@ -159,10 +160,10 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
         )
     if schedule in PRESETS:
         return PRESETS[schedule]
-    if schedule in _SHAPED:
+    if schedule in PER_SHAPE_PRESETS:
         if shape is None:
             raise ValueError(f"Preset {schedule!r} is per shape; pass the matrix shape.")
-        return _SHAPED[schedule](shape)
+        return PER_SHAPE_PRESETS[schedule](shape)
     from optorth.ns import _fitted
 
     fitted = _fitted.lookup(schedule)

@@ -1,1 +1,39 @@
-"""optimizers"""
+"""Ready optimizers: each a short chain of :mod:`optorth.blocks` inside ``optax.partition``.
+
+Hidden matrices (routed by :func:`optorth.route`) take the optimizer's own chain; every other
+leaf (embeddings, output heads, biases, norm gains) takes ``fallback``, by default
+:func:`default_fallback` (a true AdamW). Integer leaves get a zero update.
+
+- Muon family: :func:`muon`, :func:`turbo_muon`, :func:`root`;
+- with second moments: :func:`normuon`, :func:`adamuon`, :func:`factored_muon`;
+- one norm's trust-region step: :func:`trust_region` (any :class:`optorth.norms.Norm`),
+  :func:`normalized_sgdm`, :func:`signum`, :func:`auon`, :func:`hybrid_auon`;
+- :func:`adafactor` (and its :func:`relative_step_schedule`).
+
+Example:
+  >>> import optorth
+  >>> tx = optorth.optimizers.muon(learning_rate=0.02)
+"""
+
+from optorth.optimizers._adafactor import adafactor as adafactor
+from optorth.optimizers._adafactor import relative_step_schedule as relative_step_schedule
+from optorth.optimizers._assemble import default_fallback as default_fallback
+from optorth.optimizers._muon import muon as muon
+from optorth.optimizers._muon import root as root
+from optorth.optimizers._muon import turbo_muon as turbo_muon
+from optorth.optimizers._norm_based import auon as auon
+from optorth.optimizers._norm_based import hybrid_auon as hybrid_auon
+from optorth.optimizers._norm_based import normalized_sgdm as normalized_sgdm
+from optorth.optimizers._norm_based import signum as signum
+from optorth.optimizers._norm_based import trust_region as trust_region
+from optorth.optimizers._second_moment_muon import adamuon as adamuon
+from optorth.optimizers._second_moment_muon import factored_muon as factored_muon
+from optorth.optimizers._second_moment_muon import normuon as normuon
+
+#: Every ready optimizer, by name.
+READY = ("muon", "turbo_muon", "root", "normuon", "adamuon", "factored_muon", "trust_region",
+         "normalized_sgdm", "signum", "auon", "hybrid_auon", "adafactor")
+
+__all__ = ["READY", "adafactor", "adamuon", "auon", "default_fallback", "factored_muon",
+           "hybrid_auon", "muon", "normalized_sgdm", "normuon", "relative_step_schedule",
+           "root", "signum", "trust_region", "turbo_muon"]

@@ -14,7 +14,7 @@ Algorithm 4 / 5 with the settings of their section 9: for each weight matrix X (
 
 vectors and scalars use an unfactored V_t, no momentum (β1 = 0).
 
-Extensions (all off by default): momentum β1 applied after the scaling, i.e. to
+Extensions (all off by default): momentum β1 (``beta``) applied after the scaling, i.e. to
 max(ε2, RMS(X))·Û_t, as an EMA without debiasing; decoupled weight decay λ with a mask, scaled
 by ρ_t like AdamW's decay is scaled by the learning rate:
 
@@ -33,9 +33,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optorth._checks import check_decay, check_dtype, check_learning_rate, check_nonnegative
 from optorth.blocks._block_rms import clip_by_rms, scale_by_param_rms
+from optorth.blocks._compute_dtype import with_compute_dtype
 from optorth.blocks._factored import scale_by_factored_rms
-from optorth.optimizers._alias import with_compute_dtype
+from optorth.matrices._resolve import route_specs
+from optorth.optimizers._assemble import guard
 
 
 def relative_step_schedule(max_step: float = 1e-2) -> optax.Schedule:
@@ -59,55 +62,49 @@ def adafactor(
     learning_rate: optax.ScalarOrSchedule | None = None,
     *,
     decay_rate: float = 0.8,
-    step_offset: int = 0,
-    epsilon1: float = 1e-30,
-    epsilon2: float = 1e-3,
+    eps: float = 1e-30,
+    min_scale: float = 1e-3,
     clipping_threshold: float | None = 1.0,
     multiply_by_parameter_scale: bool = True,
-    momentum: float | None = None,
-    mu_dtype: Any = None,
+    beta: float | None = None,
     weight_decay: float | None = None,
     weight_decay_mask: Any = None,
-    specs: Any = None,
+    rules: Any = None,
+    mu_dtype: Any = None,
     min_dim_size_to_factor: int | None = None,
-    max_decay: float | None = None,
-    stats_dtype: Any = "float32",
 ) -> optax.GradientTransformation:
     """The Adafactor optimizer; with no arguments exactly the paper's proposal.
 
     Chain: ``scale_by_factored_rms`` → ``clip_by_rms(d)`` → ``scale_by_param_rms(ε2)`` →
     [``optax.ema(β1)``] → [``optax.add_decayed_weights(λ, mask)``] → ``−ρ_t``.
     Statistics are float32 and per matrix (batch axes of stacked / conv leaves respected).
+    For a step offset or a cap on β̂2_t (fine-tuning), chain
+    :func:`optorth.scale_by_factored_rms` yourself.
 
     State size: m + n float32 values per m × n matrix, one per element of vectors and scalars
-    (plus one momentum value per element when ``momentum`` is set).
+    (plus one momentum value per element when ``beta`` is set).
 
     Args:
       learning_rate: ρ_t, a float or schedule; ``None`` uses the relative step schedule
         ``min(1e-2, 1/√t)``. With ``multiply_by_parameter_scale`` this is a *relative* step.
       decay_rate: c in β̂2_t = 1 − t^(−c).
-      step_offset: restart the β̂2 schedule at this step (fine-tuning); always finite.
-      epsilon1: ε1 added to G².
-      epsilon2: ε2, floor of the parameter RMS in the relative step.
+      eps: ε1 added to G² (> 0).
+      min_scale: ε2, floor of the parameter RMS in the relative step (> 0).
       clipping_threshold: d in Û = U / max(1, RMS(U)/d); ``None`` disables clipping.
       multiply_by_parameter_scale: scale by max(ε2, RMS(X_{t−1})) per matrix.
-      momentum: β1 of an (undebiased) EMA applied after the scaling; ``None``: no momentum.
-      mu_dtype: dtype of the momentum buffer (``None``: the parameters' dtype), e.g.
-        "float32" for bf16 parameters. Statistics always use ``stats_dtype``.
+      beta: β1 of an (undebiased) momentum EMA applied after the scaling; ``None``: none.
       weight_decay: λ of decoupled weight decay, multiplied by ρ_t; ``None`` disables it.
       weight_decay_mask: pytree of booleans or a callable ``params -> pytree`` (True: decay).
-      specs: ``None``, a pytree of ``optorth.MatrixSpec`` / ``None`` / ``"fallback"`` per leaf,
-        or a callable such as ``optorth.route``: decides the matrices of each leaf. Default:
-        the last two axes (leading axes are batch axes, so a conv kernel (kh, kw, cin, cout)
-        is kh·kw matrices cin × cout; ``MatrixSpec.conv()`` makes it one (kh·kw·cin) × cout).
+      rules: routing rules (:func:`optorth.route`): how each leaf becomes matrices. Leaves
+        routed to the fallback (embeddings, heads) are factored over their last two axes.
+      mu_dtype: dtype of the momentum buffer (``None``: the parameters' dtype), e.g.
+        "float32" for bf16 parameters. Statistics are always float32.
       min_dim_size_to_factor: factor only matrices with min(m, n) ≥ this (``None``: all).
-      max_decay: optional cap on β̂2_t (e.g. 0.999, Zhai et al. 2021).
-      stats_dtype: dtype of the second-moment statistics.
 
     Returns:
       An ``optax.GradientTransformation`` whose updates have the gradients' dtype. Works
       under ``optax.inject_hyperparams`` (numeric arguments become injectable; pass dtypes as
-      strings and list a callable ``weight_decay_mask`` or ``specs`` in ``static_args``).
+      strings and list a callable ``weight_decay_mask`` in ``static_args``).
 
     Example:
       >>> import jax.numpy as jnp, optax, optorth
@@ -121,27 +118,22 @@ def adafactor(
       Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
       (arXiv 1804.04235).
     """
-    if learning_rate is None:
-        learning_rate = relative_step_schedule(1e-2)
-    chain = [
-        scale_by_factored_rms(
-            decay_rate=decay_rate,
-            step_offset=step_offset,
-            epsilon1=epsilon1,
-            specs=specs,
-            min_dim_size_to_factor=min_dim_size_to_factor,
-            max_decay=max_decay,
-            stats_dtype=stats_dtype,
-        )
-    ]
+    who = "optorth.adafactor"
+    learning_rate = relative_step_schedule(1e-2) if learning_rate is None else learning_rate
+    check_learning_rate(who, learning_rate)
+    specs = route_specs(rules)
+    chain = [scale_by_factored_rms(decay_rate=decay_rate, epsilon1=eps, specs=specs,
+                                   min_dim_size_to_factor=min_dim_size_to_factor)]
     if clipping_threshold is not None:
         chain.append(clip_by_rms(clipping_threshold, specs=specs))
     if multiply_by_parameter_scale:
-        chain.append(scale_by_param_rms(epsilon2, specs=specs))
-    if momentum is not None:
-        dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
-        chain.append(optax.ema(momentum, debias=False, accumulator_dtype=dtype))
+        chain.append(scale_by_param_rms(min_scale, specs=specs))
+    if beta is not None:
+        check_decay(who, "beta", beta)
+        dtype = check_dtype(who, "mu_dtype", mu_dtype)
+        chain.append(optax.ema(beta, debias=False, accumulator_dtype=dtype))
     if weight_decay is not None:
+        check_nonnegative(who, "weight_decay", weight_decay)
         chain.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
     chain.append(optax.scale_by_learning_rate(learning_rate))
-    return with_compute_dtype(optax.chain(*chain), None)  # updates in the gradients' dtype
+    return guard("adafactor", with_compute_dtype(optax.chain(*chain), None))

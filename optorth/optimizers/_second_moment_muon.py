@@ -18,8 +18,8 @@ Each is :func:`optorth.muon`'s chain with one normalization inserted after the d
 Adafactor's factored estimate; adding the row factor R normalizes fan-in rows too, still
 with O(m + n) memory. No published method uses it; treat it as an experiment.
 
-Arguments shared with :func:`optorth.muon` (momentum, Newton–Schulz, weight decay, scale,
-``rules``, ``mu_dtype``, ``adam_*``, ``fallback``) mean the same here; see ``optorth.optimizers._alias``.
+Arguments shared with :func:`optorth.muon` (``beta``, ``nesterov``, ``ns``, weight decay,
+``scale``, ``rules``, ``mu_dtype``, ``fallback``) mean the same here.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import optax
 
 from optorth.blocks._factored import scale_by_factored_rms
+from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
 from optorth.blocks._second_moments import (
     keep_matrix_norm,
@@ -37,52 +38,25 @@ from optorth.blocks._second_moments import (
     scale_to_rms,
 )
 from optorth.matrices._resolve import route_specs
+from optorth.norms._shape_scale import ShapeScale
+from optorth.ns._config import NewtonSchulz
 from optorth.optimizers._adafactor import adafactor
-from optorth.optimizers._alias import _assemble, _momentum
-
-
-def _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn):
-    return orthogonalize(
-        schedule,
-        steps=steps,
-        precondition=precondition,
-        method=method,
-        dtype=ns_dtype,
-        eps=eps,
-        specs=specs,
-        learn=learn,
-    )
+from optorth.optimizers._assemble import assemble
 
 
 def normuon(
     learning_rate: Any = 0.02,
     beta: float = 0.95,
-    b2: float = 0.95,
+    beta2: float = 0.95,
     *,
-    second_moment_eps: float = 1e-10,
+    eps: float = 1e-10,
     nesterov: bool = True,
-    momentum_convention: str = "ema",
-    bias_correction: bool = False,
     weight_decay: float = 0.0,
     weight_decay_mask: Any = None,
-    schedule: Any = "jordan",
-    steps: int | None = None,
-    precondition: str | None = None,
-    method: str = "standard",
-    ns_dtype: Any = None,
-    eps: float = 1e-7,
-    learn: Any = None,
-    scale: str | None = "keller",
-    rms_factor: float = 0.2,
+    ns: NewtonSchulz | str = NewtonSchulz(),
+    scale: ShapeScale | str | None = "keller",
     rules: Any = None,
     mu_dtype: Any = None,
-    adam_learning_rate: Any = 3e-4,
-    adam_b1: float = 0.9,
-    adam_b2: float = 0.95,
-    adam_eps: float = 1e-10,
-    adam_eps_root: float = 0.0,
-    adam_weight_decay: float = 0.0,
-    adam_nesterov: bool = False,
     fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformation:
     """NorMuon: Muon whose orthogonalized update is normalized per output neuron.
@@ -93,16 +67,25 @@ def normuon(
         Ô = O / (√v + 1e-10);  Ô ← Ô · ‖O‖_F / (‖Ô‖_F + 1e-10)
         p ← p − lr·(sqrt(max(1, n/m))·Ô + wd·p)
 
-    Defaults follow the reference code (lr 0.02, β 0.95, β2 0.95, Keller scaling; AdamW for
+    Defaults follow the reference code (lr 0.02, β 0.95, β2 0.95, ε 1e-10, Keller scaling; AdamW for
     embeddings, heads, biases and gains).
 
     State: per m × n matrix, m·n momentum values (``mu_dtype``) + n float32; the AdamW
     fallback keeps 2 values per element.
 
     Args:
-      b2: β2 of the per-neuron EMA.
-      second_moment_eps: ε added to √v.
-      others: as in :func:`optorth.muon`.
+      learning_rate: step size of the matrix path (a float or an optax schedule).
+      beta: momentum coefficient, in [0, 1).
+      beta2: decay of the per-neuron EMA of O², in [0, 1).
+      eps: ε added to √v (> 0).
+      nesterov: apply the momentum with the Nesterov look-ahead.
+      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
+      ns: the :class:`optorth.NewtonSchulz` configuration.
+      scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
+      rules: routing rules (:func:`optorth.route`).
+      mu_dtype: dtype of the optimizer state and arithmetic.
+      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
     Example:
       >>> import jax.numpy as jnp, optorth
@@ -113,63 +96,27 @@ def normuon(
       Li et al., "NorMuon: Making Muon more efficient and scalable" (arXiv 2510.05491).
     """
     specs = route_specs(rules)
-    blocks = [
-        _momentum(beta, nesterov, momentum_convention, bias_correction),
-        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn),
-        keep_matrix_norm(
-            scale_by_neuron_rms(b2, second_moment_eps, specs=specs), eps=1e-10, specs=specs
-        ),
-    ]
-    return _assemble(
-        blocks,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        weight_decay_mask=weight_decay_mask,
-        scale=scale,
-        rms_factor=rms_factor,
-        rules=rules,
-        mu_dtype=mu_dtype,
-        fallback=fallback,
-        adam=(
-            adam_learning_rate,
-            adam_b1,
-            adam_b2,
-            adam_eps,
-            adam_eps_root,
-            adam_weight_decay,
-            adam_nesterov,
-        ),
-    )
+    normalize = scale_by_neuron_rms(beta2, eps, specs=specs)
+    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
+              keep_matrix_norm(normalize, eps=1e-10, specs=specs)]
+    return assemble("normuon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
+                    weight_decay_mask=weight_decay_mask, scale=scale, rules=rules,
+                    mu_dtype=mu_dtype, fallback=fallback)
 
 
 def adamuon(
     learning_rate: Any = 6e-4,
     beta: float = 0.95,
-    b2: float = 0.999,
+    beta2: float = 0.999,
     *,
-    second_moment_eps: float = 1e-8,
+    eps: float = 1e-8,
     rms: float = 0.2,
     nesterov: bool = True,
-    momentum_convention: str = "ema",
-    bias_correction: bool = False,
     weight_decay: float = 0.1,
     weight_decay_mask: Any = None,
-    schedule: Any = "jordan",
-    steps: int | None = None,
-    precondition: str | None = None,
-    method: str = "standard",
-    ns_dtype: Any = None,
-    eps: float = 1e-7,
-    learn: Any = None,
+    ns: NewtonSchulz | str = NewtonSchulz(),
     rules: Any = None,
     mu_dtype: Any = None,
-    adam_learning_rate: Any = 3e-4,
-    adam_b1: float = 0.9,
-    adam_b2: float = 0.95,
-    adam_eps: float = 1e-10,
-    adam_eps_root: float = 0.0,
-    adam_weight_decay: float = 0.0,
-    adam_nesterov: bool = False,
     fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformation:
     """AdaMuon: Muon with Adam's element-wise second moment on the orthogonalized update.
@@ -188,10 +135,18 @@ def adamuon(
     AdamW fallback keeps 2 values per element.
 
     Args:
-      b2: β2 of the element-wise EMA.
-      second_moment_eps: ε added to √v̂.
-      rms: the RMS each matrix update is aligned to.
-      others: as in :func:`optorth.muon`.
+      learning_rate: step size of the matrix path (a float or an optax schedule).
+      beta: momentum coefficient, in [0, 1).
+      beta2: decay of the element-wise EMA of O², in [0, 1).
+      eps: ε added to √v̂ (> 0).
+      nesterov: apply the momentum with the Nesterov look-ahead.
+      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
+      ns: the :class:`optorth.NewtonSchulz` configuration.
+      rms: the RMS each matrix update is aligned to (> 0).
+      rules: routing rules (:func:`optorth.route`).
+      mu_dtype: dtype of the optimizer state and arithmetic.
+      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
     Example:
       >>> import jax.numpy as jnp, optorth
@@ -202,64 +157,32 @@ def adamuon(
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
     """
     specs = route_specs(rules)
-    blocks = [
-        _momentum(beta, nesterov, momentum_convention, bias_correction),
-        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn),
-        scale_by_elementwise_rms(b2, second_moment_eps, specs=specs),
-        scale_to_rms(rms, eps=1e-8, specs=specs),
-    ]
-    return _assemble(
-        blocks,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        weight_decay_mask=weight_decay_mask,
-        scale=None,
-        rms_factor=rms,
-        rules=rules,
-        mu_dtype=mu_dtype,
-        fallback=fallback,
-        adam=(
-            adam_learning_rate,
-            adam_b1,
-            adam_b2,
-            adam_eps,
-            adam_eps_root,
-            adam_weight_decay,
-            adam_nesterov,
-        ),
-    )
+    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
+              scale_by_elementwise_rms(beta2, eps, specs=specs),
+              scale_to_rms(rms, eps=1e-8, specs=specs)]
+    return assemble("adamuon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
+                    weight_decay_mask=weight_decay_mask, rules=rules, mu_dtype=mu_dtype,
+                    fallback=fallback)
 
 
 def factored_muon(
     learning_rate: Any = 0.02,
     beta: float = 0.95,
-    b2: float = 0.95,
+    beta2: float = 0.95,
     *,
-    decay_rate: float = 0.8,
-    epsilon1: float = 1e-30,
+    eps: float = 1e-30,
     nesterov: bool = True,
-    momentum_convention: str = "ema",
-    bias_correction: bool = False,
     weight_decay: float = 0.0,
     weight_decay_mask: Any = None,
-    schedule: Any = "jordan",
-    steps: int | None = None,
-    precondition: str | None = None,
-    method: str = "standard",
-    ns_dtype: Any = None,
-    eps: float = 1e-7,
-    learn: Any = None,
-    scale: str | None = "keller",
-    rms_factor: float = 0.2,
+    ns: NewtonSchulz | str = NewtonSchulz(),
+    scale: ShapeScale | str | None = "keller",
     rules: Any = None,
     mu_dtype: Any = None,
-    adafactor_learning_rate: Any = None,
-    adafactor_weight_decay: float | None = None,
     fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformation:
     """Muon whose orthogonalized update is normalized by Adafactor's factored statistics.
 
-    Per matrix (m × n), with β̂2_t = min(b2, 1 − t^(−decay_rate))::
+    Per matrix (m × n), with β̂2_t = min(β2, 1 − t^(−0.8))::
 
         O = NS(Nesterov momentum)
         R ← β̂2 R + (1 − β̂2) rowmean(O² + ε1)    (m values)
@@ -270,11 +193,10 @@ def factored_muon(
     Drop-in for :func:`optorth.muon` and :func:`normuon` (same lr and scale conventions);
     with only the column factor C it would be NorMuon. Not a published method.
 
-    Fallback: by default ``optorth.adafactor`` (the paper's relative step, or
-    ``adafactor_learning_rate``; weight decay ``adafactor_weight_decay`` with
-    ``weight_decay_mask``) for embeddings, output heads, biases and gains, so that no leaf
-    keeps a full-size second moment. An AdamW fallback would add 2 values per embedding
-    entry (≈ 0.64 of GPT-2 small's parameters) and miss the memory target.
+    Fallback: by default ``optorth.adafactor()`` (the paper's relative step) for embeddings,
+    output heads, biases and gains, so that no leaf keeps a full-size second moment; pass
+    e.g. ``fallback=optorth.adafactor(1e-3, weight_decay=0.1)`` to change it. An AdamW
+    fallback would add 2 values per embedding entry (≈ 0.64 of GPT-2 small's parameters).
 
     State: per m × n matrix, m·n momentum values (``mu_dtype``) + (m + n) float32; fallback
     matrices m + n float32, fallback vectors one float32 per element. On GPT-2 small about
@@ -282,14 +204,18 @@ def factored_muon(
     (``benchmarks/memory.py``).
 
     Args:
-      b2: cap on β̂2_t (NorMuon's β2).
-      decay_rate: c of Adafactor's β̂2_t = 1 − t^(−c).
-      epsilon1: ε1 added to O².
-      adafactor_learning_rate: ρ of the Adafactor fallback (``None``: min(1e-2, 1/√t),
-        relative to each parameter's RMS).
-      adafactor_weight_decay: λ of the Adafactor fallback (``None``: none).
-      fallback: any ``optax.GradientTransformation`` instead of Adafactor.
-      others: as in :func:`optorth.muon`.
+      learning_rate: step size of the matrix path (a float or an optax schedule).
+      beta: momentum coefficient, in [0, 1).
+      beta2: cap on Adafactor's β̂2_t = 1 − t^(−0.8) (NorMuon's β2), in [0, 1).
+      eps: ε1 added to O² (> 0).
+      nesterov: apply the momentum with the Nesterov look-ahead.
+      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
+      ns: the :class:`optorth.NewtonSchulz` configuration.
+      scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
+      rules: routing rules (:func:`optorth.route`).
+      mu_dtype: dtype of the optimizer state and arithmetic.
+      fallback: optimizer of the non-matrix leaves (``None``: ``optorth.adafactor()``).
 
     Example:
       >>> import jax.numpy as jnp, optorth
@@ -302,29 +228,10 @@ def factored_muon(
       (arXiv 2510.05491); Jordan et al., "Muon" (2024).
     """
     specs = route_specs(rules)
-    factored = scale_by_factored_rms(
-        decay_rate=decay_rate, epsilon1=epsilon1, max_decay=b2, specs=specs
-    )
-    blocks = [
-        _momentum(beta, nesterov, momentum_convention, bias_correction),
-        _orthogonalize(schedule, steps, precondition, method, ns_dtype, eps, specs, learn),
-        keep_matrix_norm(factored, eps=1e-10, specs=specs),
-    ]
-    if fallback is None:
-        fallback = adafactor(
-            adafactor_learning_rate,
-            weight_decay=adafactor_weight_decay,
-            weight_decay_mask=weight_decay_mask,
-        )
-    return _assemble(
-        blocks,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        weight_decay_mask=weight_decay_mask,
-        scale=scale,
-        rms_factor=rms_factor,
-        rules=rules,
-        mu_dtype=mu_dtype,
-        fallback=fallback,
-        adam=(),
-    )
+    factored = scale_by_factored_rms(decay_rate=0.8, epsilon1=eps, max_decay=beta2, specs=specs)
+    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
+              keep_matrix_norm(factored, eps=1e-10, specs=specs)]
+    return assemble("factored_muon", blocks, learning_rate=learning_rate,
+                    weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
+                    scale=scale, rules=rules, mu_dtype=mu_dtype,
+                    fallback=fallback or adafactor(rules=rules))

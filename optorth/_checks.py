@@ -1,0 +1,135 @@
+"""Validation of hyperparameters where they enter (constructors and config objects).
+
+Every check raises ``ValueError`` that names the callee (``who``), the argument, the value
+and the fix. Values that are traced (``optax.inject_hyperparams`` passes arrays, which are
+tracers inside ``jax.jit``) cannot be inspected and are let through; concrete arrays are
+checked like Python numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def concrete_float(value) -> float | None:
+    """``value`` as a Python float, or ``None`` when it is traced or not a real scalar."""
+    if isinstance(value, jax.core.Tracer) or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype") and np.shape(value) == ():
+        if np.issubdtype(np.dtype(value.dtype), np.number) and not np.iscomplexobj(value):
+            return float(np.asarray(value))
+    return None
+
+
+def _number(who: str, name: str, value) -> float | None:
+    """Float value, ``None`` if traced; raises for anything that is not a real scalar."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    number = concrete_float(value)
+    if number is None:
+        raise ValueError(f"{who}: {name} must be a real number; got {value!r} "
+                         f"({type(value).__name__}).")
+    return number
+
+
+def check_positive(who: str, name: str, value) -> Any:
+    """``value`` if it is a finite number > 0 (or traced)."""
+    number = _number(who, name, value)
+    if number is not None and not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{who}: {name} must be a finite number > 0; got {value!r}.")
+    return value
+
+
+def check_nonnegative(who: str, name: str, value) -> Any:
+    """``value`` if it is a finite number ≥ 0 (or traced)."""
+    number = _number(who, name, value)
+    if number is not None and not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{who}: {name} must be a finite number >= 0; got {value!r}.")
+    return value
+
+
+def check_decay(who: str, name: str, value) -> Any:
+    """``value`` if it lies in [0, 1) (a momentum or EMA coefficient; 1 never forgets the
+    first gradient and gives zero or constant updates, > 1 diverges)."""
+    number = _number(who, name, value)
+    if number is not None and not 0.0 <= number < 1.0:
+        raise ValueError(f"{who}: {name} must lie in [0, 1); got {value!r}. "
+                         f"(1 keeps the first gradient forever, above 1 the average diverges.)")
+    return value
+
+
+def check_fraction(who: str, name: str, value) -> Any:
+    """``value`` if it lies in [0, 1] (a quantile or a probability)."""
+    number = _number(who, name, value)
+    if number is not None and not 0.0 <= number <= 1.0:
+        raise ValueError(f"{who}: {name} must lie in [0, 1]; got {value!r}.")
+    return value
+
+
+def check_positive_int(who: str, name: str, value, *, allow_none: bool = False) -> Any:
+    """``value`` if it is a positive int (``None`` when allowed); refuses floats such as 2.5
+    (which would silently run 2 steps) and traced values (which must be static)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(f"{who}: {name} must be a static int, got a traced value (optax."
+                         f"inject_hyperparams turns numbers into arrays); pass "
+                         f"static_args=('{name}',) to optax.inject_hyperparams.")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{who}: {name} must be a positive int; got {value!r}.")
+    return int(value)
+
+
+def check_learning_rate(who: str, value, name: str = "learning_rate") -> Any:
+    """``value`` if it is a finite number ≥ 0, a concrete or traced scalar, or a callable
+    schedule ``count -> value`` (an ``optax.Schedule``)."""
+    if callable(value) and not hasattr(value, "dtype"):
+        return value
+    if isinstance(value, (str, bytes)) or concrete_float(value) is None:
+        if isinstance(value, jax.core.Tracer):
+            return value
+        raise ValueError(f"{who}: {name} must be a number or an optax schedule (a callable "
+                         f"step -> value, e.g. optax.cosine_decay_schedule(0.02, 1000)); got "
+                         f"{value!r}.")
+    return check_nonnegative(who, name, value)
+
+
+def check_dtype(who: str, name: str, value) -> str | None:
+    """A canonical floating dtype name (``"bfloat16"``, ``"float32"``, ...) or ``None``.
+
+    Refuses arrays: ``optax.inject_hyperparams`` takes a dtype class such as
+    ``jnp.bfloat16`` (a callable) for a schedule and passes an array in its place.
+    """
+    if value is None:
+        return None
+    if hasattr(value, "shape") and not isinstance(value, (type, np.dtype)):
+        raise ValueError(f"{who}: {name} got an array ({value!r}), not a dtype. Under "
+                         f"optax.inject_hyperparams pass dtypes as strings ({name}='bfloat16') "
+                         f"or list {name!r} in static_args.")
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise ValueError(f"{who}: {name}={value!r} is not a dtype; pass e.g. 'float32' or "
+                         f"'bfloat16' (or None).") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{who}: {name}={dtype.name} is not a floating dtype; pass e.g. "
+                         f"'float32' or 'bfloat16' (or None).")
+    return dtype.name
+
+
+def check_choice(who: str, name: str, value, choices) -> Any:
+    """``value`` if it is one of ``choices`` (with the closest names in the error)."""
+    if value not in choices:
+        import difflib
+
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{who}: {name}={value!r}; expected one of {tuple(choices)}.{hint}")
+    return value

@@ -1,0 +1,153 @@
+"""How a ready optimizer is put together: route, chain, partition, compute dtype, checks.
+
+Every ready optimizer is ``assemble(name, direction_blocks, ...)``::
+
+    matrix leaves:   direction blocks → [scale_by_shape] → add_decayed_weights → lr
+    other leaves:    the fallback (default :func:`default_fallback`, a true AdamW)
+
+inside ``optax.partition`` with labels from :func:`optorth.route`, run in ``mu_dtype`` by
+:func:`optorth.blocks.with_compute_dtype`, and wrapped in :func:`guard`, which gives integer
+leaves a zero update (``jax.grad(allow_int=True)`` gives them float0 gradients) and names the
+optimizer in every error about a missing ``params`` or a state that is not its own.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optorth._checks import check_dtype, check_learning_rate, check_nonnegative
+from optorth.blocks._compute_dtype import with_compute_dtype
+from optorth.blocks._shape_scale import scale_by_shape
+from optorth.matrices._paths import dtype_of, flatten_with_paths, shape_of
+from optorth.matrices._resolve import route_specs
+from optorth.matrices._routing import route
+from optorth.matrices._specs import MatrixSpec
+from optorth.norms._shape_scale import as_shape_scale
+
+MATRIX, FALLBACK, FROZEN = "matrix", "fallback", "frozen"
+
+
+def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` whose ``init`` refuses float16 leaves (AdamW's moments and eps in float16)."""
+
+    def init_fn(params):
+        for path, leaf in flatten_with_paths(params)[0]:
+            if dtype_of(leaf) == jnp.float16:
+                raise ValueError(
+                    f"Leaf {path!r} of shape {shape_of(leaf)} is float16 and takes the AdamW "
+                    f"fallback, whose state and arithmetic would be float16: eps=1e-10 "
+                    f"underflows to 0 (NaN updates for gradients below ~1e-4) and g² overflows "
+                    f"beyond |g| ≈ 256. Pass mu_dtype='float32' (state in float32, updates in "
+                    f"float16), or your own fallback=.")
+        return inner.init(params)
+
+    return optax.GradientTransformation(init_fn, inner.update)
+
+
+def default_fallback() -> optax.GradientTransformation:
+    """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
+
+    ``optax.adamw(3e-4, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)``: a true AdamW (not
+    NAdam) with the Muon reference's settings for embeddings, output heads, biases and norm
+    gains. It refuses float16 leaves at ``init`` (its eps underflows in float16; pass
+    ``mu_dtype="float32"``). Pass any ``optax.GradientTransformation`` as ``fallback=`` to
+    change it, e.g. ``optax.adamw(1e-3, weight_decay=0.1, mask=...)``.
+
+    Example:
+      >>> import optorth
+      >>> tx = optorth.muon(fallback=optorth.optimizers.default_fallback())
+    """
+    return _reject_float16(optax.adamw(3e-4, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0))
+
+
+def _is_integer(leaf) -> bool:
+    dtype = dtype_of(leaf)
+    return dtype is not None and not jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _labels(rules):
+    def labels(tree):
+        return jax.tree.map(lambda t: MATRIX if isinstance(t, MatrixSpec) else FALLBACK,
+                            route(tree, rules))
+
+    return labels
+
+
+def _integer_labels(tree):
+    items, treedef = flatten_with_paths(tree)
+    return jax.tree_util.tree_unflatten(
+        treedef, [FROZEN if _is_integer(leaf) else "train" for _, leaf in items])
+
+
+def _state_mismatch(expected, state) -> str | None:
+    """A description of the first difference between two states' paths and shapes."""
+    want, _ = flatten_with_paths(expected)
+    got, _ = flatten_with_paths(state)
+    want_paths, got_paths = [p for p, _ in want], [p for p, _ in got]
+    if want_paths != got_paths:
+        missing = [p for p in want_paths if p not in got_paths][:3]
+        extra = [p for p in got_paths if p not in want_paths][:3]
+        return (f"its leaves differ: expected {len(want_paths)} leaves, got {len(got_paths)}; "
+                f"missing {missing}, unexpected {extra}")
+    for (path, w), (_, g) in zip(want, got, strict=True):
+        if shape_of(w) != shape_of(g):
+            return f"leaf {path!r} has shape {shape_of(g)}, expected {shape_of(w)}"
+    return None
+
+
+def _zero_integer_updates(updates, params):
+    def fix(u, p):
+        return jnp.zeros(np.shape(p), dtype_of(p)) if _is_integer(p) else u
+
+    return jax.tree.map(fix, updates, params)
+
+
+def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` for float leaves, a zero update for integer leaves, and errors that name the
+    optimizer: a missing ``params``, arguments passed in the wrong order, or a state built by
+    another optimizer (or for other parameters) raise ``ValueError`` at trace time instead of
+    failing deep inside a block."""
+    inner = optax.partition({"train": inner, FROZEN: optax.set_to_zero()}, _integer_labels)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                f"optorth.{name}: update needs the parameters (weight decay and the fallback "
+                f"read them). Call tx.update(grads, state, params).")
+        expected = jax.eval_shape(inner.init, params)
+        mismatch = _state_mismatch(expected, state)
+        if mismatch is not None:
+            raise ValueError(
+                f"optorth.{name}: the state does not match this optimizer and these "
+                f"parameters ({mismatch}). Pass the arguments in optax's order, "
+                f"tx.update(grads, state, params), with the state from this optimizer's "
+                f"tx.init(params).")
+        out, new_state = inner.update(updates, state, params)
+        return _zero_integer_updates(out, params), new_state
+
+    return optax.GradientTransformation(inner.init, update_fn)
+
+
+def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
+             weight_decay_mask=None, scale=None, rules=None, mu_dtype=None,
+             fallback=None) -> optax.GradientTransformation:
+    """The ready optimizer ``name`` from its direction blocks (module docstring)."""
+    check_learning_rate(f"optorth.{name}", learning_rate)
+    check_nonnegative(f"optorth.{name}", "weight_decay", weight_decay)
+    mu_dtype = check_dtype(f"optorth.{name}", "mu_dtype", mu_dtype)
+    if fallback is not None and not isinstance(fallback, optax.GradientTransformation):
+        raise ValueError(f"optorth.{name}: fallback must be an optax.GradientTransformation "
+                         f"(e.g. optax.adamw(3e-4)); got {type(fallback).__name__}.")
+    blocks = list(direction_blocks)
+    scale = as_shape_scale(scale)
+    if scale is not None:
+        blocks.append(scale_by_shape(scale, specs=route_specs(rules)))
+    matrix = optax.chain(*blocks, optax.add_decayed_weights(weight_decay, weight_decay_mask),
+                         optax.scale_by_learning_rate(learning_rate))
+    transforms = {MATRIX: matrix, FALLBACK: fallback or default_fallback()}
+    partition = optax.partition(transforms, _labels(rules))
+    return guard(name, with_compute_dtype(partition, mu_dtype))
+
