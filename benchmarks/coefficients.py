@@ -23,9 +23,7 @@ It then checks the targets of issue 4 and saves a plot of φ(σ) (log-x) per ste
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import sys
 from typing import NamedTuple
 
 import jax
@@ -266,5 +264,4 @@ def main(argv=None) -> dict[int, list[dict]]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-import optorth  # noqa: E402
+import optorth
 
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))
 

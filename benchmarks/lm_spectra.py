@@ -24,19 +24,14 @@ Writes ``out/lm_spectra.npz`` (train_*/test_* spectra; input of
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from lm import Config, train
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from train_lm import Config, train  # noqa: E402
-
-import optorth  # noqa: E402
+import optorth
 
 
 def record(cfg: Config, every: int):

@@ -28,53 +28,15 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import pathlib
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import train_lm  # noqa: E402
-
-#: name → (optorth factory name, peak learning rate, extra keyword arguments). Learning rates
-#: are each optimizer's default where it has one; normalized SGD, Signum and the trust-region
-#: method have none, so they get a value whose update RMS matches Muon's on 128×512 matrices.
-OPTIMIZERS = {
-    "muon": ("muon", 0.02, {}),
-    "muon_online": ("muon", 0.02, {"learn_every": 250}),  # learn=OnlineLearning(every=250)
-    "turbo_muon": ("turbo_muon", 0.02, {}),
-    "root": ("root", 1e-3, {}),
-    "auon": ("auon", 0.24, {}),
-    "hybrid_auon": ("hybrid_auon", 0.24, {}),
-    "normalized_sgdm": ("normalized_sgdm", 0.5, {}),
-    "signum": ("signum", 2e-3, {}),
-    "trust_region": ("trust_region", 0.05, {}),
-    "normuon": ("normuon", 0.02, {}),
-    "adamuon": ("adamuon", 6e-4, {}),
-    "factored_muon": ("factored_muon", 0.02, {}),
-    "adafactor": ("adafactor", None, {}),  # relative step size (its default)
-}
-FALLBACK_LR = 3e-3
-
-
-def build(name: str, cfg: train_lm.Config, mu_dtype):
-    """The optimizer ``name`` with the main job's lr shape and AdamW fallback."""
-    import optorth
-
-    factory, peak, extra = OPTIMIZERS[name]
-    kwargs = dict(extra)
-    if "learn_every" in kwargs:
-        kwargs["learn"] = optorth.OnlineLearning(every=kwargs.pop("learn_every"))
-    if name == "adafactor":
-        return optorth.adafactor(mu_dtype=mu_dtype, **kwargs)
-    kwargs.update(learning_rate=train_lm.lr_schedule(peak, cfg), mu_dtype=mu_dtype,
-                  fallback=train_lm._fallback_adamw(cfg, train_lm.lr_schedule(FALLBACK_LR, cfg)))
-    return getattr(optorth, factory)(**kwargs)
+from lm import Config, load_corpus, train
+from lm.registry import SOAK_OPTIMIZERS as OPTIMIZERS
+from lm.registry import build_soak_optimizer as build
 
 
 @jax.jit
@@ -128,7 +90,7 @@ def run_one(name, cfg, corpus, args, settings, out_dir) -> dict:
     start = time.perf_counter()
     history = None
     try:
-        history = train_lm.train(tx, cfg, corpus=corpus, callback=watch, name=name,
+        history = train(tx, cfg, corpus=corpus, callback=watch, name=name,
                                  progress=not args.no_progress)
     except StopTraining:
         pass
@@ -203,7 +165,7 @@ def main(argv=None) -> list[dict]:
     unknown = sorted(set(names) - set(OPTIMIZERS))
     if unknown:
         raise SystemExit(f"unknown optimizers {unknown}; choose from {', '.join(OPTIMIZERS)}")
-    base = train_lm.Config.quick() if args.quick else train_lm.Config()
+    base = Config.quick() if args.quick else Config()
     cfg = base.replace(steps=args.steps, bf16=True, eval_every=max(1, args.steps // 10))
     if args.batch_size is not None:
         cfg = cfg.replace(batch_size=args.batch_size)
@@ -221,7 +183,7 @@ def main(argv=None) -> list[dict]:
         records = [done[n] for n in names if n in done]
         print(table(records, partial))
         return records
-    corpus = train_lm.load_corpus(cfg.corpus_chars)
+    corpus = load_corpus(cfg.corpus_chars)
     print(f"soak: {cfg.steps} steps, bf16 params, state dtype {args.mu_dtype or 'bf16'}, "
           f"{cfg.batch_size}x{cfg.seq_len} chars, d={cfg.d_model}, {cfg.layers} layers, "
           f"{jax.devices()[0].device_kind}; already done: {sorted(done) or 'none'}", flush=True)

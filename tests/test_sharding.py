@@ -28,6 +28,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optorth
+from benchmarks._hlo import collective_counts, collectives_in_loops  # shared with step_time.py
 from optorth import MatrixSpec
 
 try:
@@ -35,10 +36,6 @@ try:
 except ImportError:  # jax 0.10: not re-exported
     from jax._src.core import ShardingTypeError
 
-# The HLO collective counter is shared with benchmarks/step_time.py.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-from _hlo import collective_counts, collectives_in_loops  # noqa: E402
 
 N_DEVICES = 8
 needs_devices = pytest.mark.skipif(

@@ -1,21 +1,17 @@
-"""Tests of the main job (benchmarks/train_lm.py): data, training loop, command line."""
+"""Tests of the main job (benchmarks/train_lm.py, package benchmarks/lm/): data, training loop,
+command line."""
 
 from __future__ import annotations
 
 import json
-import pathlib
-import sys
 
 import jax
 import numpy as np
 import optax
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import lm_data  # noqa: E402
-import train_lm  # noqa: E402
+from benchmarks import lm as train_lm
+from benchmarks.lm import data as lm_data
 
 QUICK = train_lm.Config.quick(steps=16, eval_every=8)
 

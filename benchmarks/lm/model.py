@@ -29,12 +29,13 @@ import optax
 from flax import nnx
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Shape of the transformer.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelShape:
+    """Shape of the transformer, apart from the vocabulary (which the corpus decides).
+
+    The run's :class:`~benchmarks.lm.config.Config` extends it, so each field is declared once.
 
     Attributes:
-      vocab_size: number of token ids.
       seq_len: maximum context length (size of the learned position table).
       d_model: residual width.
       layers: number of transformer blocks.
@@ -43,7 +44,6 @@ class ModelConfig:
       bf16: keep parameters and activations in bfloat16 (loss and softmax stay float32).
     """
 
-    vocab_size: int
     seq_len: int = 128
     d_model: int = 128
     layers: int = 2
@@ -52,18 +52,38 @@ class ModelConfig:
     bf16: bool = False
 
     def __post_init__(self):
+        for field in ("seq_len", "d_model", "layers", "heads", "mlp_ratio"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
         if self.d_model % self.heads:
             raise ValueError(
                 f"heads={self.heads} must divide d_model={self.d_model}; "
                 "pick a head count that divides the width"
             )
-        for field in ("vocab_size", "seq_len", "d_model", "layers", "heads", "mlp_ratio"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
 
     @property
     def dtype(self):
         return jnp.bfloat16 if self.bf16 else jnp.float32
+
+    def shape(self) -> dict:
+        """The :class:`ModelShape` fields of this object, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelShape)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig(ModelShape):
+    """A :class:`ModelShape` and the vocabulary size: everything the model needs.
+
+    Attributes:
+      vocab_size: number of token ids.
+    """
+
+    vocab_size: int
+
+    def __post_init__(self):
+        if self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
+        super().__post_init__()
 
 
 def _linear(fan_in, fan_out, std, cfg: ModelConfig, rngs):

@@ -1,0 +1,334 @@
+"""Every optimizer the LM benchmarks construct, in one place.
+
+:data:`REGISTRY` holds the optimizers of the main job (``python benchmarks/train_lm.py``);
+:data:`SOAK_OPTIMIZERS` and :func:`build_soak_optimizer` those of ``benchmarks/soak.py``. Every
+call of an optax or optorth optimizer factory in the LM benchmarks is in this module, so a
+change of their keyword arguments is made here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable
+
+import jax
+import optax
+
+from .config import Config, lr_schedule
+
+#: AdamW settings shared by the AdamW baseline and the fallback path of the optorth optimizers.
+ADAM_BETAS = (0.9, 0.95)
+ADAM_EPS = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerEntry:
+    """One optimizer of the comparison.
+
+    Attributes:
+      name: registry key (``--optimizers`` value).
+      build: ``build(cfg, lr, fallback_lr, schedule) -> optax.GradientTransformation``; ``lr``
+        and ``fallback_lr`` are schedules already shaped by :func:`lr_schedule`; ``schedule``
+        is a Newton–Schulz schedule override or ``None``.
+      lr: default peak learning rate of the main path.
+      fallback_lr: default peak learning rate of the AdamW path (embeddings, head, norms), or
+        ``None`` when the optimizer has no separate fallback learning rate.
+      description: one line for ``--help`` and the results file.
+      requires: attributes of ``optorth`` that must exist for the entry to be available;
+        ``"muon(learn)"`` also requires ``optorth.muon`` to take a ``learn`` argument.
+      takes_schedule: whether ``name@schedule`` variants are meaningful.
+    """
+
+    name: str
+    build: Callable[..., optax.GradientTransformation]
+    lr: float
+    fallback_lr: float | None
+    description: str
+    requires: tuple[str, ...] = ()
+    takes_schedule: bool = False
+
+    def available(self) -> bool:
+        return all(_optorth_has(requirement) for requirement in self.requires)
+
+
+def _optorth_has(requirement: str) -> bool:
+    """Whether optorth has ``attr`` (``"attr"``) or ``attr`` takes ``param`` (``"attr(param)"``)."""
+    import inspect
+
+    try:
+        import optorth
+    except ImportError:
+        return False
+    attr, _, param = requirement.partition("(")
+    if not hasattr(optorth, attr):
+        return False
+    if not param:
+        return True
+    try:
+        return param.rstrip(")") in inspect.signature(getattr(optorth, attr)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+REGISTRY: dict[str, OptimizerEntry] = {}
+
+
+def register_optimizer(entry: OptimizerEntry, *, replace: bool = False) -> OptimizerEntry:
+    """Add ``entry`` to :data:`REGISTRY` (other scripts may add their own entries)."""
+    if entry.name in REGISTRY and not replace:
+        raise ValueError(f"optimizer {entry.name!r} is already registered; pass replace=True")
+    if "@" in entry.name or "," in entry.name:
+        raise ValueError(f"optimizer name {entry.name!r} may not contain '@' or ','")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def _build_adamw(cfg, lr, fallback_lr, schedule):
+    del fallback_lr, schedule
+    b1, b2 = ADAM_BETAS
+    return optax.adamw(lr, b1=b1, b2=b2, eps=ADAM_EPS, weight_decay=cfg.weight_decay)
+
+
+def _build_optax_muon(cfg, lr, fallback_lr, schedule):
+    del fallback_lr, schedule
+    # optax's own defaults: every 2-D leaf (embeddings and lm_head included) takes the Muon
+    # path, the rest takes NAdamW at the same learning rate.
+    return optax.contrib.muon(lr, weight_decay=cfg.weight_decay)
+
+
+def _hidden_dimension_numbers(params):
+    """optax.contrib.muon dimension numbers: hidden 2-D kernels only (no embeddings/head)."""
+    from optax.contrib import MuonDimensionNumbers
+
+    def leaf(path, x):
+        names = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        hidden = x.ndim == 2 and "embed" not in names and "lm_head" not in names
+        return MuonDimensionNumbers(reduction_axis=0, output_axis=1) if hidden else None
+
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def _build_optax_muon_routed(cfg, lr, fallback_lr, schedule):
+    del schedule
+    b1, b2 = ADAM_BETAS
+    return optax.contrib.muon(
+        lr,
+        weight_decay=cfg.weight_decay,
+        adam_learning_rate=fallback_lr,
+        adam_b1=b1,
+        adam_b2=b2,
+        muon_weight_dimension_numbers=_hidden_dimension_numbers,
+    )
+
+
+def fallback_adamw(cfg, fallback_lr):
+    b1, b2 = ADAM_BETAS
+    return optax.adamw(fallback_lr, b1=b1, b2=b2, eps=ADAM_EPS, weight_decay=cfg.weight_decay)
+
+
+def _optorth_builder(attr: str, *, own_fallback: bool = False, **fixed):
+    """Builder for a ready optorth optimizer, imported lazily when the run starts.
+
+    The fallback path (embeddings, head, norm gains) is the same AdamW as the ``adamw``
+    baseline at ``fallback_lr`` (passed as ``fallback=`` so that optimizers whose own default
+    fallback is something else compare on the matrix path alone), unless ``own_fallback``.
+    """
+
+    def build(cfg, lr, fallback_lr, schedule):
+        import optorth
+
+        kwargs = dict(learning_rate=lr, weight_decay=cfg.weight_decay, **fixed)
+        if not own_fallback:
+            kwargs["fallback"] = fallback_adamw(cfg, fallback_lr)
+        if schedule is not None:
+            kwargs["schedule"] = schedule
+        return getattr(optorth, attr)(**kwargs)
+
+    build.__name__ = f"build_{attr}"
+    return build
+
+
+def _build_muon_learned(cfg, lr, fallback_lr, schedule):
+    import optorth
+
+    del schedule
+    fitted = optorth.fit_schedule(5, seed=0)
+    return _optorth_builder("muon")(cfg, lr, fallback_lr, fitted)
+
+
+def _build_muon_online(cfg, lr, fallback_lr, schedule):
+    import optorth
+
+    every = max(1, cfg.steps // 12)
+    learn = optorth.OnlineLearning(every=every)
+    return _optorth_builder("muon", learn=learn)(cfg, lr, fallback_lr, schedule)
+
+
+#: Peak learning rates. Muon family: the reference 0.02 on hidden matrices, AdamW 3e-3 on the
+#: fallback path (better than 1e-3 at 150 steps). AdamW baseline: 2e-3, the best of
+#: {5e-4, 1e-3, 2e-3, 3e-3, 1e-2, 2e-2} in a 150-step sweep of the default model (val loss
+#: 2.62, 2.52, 2.47, 2.62, 2.87, 2.91 nats/char).
+_MUON_LR, _FALLBACK_LR, _ADAMW_LR = 0.02, 3e-3, 2e-3
+
+for _entry in (
+    OptimizerEntry(
+        "adamw", _build_adamw, _ADAMW_LR, None,
+        "optax.adamw on every parameter, betas (0.9, 0.95), eps 1e-8",
+    ),
+    OptimizerEntry(
+        "optax_muon", _build_optax_muon, _MUON_LR, None,
+        "optax.contrib.muon with its defaults (every 2-D leaf incl. embeddings and head "
+        "on Muon; NAdamW at the same lr for the rest)",
+    ),
+    OptimizerEntry(
+        "optax_muon_routed", _build_optax_muon_routed, _MUON_LR, _FALLBACK_LR,
+        "optax.contrib.muon with hidden kernels only on Muon and AdamW 3e-3 for the rest",
+    ),
+    OptimizerEntry(
+        "muon", _optorth_builder("muon"), _MUON_LR, _FALLBACK_LR,
+        "optorth.muon: Jordan 5-step Newton–Schulz, Keller scaling, on hidden matrices; "
+        "AdamW for embeddings/head/norms",
+        requires=("muon",), takes_schedule=True,
+    ),
+    OptimizerEntry(
+        "turbo_muon", _optorth_builder("turbo_muon"), _MUON_LR, _FALLBACK_LR,
+        "optorth.turbo_muon: muon with AOL preconditioning and 4 Newton–Schulz steps",
+        requires=("turbo_muon",), takes_schedule=True,
+    ),
+    OptimizerEntry(
+        "normuon", _optorth_builder("normuon"), _MUON_LR, _FALLBACK_LR,
+        "optorth.normuon: Muon + per-neuron second moment of the orthogonalized update",
+        requires=("normuon",), takes_schedule=True,
+    ),
+    OptimizerEntry(
+        "factored_muon", _optorth_builder("factored_muon"), _MUON_LR, _FALLBACK_LR,
+        "optorth.factored_muon: Muon normalized by factored row/column second moments",
+        requires=("factored_muon",), takes_schedule=True,
+    ),
+    OptimizerEntry(
+        "factored_muon_own", _optorth_builder("factored_muon", own_fallback=True), _MUON_LR,
+        None,
+        "optorth.factored_muon with its own Adafactor fallback (relative step size)",
+        requires=("factored_muon",), takes_schedule=True,
+    ),
+    OptimizerEntry(
+        "muon_learned", _build_muon_learned, _MUON_LR, _FALLBACK_LR,
+        "optorth.muon with a 5-step schedule from optorth.fit_schedule(5, seed=0) "
+        "(same step count as Jordan's)",
+        requires=("muon", "fit_schedule"),
+    ),
+    OptimizerEntry(
+        "muon_online", _build_muon_online, _MUON_LR, _FALLBACK_LR,
+        "optorth.muon learning its Newton–Schulz coefficients online "
+        "(OnlineLearning(every=steps // 12)), starting from Jordan's",
+        requires=("OnlineLearning", "muon(learn)"), takes_schedule=True,
+    ),
+):
+    register_optimizer(_entry)
+
+#: The optimizers of the default run (those available in the installed optorth).
+DEFAULT_OPTIMIZERS = ("adamw", "optax_muon", "muon", "turbo_muon")
+
+
+def available_optimizers() -> tuple[str, ...]:
+    """Registry keys whose requirements are met by the installed optorth."""
+    return tuple(name for name, entry in REGISTRY.items() if entry.available())
+
+
+def resolve_ns_schedule(spec: str):
+    """A Newton–Schulz schedule from a preset name, a shipped fitted name or a JSON file."""
+    import optorth
+    from optorth.ns import _fitted
+
+    path = pathlib.Path(spec)
+    if spec.endswith(".json") and path.is_file():
+        return optorth.Schedule.from_json(path.read_text())
+    fitted = _fitted.lookup(spec)
+    if fitted is not None:
+        return fitted
+    try:
+        return optorth.resolve_schedule(spec)
+    except (ValueError, KeyError) as err:
+        known = ", ".join(optorth.preset_names() + _fitted.names())
+        raise ValueError(
+            f"unknown Newton–Schulz schedule {spec!r}; use one of {known} or a .json file"
+        ) from err
+
+
+def build_optimizer(
+    name: str, cfg: Config, *, lr: float | None = None, fallback_lr: float | None = None
+) -> optax.GradientTransformation:
+    """The optimizer ``name`` (``key`` or ``key@schedule``) with the run's lr schedules."""
+    key, _, schedule_spec = name.partition("@")
+    if key not in REGISTRY:
+        raise ValueError(f"unknown optimizer {key!r}; registered: {', '.join(REGISTRY)}")
+    entry = REGISTRY[key]
+    if not entry.available():
+        raise ValueError(
+            f"optimizer {key!r} needs optorth.{', optorth.'.join(entry.requires)}, which the "
+            f"installed optorth does not provide; available: {', '.join(available_optimizers())}"
+        )
+    schedule = None
+    if schedule_spec:
+        if not entry.takes_schedule:
+            raise ValueError(f"optimizer {key!r} takes no Newton–Schulz schedule ('@...')")
+        schedule = resolve_ns_schedule(schedule_spec)
+    peak = entry.lr if lr is None else lr
+    fallback_peak = entry.fallback_lr if fallback_lr is None else fallback_lr
+    fallback = None if fallback_peak is None else lr_schedule(fallback_peak, cfg)
+    return entry.build(cfg, lr_schedule(peak, cfg), fallback, schedule)
+
+
+def registry_help() -> str:
+    lines = ["optimizers (* = available in the installed optorth):"]
+    for name, entry in REGISTRY.items():
+        mark = "*" if entry.available() else " "
+        needs = f" (needs optorth.{', optorth.'.join(entry.requires)})" if entry.requires else ""
+        fallback = "" if entry.fallback_lr is None else f", fallback AdamW lr {entry.fallback_lr}"
+        lines.append(f"  {mark} {name:<18} lr {entry.lr}{fallback}")
+        lines.append(f"      {entry.description}{needs}")
+    lines.append("  name@SCHEDULE runs an optorth spectral optimizer with another Newton–Schulz")
+    lines.append("  schedule (preset name, shipped fitted schedule, or Schedule .json file).")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# The soak run (benchmarks/soak.py): every ready optorth optimizer, long, in low precision
+# --------------------------------------------------------------------------------------
+
+#: name → (optorth factory name, peak learning rate, extra keyword arguments). Learning rates
+#: are each optimizer's default where it has one; normalized SGD, Signum and the trust-region
+#: method have none, so they get a value whose update RMS matches Muon's on 128×512 matrices.
+SOAK_OPTIMIZERS = {
+    "muon": ("muon", 0.02, {}),
+    "muon_online": ("muon", 0.02, {"learn_every": 250}),  # learn=OnlineLearning(every=250)
+    "turbo_muon": ("turbo_muon", 0.02, {}),
+    "root": ("root", 1e-3, {}),
+    "auon": ("auon", 0.24, {}),
+    "hybrid_auon": ("hybrid_auon", 0.24, {}),
+    "normalized_sgdm": ("normalized_sgdm", 0.5, {}),
+    "signum": ("signum", 2e-3, {}),
+    "trust_region": ("trust_region", 0.05, {}),
+    "normuon": ("normuon", 0.02, {}),
+    "adamuon": ("adamuon", 6e-4, {}),
+    "factored_muon": ("factored_muon", 0.02, {}),
+    "adafactor": ("adafactor", None, {}),  # relative step size (its default)
+}
+#: Peak learning rate of the AdamW fallback path in the soak run.
+SOAK_FALLBACK_LR = 3e-3
+
+
+def build_soak_optimizer(name: str, cfg: Config, mu_dtype):
+    """The soak optimizer ``name`` with the main job's lr shape and AdamW fallback."""
+    import optorth
+
+    factory, peak, extra = SOAK_OPTIMIZERS[name]
+    kwargs = dict(extra)
+    if "learn_every" in kwargs:
+        kwargs["learn"] = optorth.OnlineLearning(every=kwargs.pop("learn_every"))
+    if name == "adafactor":
+        return optorth.adafactor(mu_dtype=mu_dtype, **kwargs)
+    kwargs.update(learning_rate=lr_schedule(peak, cfg), mu_dtype=mu_dtype,
+                  fallback=fallback_adamw(cfg, lr_schedule(SOAK_FALLBACK_LR, cfg)))
+    return getattr(optorth, factory)(**kwargs)
