@@ -13,6 +13,9 @@ checkpoint's coefficients, like every other state (momentum, second moments). Wh
 differ — the table was learned online, or the code now asks for another schedule or step
 count — call :func:`reconcile_coefficients` right after restoring and choose explicitly:
 
+Every policy that keeps the restored table first checks its values: a table that is not
+finite or that :func:`optorth.validate_schedule` rejects raises ``ValueError``.
+
 ==================  ============================================================================
 policy              restored coefficients differ from those the optimizer was constructed with
 ==================  ============================================================================
@@ -38,6 +41,7 @@ import numpy as np
 from optorth.blocks._orthogonalize import OrthogonalizeState
 from optorth.matrices._paths import path_to_str, unwrap
 from optorth.ns._fingerprint import STATE_VERSION, UNKNOWN_FINGERPRINT
+from optorth.ns._validate import validate_schedule
 
 POLICIES = ("same_schedule", "keep", "override", "error")
 
@@ -100,12 +104,33 @@ def _fingerprints_match(restored, reference) -> bool:
             and int(a) == int(b))
 
 
+def _check_values(path, node):
+    """Raises unless every restored table is finite and accepted by ``validate_schedule``."""
+    coeffs = _values(node.coeffs)
+    tables = coeffs.items() if isinstance(coeffs, dict) else [("", coeffs)]
+    for key, table in tables:
+        where = f"{path!r}" + (f" (matrix shape {key})" if key else "")
+        if table.ndim != 2 or table.shape[-1] != 3 or not np.all(np.isfinite(table)):
+            raise ValueError(
+                f"The restored Newton–Schulz coefficients at {where} are not a finite (T, 3) "
+                f"table (shape {table.shape}); the checkpoint is corrupt or from another "
+                f"optimizer. Use policy='override' to continue with the constructed "
+                f"optimizer's table.")
+        report = validate_schedule(table.astype(np.float64))
+        if not report.ok:
+            raise ValueError(
+                f"The restored Newton–Schulz coefficients at {where} are rejected by "
+                f"optorth.validate_schedule: {report.reason} Use policy='override' to "
+                f"continue with the constructed optimizer's table.")
+    return node
+
+
 def _choose(path, restored, reference, policy):
     _check_version(path, restored)
-    if policy == "keep" or _same_tables(restored.coeffs, reference.coeffs):
-        return restored
     if policy == "override":
         return reference
+    if policy == "keep" or _same_tables(restored.coeffs, reference.coeffs):
+        return _check_values(path, restored)
     where = (f"The restored Newton–Schulz coefficients at {path!r} ({_describe(restored)}) "
              f"differ from those of the optimizer constructed now ({_describe(reference)})")
     fix = ("Pass policy='keep' to continue with the checkpoint's coefficients or "
@@ -113,7 +138,7 @@ def _choose(path, restored, reference, policy):
     if policy == "error":
         raise ValueError(f"{where}. policy='error' forbids this. {fix}")
     if _fingerprints_match(restored, reference):
-        return restored  # same starting table: the checkpoint's table was learned from it
+        return _check_values(path, restored)  # learned from the same starting table
     raise ValueError(f"{where}, and they did not start from the same table (a different "
                      f"schedule, step count or shape). {fix}")
 
