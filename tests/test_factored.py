@@ -40,7 +40,7 @@ def test_matches_optax_on_2d_float32():
     shapes = {"wide": (24, 40), "tall": (40, 24), "square": (16, 16), "vec": (12,)}
     params = {k: jnp.zeros(s) for k, s in shapes.items()}
     grads = _grads(shapes, 8)
-    ours, s_ours = _run(optorth.scale_by_factored_rms(), grads, params)
+    ours, s_ours = _run(optorth.scale_by_factored_rms(specs="fallback"), grads, params)
     ref, s_ref = _run(optax.scale_by_factored_rms(min_dim_size_to_factor=1), grads, params)
     for u, r in zip(ours, ref, strict=True):
         for k in shapes:
@@ -54,7 +54,7 @@ def test_matches_optax_on_2d_float32():
 def test_paper_equations_numpy():
     """R, C, V̂ and U of the paper, written out in float64 NumPy, for 6 steps."""
     g_list = [RNG.standard_normal((6, 10)) for _ in range(6)]
-    tx = optorth.scale_by_factored_rms()
+    tx = optorth.scale_by_factored_rms(specs="fallback")
     state = tx.init(jnp.zeros((6, 10)))
     r, c = np.zeros(6), np.zeros(10)
     for t, g in enumerate(g_list, start=1):
@@ -75,13 +75,13 @@ def test_state_is_o_m_plus_n_and_batch_axes_respected():
     shapes = {"stack": (40, 8, 12)}
     params = {"stack": jnp.zeros((40, 8, 12))}
     grads = _grads(shapes, 3)
-    tx = optorth.scale_by_factored_rms()
+    tx = optorth.scale_by_factored_rms(specs="fallback")
     (_, _, last), state = _run(tx, grads, params)
     assert state.v_row["stack"].shape == (40, 8) and state.v_col["stack"].shape == (40, 12)
     assert isinstance(state.v["stack"], optax.MaskedNode)
     ref_state = optax.scale_by_factored_rms(min_dim_size_to_factor=1).init(params)
     assert ref_state.v_row["stack"].shape == (8, 12)  # optax: reduced over L=40, not a matrix
-    single = optorth.scale_by_factored_rms()
+    single = optorth.scale_by_factored_rms(specs="fallback")
     for i in (0, 17, 39):
         sl = [{"w": g["stack"][i]} for g in grads]
         (_, _, u_i), _ = _run(single, sl, {"w": jnp.zeros((8, 12))})
@@ -164,8 +164,22 @@ def test_matrix_specs_factor_each_matrix():
 
 def test_rejects_bad_specs_tree():
     tx = optorth.scale_by_factored_rms(specs={"a": None})
-    with pytest.raises(ValueError, match=r"\['b'\].*shape \(3, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"scale_by_factored_rms: no spec for leaf 'b' of shape \(3, 4\)"):
         tx.init({"a": jnp.zeros((2, 2)), "b": jnp.zeros((3, 4))})
     bad = optorth.scale_by_factored_rms(specs={"w": MatrixSpec((0,), (2,))})
     with pytest.raises(ValueError, match="do not exist"):
         bad.init({"w": jnp.zeros((3, 4))})
+
+
+def test_default_specs_are_the_default_routing():
+    """specs=None is optorth.route: a hidden kernel is one (1, m, n) matrix, an embedding (a
+    fallback leaf) is factored over its own last two axes, a rank-3 leaf must be ruled."""
+    params = {"embed": jnp.zeros((10, 4)), "w": jnp.zeros((4, 8)), "b": jnp.zeros(8)}
+    state = optorth.scale_by_factored_rms().init(params)
+    assert state.v_row["w"].shape == (1, 4) and state.v_row["embed"].shape == (10,)
+    assert state.v["b"].shape == (8,)
+    with pytest.raises(ValueError, match=r"scale_by_factored_rms: Leaf 'stack'.*MatrixSpec"):
+        optorth.scale_by_factored_rms().init({"stack": jnp.zeros((3, 4, 8))})
+    prefix = optorth.scale_by_factored_rms(specs="fallback").init({"stack": jnp.zeros((3, 4, 8))})
+    assert prefix.v_row["stack"].shape == (3, 4)

@@ -10,15 +10,14 @@ matrix::
 leaf. That is the same on a single matrix, but on a stacked ``(L, m, n)`` leaf or a conv
 kernel it couples the L matrices: one matrix with a large update shrinks the updates of all
 the others (shown in ``tests/test_adafactor.py``). The blocks here take the RMS of each matrix
-of the leaf's matrix view (``MatrixSpec`` or, by default, the last two axes); scalars and
-vectors are one block each, as in optax.
+of the leaf's matrix view (its ``MatrixSpec``, or for a ``"fallback"`` leaf its last two
+axes); scalars and vectors are one block each, as in optax.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -33,11 +32,21 @@ def clip_by_rms(threshold: float = 1.0, *, specs: Any = None) -> optax.GradientT
 
     Args:
       threshold: d, the largest RMS an update matrix keeps (Adafactor: 1.0).
-      specs: ``None`` or a pytree of ``optorth.MatrixSpec`` / ``None`` / ``"fallback"`` per
-        leaf; ``None`` uses the last two axes of rank ≥ 2 leaves.
+      specs: read by ``optorth.matrices.resolve_specs``: ``None`` (``optorth.route``), a
+        pytree (or prefix) of ``optorth.MatrixSpec`` / ``"fallback"`` / ``None``, or a callable
+        ``tree -> such a pytree``. A ``"fallback"`` leaf of rank ≥ 2 is a batch of matrices
+        over its last two axes (``specs="fallback"``: Adafactor's convention for every leaf).
 
     Returns:
       A stateless ``optax.GradientTransformation``.
+
+    Example:
+      >>> import jax.numpy as jnp, optorth
+      >>> tx = optorth.clip_by_rms(1.0, specs="fallback")
+      >>> u = {"layers": jnp.stack([jnp.full((2, 3), 10.0), jnp.full((2, 3), 0.5)])}
+      >>> out, _ = tx.update(u, tx.init(u))
+      >>> out["layers"][:, 0, 0].tolist()    # the loud matrix is clipped, not the quiet one
+      [1.0, 0.5]
 
     References:
       Shazeer & Stern, "Adafactor" (arXiv 1804.04235), section 6.
@@ -45,8 +54,7 @@ def clip_by_rms(threshold: float = 1.0, *, specs: Any = None) -> optax.GradientT
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef = jax.tree.flatten(updates)
-        specs_ = pm.leaf_specs(updates, specs, who="clip_by_rms")
+        leaves, treedef, specs_, _ = pm.statistics_leaves(updates, specs, who="clip_by_rms")
         d = jnp.asarray(threshold, jnp.float32)
         out = [
             (u.astype(jnp.float32) / jnp.maximum(1.0, pm.leaf_rms(u, s) / d)).astype(u.dtype)
@@ -72,6 +80,14 @@ def scale_by_param_rms(
     Returns:
       A stateless ``optax.GradientTransformation``; ``update`` requires ``params``.
 
+    Example:
+      >>> import jax.numpy as jnp, optorth
+      >>> tx = optorth.scale_by_param_rms(1e-3)
+      >>> params = {"w": jnp.full((2, 3), 4.0), "b": jnp.zeros(3)}
+      >>> out, _ = tx.update({"w": jnp.ones((2, 3)), "b": jnp.ones(3)}, None, params)
+      >>> float(out["w"][0, 0]), float(out["b"][0])
+      (4.0, 0.001)
+
     References:
       Shazeer & Stern, "Adafactor" (arXiv 1804.04235), section 8.
     """
@@ -81,9 +97,9 @@ def scale_by_param_rms(
             raise ValueError(
                 "scale_by_param_rms needs the parameters: call update(updates, state, params)."
             )
-        leaves, treedef = jax.tree.flatten(updates)
+        leaves, treedef, specs_, _ = pm.statistics_leaves(updates, specs,
+                                                          who="scale_by_param_rms")
         p_leaves = treedef.flatten_up_to(params)
-        specs_ = pm.leaf_specs(updates, specs, who="scale_by_param_rms")
         eps2 = jnp.asarray(min_scale, jnp.float32)
         out = [
             (u.astype(jnp.float32) * jnp.maximum(eps2, pm.leaf_rms(p, s))).astype(u.dtype)

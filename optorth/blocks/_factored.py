@@ -16,9 +16,9 @@ with ``step_offset=0`` when both factor it; see ``tests/test_factored.py``):
 
 * statistics are kept in ``stats_dtype`` (float32) whatever the parameter dtype; optax keeps
   them in the parameter dtype (bf16 parameters → bf16 statistics);
-* the factored axes are the two axes of each matrix of the leaf's ``MatrixSpec`` (default:
-  the last two axes, every leading axis a batch axis); optax factors the two largest axes of
-  the leaf and only when the second largest is ≥ 128;
+* the factored axes are the two axes of each matrix of the leaf's ``MatrixSpec`` (for a
+  ``"fallback"`` leaf: the last two axes, every leading axis a batch axis); optax factors the
+  two largest axes of the leaf and only when the second largest is ≥ 128;
 * the step offset is clamped, t = max(count + 1 − step_offset, 1), so steps before the
   offset behave like step 1 (β̂2 = 0); optax computes t = count + 1 − offset, which is ≤ 0 at
   the first step when offset > 0 and gives non-finite updates;
@@ -87,9 +87,8 @@ def _factored_shapes(spec, shape, min_dim: int | None):
     return mshape[:-1], mshape[:-2] + mshape[-1:]
 
 
-def _init_leaf(param, spec, path, min_dim, stats_dtype):
-    pm.check_leaf(spec, param.shape, path, who=_WHO)
-    shapes = _factored_shapes(spec, param.shape, min_dim)
+def _init_leaf(param, spec, min_dim, stats_dtype):
+    shapes = _factored_shapes(spec, jnp.shape(param), min_dim)
     if shapes is None:
         return optax.MaskedNode(), optax.MaskedNode(), jnp.zeros_like(param, stats_dtype)
     return jnp.zeros(shapes[0], stats_dtype), jnp.zeros(shapes[1], stats_dtype), optax.MaskedNode()
@@ -154,10 +153,13 @@ def scale_by_factored_rms(
       step_offset: the step at which the decay schedule restarts (fine-tuning); steps before
         it use β̂2 = 0. Never produces non-finite values.
       epsilon1: ε1 added to G² (paper: 1e-30).
-      specs: ``None`` or a pytree like the parameters with an ``optorth.MatrixSpec``, ``None``
-        or ``"fallback"`` per leaf (e.g. ``optorth.route(params)``). A spec factors the two
-        axes of each of its matrices; ``None`` / ``"fallback"`` factor the last two axes of a
-        rank ≥ 2 leaf. Scalars and vectors are never factored.
+      specs: which matrices each leaf holds, read by ``optorth.matrices.resolve_specs``:
+        ``None`` (``optorth.route``), a pytree (or prefix) of ``optorth.MatrixSpec`` /
+        ``"fallback"`` / ``None``, or a callable ``tree -> such a pytree``. A ``MatrixSpec``
+        factors the two axes of each of its matrices; a ``"fallback"`` leaf of rank ≥ 2 is
+        factored over its last two axes (leading axes are batch axes), so
+        ``specs="fallback"`` is Adafactor's convention for every leaf. Scalars and vectors
+        are never factored. Complex leaves are refused.
       min_dim_size_to_factor: factor a matrix only if min(m, n) is at least this; ``None``
         factors every matrix (the paper).
       max_decay: optional cap on β̂2_t.
@@ -170,9 +172,12 @@ def scale_by_factored_rms(
     Example:
       >>> import jax.numpy as jnp, optorth
       >>> tx = optorth.scale_by_factored_rms()
-      >>> state = tx.init({"w": jnp.zeros((4, 8))})
-      >>> state.v_row["w"].shape, state.v_col["w"].shape
-      ((4,), (8,))
+      >>> state = tx.init({"w": jnp.zeros((4, 8)), "b": jnp.zeros(8)})
+      >>> state.v_row["w"].shape, state.v_col["w"].shape, state.v["b"].shape
+      ((1, 4), (1, 8), (8,))
+      >>> stacked = optorth.scale_by_factored_rms(specs="fallback")  # last two axes
+      >>> stacked.init({"layers": jnp.zeros((3, 4, 8))}).v_row["layers"].shape
+      (3, 4)
 
     References:
       Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
@@ -182,12 +187,10 @@ def scale_by_factored_rms(
     stats_dtype = jnp.dtype(stats_dtype)
 
     def init_fn(params):
-        leaves, treedef = jax.tree.flatten(params)
-        specs_ = pm.leaf_specs(params, specs, who=_WHO)
-        paths = pm.leaf_paths(params)
+        leaves, treedef, specs_, _ = pm.statistics_leaves(params, specs, who=_WHO)
         stats = [
-            _init_leaf(p, s, path, min_dim_size_to_factor, stats_dtype)
-            for p, s, path in zip(leaves, specs_, paths, strict=True)
+            _init_leaf(p, s, min_dim_size_to_factor, stats_dtype)
+            for p, s in zip(leaves, specs_, strict=True)
         ]
         rows, cols, fulls = zip(*stats, strict=True) if stats else ((), (), ())
         return ScaleByFactoredRMSState(
@@ -199,8 +202,7 @@ def scale_by_factored_rms(
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef = jax.tree.flatten(updates)
-        specs_ = pm.leaf_specs(updates, specs, who=_WHO)
+        leaves, treedef, specs_, _ = pm.statistics_leaves(updates, specs, who=_WHO)
         rows = treedef.flatten_up_to(state.v_row)
         cols = treedef.flatten_up_to(state.v_col)
         fulls = treedef.flatten_up_to(state.v)

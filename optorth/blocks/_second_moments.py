@@ -14,9 +14,12 @@ each matrix O (m × n; m = fan-in, n = fan-out, as ``MatrixSpec.to_matrices`` la
 
 The factored (row and column) statistics are :func:`optorth.scale_by_factored_rms`.
 
-``specs`` follows ``optorth.orthogonalize``: ``None`` (every leaf must be 2-D), a pytree of
-``MatrixSpec`` / ``"fallback"`` / ``None``, or a callable ``tree -> that pytree``; leaves
-without a ``MatrixSpec`` pass through unchanged and have no state.
+``specs`` is read by ``optorth.matrices.resolve_specs``, as for ``optorth.orthogonalize``:
+``None`` (``optorth.route``), a pytree (or prefix) of ``MatrixSpec`` / ``"fallback"`` /
+``None``, or a callable ``tree -> that pytree``. These blocks normalize what the matrix path
+produced, so they follow it: ``"fallback"`` leaves pass through unchanged and have no state
+(unlike the factored and per-matrix RMS statistics, which see a fallback leaf over its last
+two axes). A complex leaf sent to the matrix path is refused.
 
 Why not ``optax.scale_by_rms``: it keeps ν in the parameter dtype; with bf16 parameters an
 EMA with β2 = 0.999 stalls (0.999·ν rounds back to ν in bf16, 8 mantissa bits).
@@ -31,18 +34,19 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 
 from optorth.matrices import _per_matrix as pm
-from optorth.matrices._resolve import resolve_specs
+from optorth.matrices._specs import MatrixSpec
 
 
 def _specs_for(tree, specs, who):
-    """(leaves, treedef, per-leaf MatrixSpec or None) for ``tree``."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return leaves, treedef, pm.leaf_specs(tree, resolve_specs(specs, tree), who=who)
+    """(leaves, treedef, per-leaf MatrixSpec or None) for ``tree``: these blocks follow the
+    matrix path, so a ``"fallback"`` leaf (``None`` here) passes through without state."""
+    leaves, treedef, spec_list, _ = pm.statistics_leaves(tree, specs, who=who,
+                                                         fallback_stats=False)
+    return leaves, treedef, [s if isinstance(s, MatrixSpec) else None for s in spec_list]
 
 
 def _frobenius(view):

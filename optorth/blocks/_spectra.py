@@ -25,6 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optorth.matrices._paths import dtype_of, shape_of, unwrap
+from optorth.matrices._resolve import Specs, resolve_leaf_specs
+from optorth.matrices._specs import MatrixSpec
+
 
 class SpectraState(NamedTuple):
     """State of :func:`record_spectra` (plain arrays; checkpointable).
@@ -43,24 +47,35 @@ class SpectraState(NamedTuple):
     norms: jax.Array
 
 
-def _leaf_path(path) -> str:
-    return jax.tree_util.keystr(path)
+def _matrix_dims(leaf, spec) -> tuple[int, int] | None:
+    """``(m, n)`` of the matrices a leaf is sampled from, or ``None`` if it has none."""
+    dtype = dtype_of(leaf)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return None
+    shape = shape_of(leaf)
+    if isinstance(spec, MatrixSpec):
+        return spec.matrix_shapes(shape)[0][1:]
+    return shape[-2:] if len(shape) >= 2 else None
 
 
 def sampled_leaves(tree, max_matrices: int = 8,
-                   select: Callable[[str, Any], bool] | None = None) -> list[tuple[int, str]]:
+                   select: Callable[[str, Any], bool] | None = None,
+                   specs: Specs = "fallback") -> list[tuple[int, str]]:
     """``(flat index, path)`` of the leaves :func:`record_spectra` samples from ``tree``.
 
-    Candidates are array leaves with ``ndim >= 2`` (seen as batches of matrices over their
-    last two axes) for which ``select(path, leaf)`` is true; at most ``max_matrices`` of them,
-    evenly spaced in flattening order.
+    Candidates are real floating-point leaves with matrices (a ``MatrixSpec`` leaf, or a
+    ``"fallback"`` leaf of rank ≥ 2 seen as a batch of matrices over its last two axes) of
+    nonzero size, for which ``select(path, leaf)`` is true (``path`` is ``/``-joined, as in
+    ``optorth.describe_routing``); at most ``max_matrices`` of them, evenly spaced in
+    flattening order.
     """
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    candidates = [
-        (i, _leaf_path(path)) for i, (path, leaf) in enumerate(flat)
-        if getattr(leaf, "ndim", 0) >= 2 and min(leaf.shape[-2:]) >= 1
-        and (select is None or select(_leaf_path(path), leaf))
-    ]
+    spec_list, paths = resolve_leaf_specs(specs, tree, who="record_spectra")
+    flat = jax.tree.leaves(tree)
+    candidates = []
+    for i, (leaf, spec, path) in enumerate(zip(flat, spec_list, paths, strict=True)):
+        dims = _matrix_dims(leaf, spec)
+        if dims and min(dims) >= 1 and (select is None or select(path, leaf)):
+            candidates.append((i, path))
     if len(candidates) <= max_matrices:
         return candidates
     picks = np.round(np.linspace(0, len(candidates) - 1, max_matrices)).astype(int)
@@ -83,9 +98,15 @@ def matrix_spectrum(mat, num_values: int) -> tuple[jax.Array, jax.Array]:
     return rel[ranks], norm
 
 
-def _pick_matrix(leaf, index):
-    """Matrix number ``index`` (mod the batch size) of a ``(..., m, n)`` leaf."""
-    mats = jnp.reshape(leaf, (-1,) + leaf.shape[-2:])
+def _pick_matrix(leaf, spec, index):
+    """Matrix number ``index`` (mod the batch size) of a leaf (of its first block when a
+    spec splits it into blocks of different shapes)."""
+    if isinstance(spec, MatrixSpec):
+        groups = spec.to_groups(leaf)
+        same = len({g.shape[1:] for g in groups}) == 1
+        mats = jnp.concatenate(groups) if same and len(groups) > 1 else groups[0]
+    else:
+        mats = jnp.reshape(leaf, (-1,) + leaf.shape[-2:])
     return jax.lax.dynamic_index_in_dim(mats, index % mats.shape[0], keepdims=False)
 
 
@@ -96,6 +117,7 @@ def record_spectra(
     num_values: int = 64,
     capacity: int = 64,
     select: Callable[[str, Any], bool] | None = None,
+    specs: Specs = "fallback",
 ) -> optax.GradientTransformation:
     """Records spectra of the updates passing through (which it returns unchanged).
 
@@ -109,16 +131,26 @@ def record_spectra(
       max_matrices: how many leaves are sampled.
       num_values: singular values kept per matrix (all of them if the matrix has fewer).
       capacity: number of records kept (a ring buffer: the oldest is overwritten).
-      select: optional ``select(path, leaf) -> bool`` restricting the candidate leaves.
+      select: optional ``select(path, leaf) -> bool`` restricting the candidate leaves
+        (``path`` is ``/``-joined, e.g. ``"layers/0/mlp/kernel"``).
+      specs: which matrices each leaf holds, read by ``optorth.matrices.resolve_specs``. The
+        default ``"fallback"`` sees every leaf of rank ≥ 2 over its last two axes; pass the
+        optimizer's specs (e.g. ``None`` for ``optorth.route``) to record exactly the matrices
+        it orthogonalizes.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`SpectraState`.
 
     Example:
+      >>> import jax.numpy as jnp, optax, optorth
       >>> opt = optax.chain(optax.trace(0.95), optorth.record_spectra(every=50))
-      >>> ...  # train
-      >>> spectra = optorth.recorded_spectra(opt_state)
-      >>> schedule = optorth.fit_schedule(4, spectra=spectra)
+      >>> params = {"w": jnp.eye(4, 8), "b": jnp.zeros(8)}
+      >>> state = opt.init(params)
+      >>> _, state = opt.update(params, state)   # update 0 is recorded
+      >>> [s.round(3).tolist() for s in optorth.recorded_spectra(state)]
+      [[0.5, 0.5, 0.5, 0.5]]
+
+      The records feed ``optorth.fit_schedule(steps, spectra=optorth.recorded_spectra(...))``.
     """
     for name, value in (("every", every), ("max_matrices", max_matrices),
                         ("num_values", num_values), ("capacity", capacity)):
@@ -126,7 +158,7 @@ def record_spectra(
             raise ValueError(f"record_spectra: {name} must be a positive int; got {value!r}.")
 
     def init_fn(params):
-        leaves = sampled_leaves(params, max_matrices, select)
+        leaves = sampled_leaves(params, max_matrices, select, specs)
         count = len(leaves)
         return SpectraState(
             count=jnp.zeros([], jnp.int32),
@@ -137,12 +169,14 @@ def record_spectra(
 
     def record(state, updates):
         flat = jax.tree_util.tree_leaves(updates)
-        leaves = sampled_leaves(updates, max_matrices, select)
+        spec_list, _ = resolve_leaf_specs(specs, updates, who="record_spectra")
+        leaves = sampled_leaves(updates, max_matrices, select, specs)
         index = state.count // every
         slot = index % capacity
         if not leaves:
             return state._replace(steps=state.steps.at[slot].set(state.count))
-        records = [matrix_spectrum(_pick_matrix(flat[i], index), num_values) for i, _ in leaves]
+        records = [matrix_spectrum(_pick_matrix(flat[i], spec_list[i], index),
+                                   num_values) for i, _ in leaves]
         return state._replace(
             steps=state.steps.at[slot].set(state.count),
             values=state.values.at[slot].set(jnp.stack([r[0] for r in records])),
@@ -179,15 +213,6 @@ def _find_states(tree) -> list[SpectraState]:
     return found
 
 
-def _plain(leaf):
-    """The array inside a wrapper such as a Flax NNX ``Variable`` (or the leaf itself)."""
-    for attr in ("get_value", "value"):
-        if hasattr(leaf, attr) and not isinstance(leaf, (np.ndarray, jax.Array)):
-            got = getattr(leaf, attr)
-            return got() if callable(got) else got
-    return leaf
-
-
 def recorded_spectra(state, *, min_norm: float = 0.0) -> list[np.ndarray]:
     """The recorded spectra as a list of 1-D float64 arrays of σ / ‖M‖_F (NaNs dropped).
 
@@ -207,7 +232,7 @@ def recorded_spectra(state, *, min_norm: float = 0.0) -> list[np.ndarray]:
                          "optorth.record_spectra(...) to the optimizer chain.")
     out = []
     for s in states:
-        steps, values, norms = (np.asarray(_plain(a)) for a in (s.steps, s.values, s.norms))
+        steps, values, norms = (np.asarray(unwrap(a)) for a in (s.steps, s.values, s.norms))
         for slot in np.argsort(np.where(steps < 0, np.iinfo(np.int32).max, steps)):
             if steps[slot] < 0:
                 continue

@@ -1,14 +1,15 @@
-"""Grouped, batched per-matrix maps: one call per matrix shape instead of one per leaf.
+"""Grouping: one batched call per matrix shape and dtype instead of one call per leaf.
 
-:func:`optorth.map_matrices` calls a function once per leaf. A transformer has a handful of
-matrix shapes repeated over many layers (GPT-2 small: 48 matrices of 4 shapes), so calling
-Newton–Schulz once per leaf traces, compiles and runs 48 separate iterations. Here every
+This is the grouping step of :func:`optorth.matrices.map_matrices`. A transformer has a
+handful of matrix shapes repeated over many layers (GPT-2 small: 48 matrices of 4 shapes), so
+calling Newton–Schulz once per leaf traces, compiles and runs 48 separate iterations. Here every
 leaf is first seen as its ``(B, m, n)`` matrix groups (through its :class:`MatrixSpec`), the
 groups of all leaves that share ``(m, n)`` and dtype are concatenated into one stack
 ``(ΣB, m, n)``, the function runs once per stack, and the results are split and put back.
 
 Because the function sees each matrix as one entry of a batch, any per-matrix function gives
-the same values either way (tests check bit equality against :func:`map_matrices`).
+the same values either way (``tests/test_grouping.py`` checks bit equality against one call
+per leaf).
 
 ``transpose_tall=True`` also merges the two orientations of a shape: a tall ``n×m`` matrix
 enters the ``m×n`` stack as its transpose and comes back transposed. That is only valid for
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optorth.matrices._resolve import resolve_specs
 from optorth.matrices._specs import MatrixSpec, is_spec_leaf
 
 
@@ -114,8 +116,8 @@ def _unstack(group: Group, stack) -> list[jax.Array]:
     return parts
 
 
-def _flatten(specs, tree, rest):
-    spec_leaves, treedef = jax.tree.flatten(specs, is_leaf=is_spec_leaf)
+def _flatten(specs_tree, tree, rest):
+    spec_leaves, treedef = jax.tree.flatten(specs_tree, is_leaf=is_spec_leaf)
     leaves = treedef.flatten_up_to(tree)
     return spec_leaves, treedef, leaves, [treedef.flatten_up_to(r) for r in rest]
 
@@ -124,59 +126,45 @@ def _is_matrix_leaf(spec, x) -> bool:
     return isinstance(spec, MatrixSpec) and hasattr(x, "shape")
 
 
-def map_matrix_groups(
+def _plan(spec_leaves, leaves, transpose_tall) -> tuple[list[bool], list[Group]]:
+    matrix = [_is_matrix_leaf(s, x) for s, x in zip(spec_leaves, leaves, strict=True)]
+    shapes = [tuple(x.shape) if ok else None for x, ok in zip(leaves, matrix, strict=True)]
+    dtypes = [x.dtype if ok else None for x, ok in zip(leaves, matrix, strict=True)]
+    return matrix, plan_groups(shapes, dtypes, spec_leaves, transpose_tall=transpose_tall)
+
+
+def map_stacks(
     fn: Callable[..., Any],
     tree,
-    specs,
-    *rest,
+    specs_tree,
+    rest=(),
+    *,
     transpose_tall: bool = False,
     wrap_stack: Callable[[Group, Callable], Callable] | None = None,
 ):
-    """Like :func:`optorth.map_matrices`, but one call of ``fn`` per group of equal shapes.
+    """The grouping step of :func:`optorth.matrices.map_matrices`, on a resolved specs tree.
 
-    ``fn(stack, *rest_stacks)`` receives a ``(ΣB, m, n)`` stack of every matrix (of every
-    leaf) that has shape ``(m, n)`` and the same dtype, plus the matching stacks of ``rest``
-    (trees with the structure of ``tree``), and must return an array of the stack's shape.
-    Leaves whose spec is ``"fallback"`` or ``None``, and non-array entries such as
-    ``optax.MaskedNode``, are returned unchanged.
-
-    Args:
-      fn: a per-matrix function of ``(B, m, n)`` arrays.
-      tree: the pytree of arrays.
-      specs: a pytree (prefix of ``tree``) of :class:`MatrixSpec` / ``"fallback"`` / ``None``.
-      *rest: further trees whose matrices are stacked alike and passed to ``fn``.
-      transpose_tall: merge tall matrices into the wide stack of the same shape (only for
-        ``fn`` with f(Xᵀ) = f(X)ᵀ; see the module docstring).
-      wrap_stack: optional ``wrap_stack(group, fn) -> fn'`` applied per group, e.g. to
-        place the stack on devices (``optorth.matrices._sharding``).
-
-    Returns:
-      A tree like ``tree`` with every matrix replaced by ``fn``'s result.
-
-    Example:
-      >>> tree = {"a": jnp.ones((8, 4)), "b": jnp.ones((3, 8, 4)), "c": jnp.ones(4)}
-      >>> specs = {"a": MatrixSpec(), "b": MatrixSpec.stacked(), "c": "fallback"}
-      >>> out = map_matrix_groups(lambda s: s / s.shape[0], tree, specs)  # one call, ΣB = 4
+    ``fn(stack, *rest_stacks)`` runs once per :class:`Group`; ``wrap_stack(group, fn)``, if
+    given, wraps it per group (the sharding step places the stack on devices with it).
+    ``specs_tree`` must be a prefix of ``tree`` (as :func:`resolve_specs` returns it); leaves
+    without a :class:`MatrixSpec` and non-array entries are returned unchanged.
     """
-    spec_leaves, treedef, leaves, rest_leaves = _flatten(specs, tree, rest)
-    matrix = [_is_matrix_leaf(s, x) for s, x in zip(spec_leaves, leaves, strict=True)]
+    spec_leaves, treedef, leaves, rest_leaves = _flatten(specs_tree, tree, rest)
+    matrix, groups = _plan(spec_leaves, leaves, transpose_tall)
     split = [s.to_groups(x) if ok else None
              for s, x, ok in zip(spec_leaves, leaves, matrix, strict=True)]
     split_rest = [[s.to_groups(x) if ok else None
                    for s, x, ok in zip(spec_leaves, r, matrix, strict=True)] for r in rest_leaves]
-    groups = plan_groups([tuple(x.shape) if ok else None for x, ok in zip(leaves, matrix,
-                                                                           strict=True)],
-                         [x.dtype if ok else None for x, ok in zip(leaves, matrix, strict=True)],
-                         spec_leaves, transpose_tall=transpose_tall)
     results = [None if p is None else [None] * len(p) for p in split]
     for group in groups:
         stacks = [_stack(group, [pieces[m.leaf][m.block] for m in group.members])
                   for pieces in (split, *split_rest)]
         call = fn if wrap_stack is None else wrap_stack(group, fn)
         out = call(*stacks)
-        if tuple(out.shape) != tuple(stacks[0].shape):
-            raise ValueError(f"map_matrix_groups: fn changed a stack of shape "
-                             f"{stacks[0].shape} into {out.shape}; it must keep the shape.")
+        if tuple(getattr(out, "shape", ())) != tuple(stacks[0].shape):
+            raise ValueError(f"map_matrices: fn changed a stack of shape {stacks[0].shape} "
+                             f"into {getattr(out, 'shape', type(out).__name__)}; it must keep "
+                             f"the shape (one output matrix per input matrix).")
         for mem, part in zip(group.members, _unstack(group, out), strict=True):
             results[mem.leaf][mem.block] = part
     new_leaves = [spec.from_groups(res, x.shape) if ok else x
@@ -184,13 +172,35 @@ def map_matrix_groups(
     return treedef.unflatten(new_leaves)
 
 
-def describe_groups(tree, specs, *, transpose_tall: bool = False) -> str:
-    """One line per stack: ``m×n dtype: ΣB matrices from k leaves`` (for logs and docs)."""
-    spec_leaves, _, leaves, _ = _flatten(specs, tree, ())
-    matrix = [_is_matrix_leaf(s, x) for s, x in zip(spec_leaves, leaves, strict=True)]
-    groups = plan_groups([tuple(x.shape) if ok else None for x, ok in zip(leaves, matrix,
-                                                                           strict=True)],
-                         [x.dtype if ok else None for x, ok in zip(leaves, matrix, strict=True)],
-                         spec_leaves, transpose_tall=transpose_tall)
+def map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, transpose_tall: bool = False,
+                      wrap_stack: Callable[[Group, Callable], Callable] | None = None):
+    """Transitional: :func:`optorth.matrices.map_matrices` without resolution or sharding.
+
+    ``specs`` must already be a specs tree (a prefix of ``tree``); ``fn(stack, *rest_stacks)``.
+    """
+    return map_stacks(fn, tree, specs, rest, transpose_tall=transpose_tall,
+                      wrap_stack=wrap_stack)
+
+
+def describe_groups(tree, specs=None, *, transpose_tall: bool = False) -> str:
+    """One line per stack :func:`optorth.matrices.map_matrices` would form, for logs and docs.
+
+    Args:
+      tree: the parameters or updates.
+      specs: as in :func:`optorth.matrices.resolve_specs` (``None``: :func:`optorth.route`).
+      transpose_tall: merge tall matrices into the wide stack of the same shape.
+
+    Returns:
+      Lines ``m×n dtype: ΣB matrices from k leaves``, in order of first appearance.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tree = {"up": jnp.ones((4, 8)), "down": jnp.ones((8, 4)), "bias": jnp.ones(4)}
+      >>> print(describe_groups(tree, transpose_tall=True))
+      4x8 float32: 2 matrices from 2 leaves
+    """
+    specs_tree = resolve_specs(specs, tree, who="describe_groups")
+    spec_leaves, _, leaves, _ = _flatten(specs_tree, tree, ())
+    _, groups = _plan(spec_leaves, leaves, transpose_tall)
     return "\n".join(f"{g.shape[0]}x{g.shape[1]} {g.dtype}: {g.size} matrices from "
                      f"{len({m.leaf for m in g.members})} leaves" for g in groups)

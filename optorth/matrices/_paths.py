@@ -47,15 +47,33 @@ def _key_str(key) -> str:
     return str(key)
 
 
+def path_keys(path) -> tuple[str, ...]:
+    """The components of a jax key path as strings, e.g. ``("layers", "0", "kernel")``."""
+    return tuple(_key_str(k) for k in path)
+
+
 def path_to_str(path) -> str:
     """A ``/``-joined path string such as ``"layers/0/attn/kernel"`` from a jax key path."""
-    return "/".join(_key_str(k) for k in path)
+    return "/".join(path_keys(path))
 
 
 def flatten_with_paths(tree) -> tuple[list[tuple[str, Any]], Any]:
     """``([(path_string, leaf), ...], treedef)`` with NNX variables kept as single leaves."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_variable)
     return [(path_to_str(p), leaf) for p, leaf in leaves], treedef
+
+
+def flatten_with_keys(tree, is_leaf=None) -> tuple[list[tuple[tuple[str, ...], Any]], Any]:
+    """``([(path_components, leaf), ...], treedef)`` with NNX variables kept as single leaves.
+
+    Like :func:`flatten_with_paths`, but each path is a tuple of strings, so that keys holding
+    a ``/`` cannot collide with nested keys. ``is_leaf`` may mark further leaves.
+    """
+    def stop(x):
+        return is_variable(x) or (is_leaf is not None and is_leaf(x))
+
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=stop)
+    return [(path_keys(p), leaf) for p, leaf in leaves], treedef
 
 
 def map_with_path(fn, tree):

@@ -74,8 +74,20 @@ def nnx_attention_rules(per_head: bool = False) -> list[Rule]:
     return [(r"(^|/)(query|key|value)/kernel$", qkv), (r"(^|/)out/kernel$", out)]
 
 
-def _compile(patterns) -> list[re.Pattern]:
-    return [re.compile(p, re.IGNORECASE) for p in patterns]
+def _regex(pattern: str, flags: int, what: str) -> re.Pattern:
+    try:
+        return re.compile(pattern, flags)
+    except re.error as err:
+        raise ValueError(f"{what}: {pattern!r} is not a valid regular expression ({err}). "
+                         f"Escape special characters with re.escape(...) or a raw string "
+                         f"such as r'^layers/0/kernel$'.") from None
+
+
+def _compile(patterns, name: str) -> list[re.Pattern]:
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"{name}={patterns!r}: expected a sequence of regular expressions "
+                         f"(strings), e.g. {name}=(r'lm_head', r'head').")
+    return [_regex(p, re.IGNORECASE, f"{name}[{i}]") for i, p in enumerate(patterns)]
 
 
 def _component_match(patterns, components) -> str | None:
@@ -86,7 +98,28 @@ def _component_match(patterns, components) -> str | None:
     return None
 
 
+def check_matrix_leaf(spec: MatrixSpec, path: str, shape, dtype) -> None:
+    """Raises ``ValueError`` (naming the leaf and a fix) unless ``spec`` fits ``shape`` and the
+    leaf is a real floating-point array: the matrix path is defined for real matrices only."""
+    spec.check(shape, path)
+    if dtype is None or jnp.issubdtype(dtype, jnp.floating):
+        return
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        kind, fix = "complex", "Split it into real and imaginary parts"
+    else:
+        kind, fix = "not floating-point", "Keep integer and boolean leaves out of the optimizer"
+    raise ValueError(
+        f"Leaf {path!r} of shape {tuple(shape)} and dtype {dtype} is {kind}, but {spec!r} sends "
+        f"it to the matrix path, which is defined for real floating-point matrices only. "
+        f"{fix}, or send it to the fallback with rules=[(r'^{re.escape(path)}$', 'fallback')]."
+    )
+
+
 def _check_rules(rules) -> list[tuple[re.Pattern, Any, str]]:
+    if isinstance(rules, (str, MatrixSpec)) or (
+            isinstance(rules, tuple) and len(rules) == 2 and isinstance(rules[0], str)):
+        raise ValueError(f"rules={rules!r}: expected a list of (regex, target) pairs, e.g. "
+                         f"rules=[(r'^layers/kernel$', optorth.MatrixSpec.stacked())].")
     checked = []
     for i, rule in enumerate(rules or ()):
         if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)):
@@ -96,7 +129,7 @@ def _check_rules(rules) -> list[tuple[re.Pattern, Any, str]]:
         if not (isinstance(target, MatrixSpec) or target == FALLBACK):
             raise ValueError(f"rules[{i}] = {rule!r}: target must be an optorth.MatrixSpec or "
                              f"'fallback', got {target!r}.")
-        checked.append((re.compile(pattern), target, pattern))
+        checked.append((_regex(pattern, 0, f"rules[{i}] = {rule!r}"), target, pattern))
     return checked
 
 
@@ -117,7 +150,7 @@ def _decide(path, leaf, rules, embed, head, bias) -> Decision:
     for regex, target, pattern in rules:
         if regex.search(path):
             if isinstance(target, MatrixSpec):
-                target.check(shape, path)
+                check_matrix_leaf(target, path, shape, dtype_of(leaf))
             return Decision(path, shape, target, f"rule {pattern!r}")
     dtype = dtype_of(leaf)
     if len(shape) <= 1:
@@ -148,7 +181,9 @@ def routing_decisions(
 ) -> tuple[list[Decision], Any]:
     """The :class:`Decision` of every leaf (in tree order) and the tree definition."""
     checked = _check_rules(rules)
-    embed, head, bias = map(_compile, (embedding_patterns, head_patterns, bias_patterns))
+    embed = _compile(embedding_patterns, "embedding_patterns")
+    head = _compile(head_patterns, "head_patterns")
+    bias = _compile(bias_patterns, "bias_patterns")
     items, treedef = flatten_with_paths(as_params_tree(params))
     decisions = [_decide(path, leaf, checked, embed, head, bias) for path, leaf in items]
     return decisions, treedef

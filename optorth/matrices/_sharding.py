@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from optorth.matrices._grouping import Group, map_matrix_groups
+from optorth.matrices._grouping import Group, map_stacks
 from optorth.matrices._specs import MatrixSpec, is_spec_leaf
 
 DISTRIBUTE = (None, True, False)
@@ -145,33 +145,27 @@ def _tie_to_inputs(out_tree, in_tree, specs):
     return jax.tree.map(tie, specs, out_tree, in_tree, is_leaf=is_spec_leaf)
 
 
-def sharded_map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, consts=None,
-                              transpose_tall: bool = False, distribute: bool | None = None):
-    """:func:`map_matrix_groups` that places each stack on the device mesh (module docstring).
+def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=None,
+                transpose_tall: bool = False, distribute: bool | None = None):
+    """The grouping and distribution steps of :func:`optorth.matrices.map_matrices`.
 
-    Without a mesh of more than one device (neither in the context nor on the leaves) this
-    is exactly :func:`optorth.matrices._grouping.map_matrix_groups`.
-
-    Args:
-      fn, tree, specs, *rest, transpose_tall: as in ``map_matrix_groups``, except that ``fn``
-        is called as ``fn(consts, stack, *rest_stacks)``.
-      consts: a pytree of arrays ``fn`` reads (e.g. coefficient tables). Pass arrays here
-        rather than closing over them: under explicit axes they must cross into the
-        ``auto_axes`` region with the stacks.
-      distribute: ``None`` (default): distribute the stacks whose leaves are sharded when
-        the layouts are visible (explicit axes), every stack otherwise (automatic axes);
-        ``True``: every stack; ``False``: none (XLA partitions the products itself).
+    ``fn(consts, stack, *rest_stacks)`` runs once per group of equal matrix shapes (see the
+    module docstring for how each stack is placed on the mesh). ``specs_tree`` is a resolved
+    specs tree (a prefix of ``tree``). Without a mesh of more than one device (neither in the
+    context nor on the leaves) this is exactly the grouping step,
+    :func:`optorth.matrices._grouping.map_stacks`.
 
     Returns:
       The mapped tree; its matrix leaves keep their input shardings.
     """
     if distribute not in DISTRIBUTE:
-        raise ValueError(f"distribute={distribute!r}; expected None, True or False.")
-    matrix_leaves = _matrix_leaves(tree, specs)
+        raise ValueError(f"map_matrices: distribute={distribute!r}; expected None (distribute "
+                         f"sharded stacks), True (every stack) or False (none).")
+    matrix_leaves = _matrix_leaves(tree, specs_tree)
     mesh = find_mesh(list(matrix_leaves.values()))
     if mesh is None:
-        return map_matrix_groups(lambda *s: fn(consts, *s), tree, specs, *rest,
-                                 transpose_tall=transpose_tall)
+        return map_stacks(lambda *s: fn(consts, *s), tree, specs_tree, rest,
+                          transpose_tall=transpose_tall)
     axes = _usable_axes(mesh)
     explicit = bool(set(getattr(mesh, "explicit_axes", ())) & set(axes))
     sharded = {i: _is_sharded(x) for i, x in matrix_leaves.items()}
@@ -186,14 +180,24 @@ def sharded_map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, consts
     wrap = _stack_wrapper(axes, mesh, distribute_group)
 
     def run(consts, tree, *rest):
-        out = map_matrix_groups(lambda *s: fn(consts, *s), tree, specs, *rest,
-                                transpose_tall=transpose_tall, wrap_stack=wrap)
-        return _tie_to_inputs(out, tree, specs)
+        out = map_stacks(lambda *s: fn(consts, *s), tree, specs_tree, rest,
+                         transpose_tall=transpose_tall, wrap_stack=wrap)
+        return _tie_to_inputs(out, tree, specs_tree)
 
     if not explicit:
         return run(consts, tree, *rest)
     out_shardings = jax.tree.map(lambda x: _typeof(x).sharding, tree)
     return jax.sharding.auto_axes(run, out_sharding=out_shardings)(consts, tree, *rest)
+
+
+def sharded_map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, consts=None,
+                              transpose_tall: bool = False, distribute: bool | None = None):
+    """Transitional: :func:`optorth.matrices.map_matrices` with ``fn(consts, *stacks)`` always.
+
+    ``specs`` must already be a specs tree (a prefix of ``tree``).
+    """
+    return map_sharded(fn, tree, specs, rest, consts=consts, transpose_tall=transpose_tall,
+                       distribute=distribute)
 
 
 def call_replicated(fn: Callable[..., Any], *args):
