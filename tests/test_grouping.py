@@ -1,7 +1,8 @@
 """Grouped, batched orthogonalization equals the per-leaf computation.
 
-Reference: one engine call per leaf through ``optorth.map_matrices`` (the path before
-grouping). Float32 results are compared bit for bit. XLA may compute one matrix of a batch
+Reference: one engine call per leaf and block (``_one_call_per_leaf``, the path before
+grouping), against ``optorth.matrices.map_matrices``, which stacks equal shapes. Float32
+results are compared bit for bit. XLA may compute one matrix of a batch
 differently depending on the batch size for some small shapes (its CPU dot kernels split
 the work by size: measured on 32×64 Gram products, not on 64×128 or GPT-2's 768×3072), so
 the shapes here are ≥ 64 on the short side. With a bf16 compute dtype on float32 inputs the
@@ -25,8 +26,9 @@ import pytest
 
 import optorth
 from optorth import MatrixSpec
-from optorth.matrices._grouping import describe_groups, map_matrix_groups, plan_groups
 from optorth.blocks._soft_threshold import clip_at_quantile
+from optorth.matrices import describe_groups, map_matrices
+from optorth.matrices._grouping import plan_groups
 
 
 def _normal(shape, seed, dtype=jnp.float32):
@@ -54,6 +56,16 @@ SPECS = {
     "qkv": MatrixSpec(blocks=(1, (128, 128, 64))), "square": MatrixSpec(),
     "bias": "fallback", "half": MatrixSpec(),
 }
+
+
+def _one_call_per_leaf(fn, tree, specs):
+    """The reference mapper: ``fn`` on each ``(B, m, n)`` group of each leaf on its own."""
+    def leaf(spec, x):
+        if not isinstance(spec, MatrixSpec):
+            return x
+        return spec.from_groups([fn(g) for g in spec.to_groups(x)], x.shape)
+
+    return jax.tree.map(leaf, specs, tree, is_leaf=lambda s: isinstance(s, (MatrixSpec, str)))
 
 
 def _leaves(tree):
@@ -89,7 +101,7 @@ def test_one_call_per_stack_and_a_readable_summary():
         return stack * 2.0
 
     tree = _tree()
-    out = map_matrix_groups(fn, tree, SPECS, transpose_tall=True)
+    out = map_matrices(fn, tree, SPECS, transpose_tall=True)
     assert sorted(calls) == sorted([(10, 64, 128), (2, 64, 64), (1, 64, 128)])
     for key in tree:
         expected = tree[key] if key == "bias" else tree[key] * 2.0
@@ -100,16 +112,45 @@ def test_one_call_per_stack_and_a_readable_summary():
 
 def test_shape_changing_function_is_refused():
     with pytest.raises(ValueError, match="must keep the shape"):
-        map_matrix_groups(lambda s: s[:, :1], {"w": jnp.ones((4, 8))}, {"w": MatrixSpec()})
+        map_matrices(lambda s: s[:, :1], {"w": jnp.ones((4, 8))}, {"w": MatrixSpec()})
 
 
 def test_masked_nodes_and_extra_trees_pass_through():
     tree = {"a": _normal((64, 128), 0), "b": optax.MaskedNode()}
     other = {"a": _normal((64, 128), 1), "b": optax.MaskedNode()}
     specs = {"a": MatrixSpec(), "b": optax.MaskedNode()}
-    out = map_matrix_groups(lambda s, o: s + o, tree, specs, other)
+    out = map_matrices(lambda s, o: s + o, tree, specs, other)
     np.testing.assert_array_equal(out["a"], tree["a"] + other["a"])
     assert isinstance(out["b"], optax.MaskedNode)
+
+
+def test_grouping_is_exact_for_a_per_matrix_function_and_consts_come_first():
+    """Stacking is invisible to a per-matrix function: bit-identical to one call per leaf
+    (also with tall matrices merged, for a function that commutes with transposition)."""
+    tree = {k: v for k, v in _tree().items() if k != "half"}
+    specs = _specs(tree)
+
+    def fn(m):
+        return m / jnp.max(jnp.abs(m), axis=(-2, -1), keepdims=True)
+
+    expected = jax.jit(lambda t: _one_call_per_leaf(fn, t, specs))(tree)
+    for tall in (False, True):
+        got = jax.jit(lambda t, tall=tall: map_matrices(fn, t, specs, transpose_tall=tall))(tree)
+        for key in tree:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    scaled = map_matrices(lambda c, m: c["k"] * m, tree, specs, consts={"k": jnp.float32(3)})
+    np.testing.assert_array_equal(scaled["dense"], 3 * tree["dense"])
+    np.testing.assert_array_equal(scaled["bias"], tree["bias"])
+
+
+def test_default_specs_are_the_default_routing():
+    tree = {"embed": jnp.ones((10, 4)), "w": jnp.ones((4, 8)), "b": jnp.ones(8)}
+    out = map_matrices(lambda m: -m, tree, None)
+    np.testing.assert_array_equal(out["w"], -tree["w"])
+    np.testing.assert_array_equal(out["embed"], tree["embed"])
+    assert describe_groups(tree) == "4x8 float32: 1 matrices from 1 leaves"
+    with pytest.raises(ValueError, match=r"map_matrices: Leaf 'stack' of shape \(3, 4, 8\)"):
+        map_matrices(lambda m: m, {"stack": jnp.ones((3, 4, 8))}, None)
 
 
 def _specs(tree):
@@ -117,25 +158,22 @@ def _specs(tree):
 
 
 def _per_leaf(tx_kwargs, tree):
-    """The reference: one newton_schulz call per leaf (map_matrices), same table/options."""
+    """The reference: one Newton–Schulz call per leaf and block, same table and options."""
     specs = _specs(tree)
-    tx = optorth.orthogonalize(specs=specs, **tx_kwargs)
+    tx_kwargs = dict(tx_kwargs)
+    adaptive = tx_kwargs.pop("adaptive", False)
+    ns = optorth.NewtonSchulz(**{"method": "standard", **tx_kwargs})
+    tx = optorth.orthogonalize(ns, specs=specs, adaptive=adaptive)
     state = tx.init(tree)
-    schedule = tx_kwargs.get("schedule", "jordan")
-    sched = optorth.resolve_schedule(schedule)
-    adaptive = tx_kwargs.get("adaptive", False)
 
     def direction(mats):
-        out = optorth.newton_schulz(mats, state.coeffs, precondition=sched.precondition,
-                                    safety=sched.safety, method=tx_kwargs.get("method",
-                                                                              "standard"),
-                                    dtype=tx_kwargs.get("dtype"))
+        out = ns.apply(mats)
         if adaptive:
             dual = jnp.sum(mats * out, axis=(-2, -1), keepdims=True)
             out = out * dual
         return out
 
-    return tx, state, jax.jit(lambda t: optorth.map_matrices(direction, t, specs))(tree)
+    return tx, state, jax.jit(lambda t: _one_call_per_leaf(direction, t, specs))(tree)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -184,14 +222,16 @@ def test_bf16_compute_matches_per_leaf_to_half_an_ulp():
 _EXACT_BF16 = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optorth
     from optorth import MatrixSpec
-    from optorth.matrices._grouping import map_matrix_groups
+    from optorth.matrices import map_matrices
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     tree = {"a": jax.random.normal(keys[0], (64, 128)), "b": jax.random.normal(keys[1], (128, 64)),
             "c": jax.random.normal(keys[2], (3, 64, 128))}
     specs = {"a": MatrixSpec(), "b": MatrixSpec(), "c": MatrixSpec.stacked()}
-    ns = lambda m: optorth.newton_schulz(m, "jordan", method="gram", dtype=jnp.bfloat16)
-    ref = jax.jit(lambda t: optorth.map_matrices(ns, t, specs))(tree)
-    got = jax.jit(lambda t: map_matrix_groups(ns, t, specs, transpose_tall=True))(tree)
+    config = optorth.NewtonSchulz("jordan", method="gram", dtype=jnp.bfloat16)
+    ns = config.apply
+    ref = {k: specs[k].from_matrices(ns(specs[k].to_matrices(x)), x.shape)
+           for k, x in tree.items()}  # one call per leaf
+    got = jax.jit(lambda t: map_matrices(ns, t, specs, transpose_tall=True))(tree)
     assert all(bool(jnp.array_equal(ref[k], got[k])) for k in tree), "not bit-identical"
 """)
 
@@ -211,8 +251,8 @@ def test_soft_threshold_groups_to_one_ulp():
     tree = {k: v for k, v in _tree().items() if k != "half"}
     specs = _specs(tree)
     clipped, _ = jax.jit(optorth.soft_threshold(0.9, specs=specs).update)(tree, ())
-    expected = jax.jit(lambda t: optorth.map_matrices(lambda m: clip_at_quantile(m, 0.9), t,
-                                                      specs))(tree)
+    expected = jax.jit(lambda t: _one_call_per_leaf(lambda m: clip_at_quantile(m, 0.9), t,
+                                                    specs))(tree)
     for key in tree:
         np.testing.assert_array_max_ulp(clipped[key], expected[key], maxulp=1)
 
@@ -221,8 +261,8 @@ def test_hybrid_auon_groups_exactly():
     tree = {k: v for k, v in _tree().items() if k != "half"}
     specs = _specs(tree)
     hybrid, _ = jax.jit(optorth.dualize("hybrid_auon", specs=specs).update)(tree, ())
-    lmo = optorth.get_norm("hybrid_auon").lmo
-    expected = jax.jit(lambda t: optorth.map_matrices(lmo, t, specs))(tree)
+    lmo = optorth.norms.as_norm("hybrid_auon").lmo
+    expected = jax.jit(lambda t: _one_call_per_leaf(lmo, t, specs))(tree)
     for key in tree:
         np.testing.assert_array_max_ulp(hybrid[key], expected[key], maxulp=1)
 
@@ -231,7 +271,8 @@ def test_muon_bf16_iteration_with_float32_momentum_end_to_end():
     """ns_dtype (the iteration) and mu_dtype (state, normalization) are independent."""
     params = {"w": _normal((64, 128), 0, jnp.bfloat16), "b": jnp.zeros((128,), jnp.bfloat16)}
     grads = {"w": _normal((64, 128), 1, jnp.bfloat16), "b": jnp.ones((128,), jnp.bfloat16)}
-    tx = optorth.muon(learning_rate=1.0, ns_dtype=jnp.bfloat16, mu_dtype="float32", scale=None)
+    bf16 = optorth.NewtonSchulz("jordan", dtype=jnp.bfloat16)
+    tx = optorth.muon(learning_rate=1.0, ns=bf16, mu_dtype="float32", scale=None)
     state = tx.init(params)
     moments = [x for x in jax.tree.leaves(state) if x.shape == (64, 128)]
     assert moments and all(x.dtype == jnp.float32 for x in moments)
@@ -241,7 +282,7 @@ def test_muon_bf16_iteration_with_float32_momentum_end_to_end():
     # u = (1-β)g + β m), float32 normalization, bf16 iteration, output cast to bf16.
     g = grads["w"].astype(jnp.float32)
     nesterov = 0.05 * g + 0.95 * (0.05 * g)
-    direction = optorth.newton_schulz(nesterov, "jordan", dtype=jnp.bfloat16)
+    direction = optorth.newton_schulz(nesterov, bf16)
     np.testing.assert_array_equal(updates["w"], (-direction).astype(jnp.bfloat16))
     # bf16 iterations really ran: they differ from the float32 iteration by bf16 round-off.
     f32 = optorth.newton_schulz(nesterov, "jordan")
