@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from optorth._checks import check_choice, check_dtype, check_positive, check_positive_int
-from optorth.ns._engine import METHODS, newton_schulz_table
+from optorth.ns._engine import METHODS, check_matrices, newton_schulz_table
 from optorth.ns._online import OnlineLearning
-from optorth.ns._presets import PER_SHAPE_PRESETS, resolve_schedule
+from optorth.ns._presets import PER_SHAPE_PRESETS, as_schedule, resolve_schedule
 from optorth.ns._schedule import PRECONDITIONS, Schedule
 from optorth.ns._validate import validate_schedule
 
@@ -30,33 +30,27 @@ _WHO = "NewtonSchulz"
 
 
 def _as_schedule(schedule) -> str | Schedule:
-    """A preset name (checked), a :class:`Schedule`, or a raw ``(T, 3)`` table → Schedule."""
-    if isinstance(schedule, Schedule) or (isinstance(schedule, str)
-                                          and schedule in PER_SHAPE_PRESETS):
+    """A per-shape or checked preset name (kept as the name), or a :class:`Schedule`."""
+    if isinstance(schedule, str) and schedule in PER_SHAPE_PRESETS:
         return schedule
     if isinstance(schedule, str):
-        resolve_schedule(schedule)  # raises with the known names
+        as_schedule(_WHO, schedule)  # raises with the closest known name
         return schedule
-    if isinstance(schedule, jax.core.Tracer):
-        raise ValueError(f"{_WHO}: schedule must be concrete; a traced table cannot be "
-                         f"validated. To differentiate through the engine pass the table as "
-                         f"optorth.newton_schulz(x, ns, coeffs=table).")
-    table = np.asarray(schedule, dtype=np.float64)
-    if table.ndim != 2 or table.shape[-1] != 3:
-        raise ValueError(f"{_WHO}: a raw coefficient table must have shape (T, 3) with T >= 1; "
-                         f"got shape {table.shape}. Pass a preset name such as 'jordan', an "
-                         f"optorth.Schedule, or a (T, 3) array.")
-    return Schedule(table=tuple(map(tuple, table)), name="custom")
+    return as_schedule(_WHO, schedule)
 
 
 @functools.lru_cache(maxsize=256)
-def _checked_rows(schedule: Schedule, steps: int | None) -> np.ndarray:
+def _checked_rows(schedule: Schedule, steps: int | None, shape=None) -> np.ndarray:
     """The schedule's rows for ``steps``, after ``validate_schedule`` accepted them."""
-    rows = schedule.rows(steps)
+    try:
+        rows = schedule.rows(steps)
+    except ValueError as err:
+        raise ValueError(f"{_WHO}: {err}") from None
     report = validate_schedule(schedule, steps=steps)
     if not report.ok:
+        where = "" if shape is None else f" (the table for matrices of shape {shape})"
         raise ValueError(
-            f"{_WHO}: schedule {schedule.name!r} with {len(rows)} steps is rejected by "
+            f"{_WHO}: schedule {schedule.name!r}{where} with {len(rows)} steps is rejected by "
             f"optorth.validate_schedule: {report.reason} It would produce exploding or NaN "
             f"updates. Use a preset ('jordan', 'polar_express5', ...), a generator "
             f"(optorth.ns.polar_express_schedule(steps)) or optorth.fit_schedule(steps).")
@@ -152,8 +146,14 @@ class NewtonSchulz:
         return resolve_schedule(self.schedule, shape=shape)
 
     def table(self, shape=None) -> np.ndarray:
-        """The validated ``(T, 3)`` float64 coefficients for matrices of ``shape``."""
-        return _checked_rows(self.schedule_for(shape), self.steps)
+        """The validated ``(T, 3)`` float64 coefficients for matrices of ``shape``.
+
+        Raises:
+          ValueError: if ``optorth.validate_schedule`` rejects the table for ``shape`` (a
+            per-shape schedule is validated shape by shape).
+        """
+        shape = None if shape is None or not self.per_shape else tuple(shape)
+        return _checked_rows(self.schedule_for(shape), self.steps, shape)
 
     def normalization(self, shape=None) -> tuple[float, str]:
         """``(safety, precondition)`` for matrices of ``shape``."""
@@ -162,6 +162,7 @@ class NewtonSchulz:
 
     def apply(self, x, coeffs=None) -> jax.Array:
         """Orthogonalizes every matrix of ``x`` (``(..., m, n)``); see :func:`newton_schulz`."""
+        x = check_matrices(x, "newton_schulz")
         if coeffs is None:
             coeffs = jnp.asarray(self.table(x.shape[-2:]), jnp.float32)
         safety, precondition = self.normalization(x.shape[-2:])

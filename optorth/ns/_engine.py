@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optorth.ns._presets import resolve_schedule
-from optorth.ns._schedule import PRECONDITIONS, Schedule
+from optorth._checks import check_choice
+from optorth.ns._schedule import PRECONDITIONS, check_table
 
 METHODS = ("standard", "gram", "auto")
 #: ``method="auto"`` uses the Gram iteration when n / m reaches this aspect ratio (wide
@@ -35,56 +35,35 @@ METHODS = ("standard", "gram", "auto")
 GRAM_CROSSOVER = 2.0
 _POWER_ITERS = 24
 _POWER_VECTORS = 8
-_SPECTRAL_MARGIN = 1.02
+#: ``precondition="spectral"`` divides by σ_max estimated by power iteration times this
+#: margin (the estimate is a lower bound); offline and online fits normalize spectra alike.
+SPECTRAL_MARGIN = 1.02
 #: ``jax_default_matmul_precision`` values that keep float32 matmuls at float32 accuracy.
 _FULL_F32_PRECISIONS = (
     "highest", "float32", "f32_f32_f32", "bf16_bf16_f32_x6", "bf16_bf16_f32_x9", "f64_f64_f64"
 )
 
 
-def _mT(x):
-    return jnp.swapaxes(x, -1, -2)
-
-
-def _check_input(x) -> jax.Array:
-    x = jnp.asarray(x)
+def check_matrices(x, who: str = "newton_schulz") -> jax.Array:
+    """``x`` as a JAX array if it is a floating batch of matrices ``(..., m, n)``."""
+    if isinstance(x, (str, bytes)) or x is None:
+        raise ValueError(f"{who} expects a floating array of shape (..., m, n); got {x!r}.")
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{who} expects a floating array of shape (..., m, n); got "
+                         f"{type(x).__name__} ({err}).") from None
     if x.ndim < 2:
         raise ValueError(
-            f"newton_schulz expects an array of shape (..., m, n) with rank >= 2; got shape "
+            f"{who} expects an array of shape (..., m, n) with rank >= 2; got shape "
             f"{x.shape}. Reshape vectors to (1, n) or route them to a non-matrix optimizer."
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(
-            f"newton_schulz expects a floating-point array; got dtype {x.dtype} for shape "
+            f"{who} expects a floating-point array; got dtype {x.dtype} for shape "
             f"{x.shape}. Cast with x.astype(jnp.float32)."
         )
     return x
-
-
-def _resolve(schedule, shape, steps, safety, precondition) -> tuple[Any, float, str]:
-    """Returns the (T, 3) coefficients, the safety factor and the preconditioning."""
-    if isinstance(schedule, (str, Schedule)):
-        sched = resolve_schedule(schedule, shape=shape)
-        coeffs = jnp.asarray(sched.rows(steps), dtype=jnp.float32)
-        safety = sched.safety if safety is None else safety
-        precondition = sched.precondition if precondition is None else precondition
-    else:
-        coeffs = jnp.asarray(schedule)
-        if coeffs.ndim != 2 or coeffs.shape[-1] != 3:
-            raise ValueError(
-                f"A raw coefficient table must have shape (T, 3); got {coeffs.shape}. Pass a "
-                f"preset name such as 'jordan', an optorth.Schedule, or a (T, 3) array."
-            )
-        if steps is not None and steps != coeffs.shape[0]:
-            raise ValueError(
-                f"steps={steps} but the raw table has {coeffs.shape[0]} rows; a raw table runs "
-                f"exactly its own rows. Wrap it in optorth.Schedule(..., extend='repeat_last')."
-            )
-        safety = 1.0 if safety is None else safety
-        precondition = "frobenius" if precondition is None else precondition
-    if precondition not in PRECONDITIONS:
-        raise ValueError(f"precondition={precondition!r}; expected one of {PRECONDITIONS}.")
-    return coeffs, float(safety), precondition
 
 
 def _max_abs_prescale(x):
@@ -94,7 +73,7 @@ def _max_abs_prescale(x):
 
 
 def _gram(x):
-    return x @ _mT(x)
+    return x @ x.mT
 
 
 def _frobenius(x, safety, eps):
@@ -121,7 +100,7 @@ def _spectral(x, safety, eps):
 
     Runs ``_POWER_VECTORS`` independent power iterations (``_POWER_ITERS`` steps each) and
     keeps the largest Rayleigh estimate ‖Av‖, a lower bound on λ_max = σ_max², then divides
-    by √λ·``_SPECTRAL_MARGIN``. An estimate that falls short by more than the margin leaves
+    by √λ·``SPECTRAL_MARGIN``. An estimate that falls short by more than the margin leaves
     σ_max above 1, which the Polar Express tables do not survive (σ ≈ 1.03 is enough to
     diverge), and a single start vector falls short whenever its component along the top
     singular vector is small: with one vector and 16 steps, a 768-row matrix whose top σ
@@ -139,7 +118,7 @@ def _spectral(x, safety, eps):
     v = jax.lax.fori_loop(0, _POWER_ITERS, body, v)
     lam = jnp.max(jnp.linalg.norm(a @ v, axis=-2), axis=-1)[..., None, None]
     s4 = jnp.sqrt(jnp.sqrt(jnp.sum(jnp.square(a), axis=(-2, -1), keepdims=True)))
-    sigma = jnp.minimum(jnp.sqrt(lam) * _SPECTRAL_MARGIN, s4)
+    sigma = jnp.minimum(jnp.sqrt(lam) * SPECTRAL_MARGIN, s4)
     scale = 1.0 / (sigma * safety + eps)
     return x * scale, a * jnp.square(scale)
 
@@ -149,7 +128,7 @@ def _aol(x, safety, eps):
     a = _gram(x)
     s = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(a), axis=-1, keepdims=True), eps))
     s = s / safety
-    return x * s, a * s * _mT(s)
+    return x * s, a * s * s.mT
 
 
 _PRECONDITIONERS = {
@@ -254,84 +233,71 @@ def _gram_iteration(x, coeffs, a_mat, restart):
 
 
 def choose_method(shape, method: str = "auto") -> str:
-    """The iteration ``newton_schulz`` runs for a matrix shape: ``"standard"`` or ``"gram"``."""
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; expected one of {METHODS}.")
+    """The iteration ``newton_schulz`` runs for a matrix shape: ``"standard"`` or ``"gram"``.
+
+    Example:
+      >>> import optorth
+      >>> optorth.ns.choose_method((256, 1024)), optorth.ns.choose_method((512, 512))
+      ('gram', 'standard')
+    """
+    check_choice("choose_method", "method", method, METHODS)
     if method != "auto":
         return method
     m, n = sorted(shape[-2:])
     return "gram" if m > 1 and n >= GRAM_CROSSOVER * m else "standard"
 
 
-def newton_schulz(
-    x,
-    schedule: str | Schedule | Any = "jordan",
-    *,
-    steps: int | None = None,
-    precondition: str | None = None,
-    method: str = "standard",
-    dtype: Any = None,
-    eps: float = 1e-7,
-    safety: float | None = None,
-    restart: int | None = None,
-) -> jax.Array:
-    """Approximates the polar factor U Vᵀ of every matrix in ``x`` by Newton–Schulz.
+def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "frobenius",
+                        method: str = "standard", dtype: Any = None, eps: float = 1e-7,
+                        restart: int | None = None) -> jax.Array:
+    """Runs Newton–Schulz on every matrix of ``x`` with a raw ``(T, 3)`` table (maybe traced).
 
-    Each matrix ``X = U S Vᵀ`` of ``x`` (shape ``(..., m, n)``; leading axes are a batch)
-    becomes ``U φ(S) Vᵀ`` where φ is the composition of the schedule's odd quintics. Tall
-    matrices are transposed to the wide orientation internally. The input is first divided
-    by its largest entry and then normalized (in float32) so that σ_max ≤ 1, which keeps
-    inputs of magnitude 1e-30 or 1e30 finite; a zero matrix maps to zeros.
+    The iteration behind :func:`optorth.newton_schulz` and the orthogonalize block: ``x`` is
+    divided by its largest entry, normalized in float32 by ``precondition`` (so that
+    σ_max ≤ 1/``safety``), cast to ``dtype`` and then each row (a, b, c) maps every singular
+    value σ to aσ + bσ³ + cσ⁵. Tall matrices run in the wide orientation. The table is not
+    validated here (it may be traced, e.g. being learned; the result is differentiable with
+    respect to it): use :class:`optorth.NewtonSchulz` for concrete tables.
 
     Args:
-      x: floating array of shape ``(..., m, n)``.
-      schedule: a preset name (``"jordan"``, ``"you"``, ``"you6"``, ``"polar_express"``,
-        ``"polar_express5"``, ``"turbo"``, ``"root"`` (looked up by shape), ...), an
-        :class:`optorth.Schedule`, or a raw ``(T, 3)`` array (possibly traced, so the
-        result is differentiable with respect to the coefficients).
-      steps: number of steps; ``None`` runs the schedule's own length. Other counts follow
-        the schedule's ``extend`` rule and raise where it defines none.
+      x: floating array of shape ``(..., m, n)``; leading axes are a batch.
+      coeffs: ``(T, 3)`` table of rows ``(a, b, c)``, T ≥ 1.
+      safety: the normalizer is multiplied by it (≥ 1; a schedule's ``safety``).
       precondition: ``"frobenius"`` (divide by ‖X‖_F), ``"schatten"`` (by ‖X‖_S4, reusing
-        XXᵀ), ``"spectral"`` (by a power-iteration estimate of ‖X‖₂, reusing XXᵀ) or
-        ``"aol"`` (Turbo-Muon's row scaling, reusing XXᵀ). ``None`` uses the schedule's own.
+        XXᵀ), ``"spectral"`` (by a power-iteration estimate of ‖X‖₂ times
+        :data:`SPECTRAL_MARGIN`, reusing XXᵀ) or ``"aol"`` (Turbo-Muon's row scaling).
       method: ``"standard"`` (the plain quintic iteration), ``"gram"`` (iterate on the m×m
         Gram matrix and apply the accumulated polynomial once; faster for n ≫ m) or
-        ``"auto"`` (Gram when n ≥ ``GRAM_CROSSOVER``·m).
-      dtype: compute dtype of the iteration (e.g. ``jnp.bfloat16``); normalization is
-        always done in float32. ``None`` uses the input's dtype promoted to float32.
-      eps: added to the normalizer.
-      safety: overrides the schedule's normalization safety factor.
-      restart: for ``method="gram"``, recompute X and its Gram matrix every ``restart``
+        ``"auto"`` (Gram when n ≥ :data:`GRAM_CROSSOVER`·m).
+      dtype: compute dtype of the iteration (e.g. ``jnp.bfloat16``); ``None``: the input's
+        dtype promoted to float32. Normalization always runs in at least float32.
+      eps: added to the normalizer (so a zero matrix maps to zeros).
+      restart: for the Gram iteration, recompute X and its Gram matrix every ``restart``
         steps (``0`` never restarts); ``None`` uses :func:`default_restart` of the compute
         dtype (every 2 steps in 16-bit and in float32 with reduced-precision GPU/TPU
         matmuls, every 3 in full float32, never in float64).
 
     Returns:
       An array with the shape and dtype of ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from optorth.ns._engine import newton_schulz_table
+      >>> table = jnp.asarray([(3.4445, -4.7750, 2.0315)] * 5)
+      >>> newton_schulz_table(jnp.eye(4, 8) * 3.0, table, method="gram").shape
+      (4, 8)
     """
-    x = _check_input(x)
-    coeffs, safety, precondition = _resolve(schedule, x.shape[-2:], steps, safety, precondition)
-    return newton_schulz_table(x, coeffs, safety=safety, precondition=precondition,
-                               method=method, dtype=dtype, eps=eps, restart=restart)
-
-
-def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "frobenius",
-                        method: str = "standard", dtype: Any = None, eps: float = 1e-7,
-                        restart: int | None = None) -> jax.Array:
-    """The iteration itself, on a raw ``(T, 3)`` table (possibly traced).
-
-    ``optorth.newton_schulz`` and the orthogonalize block call this with the table and the
-    normalization of a :class:`optorth.NewtonSchulz`; ``restart`` is as documented there.
-    """
-    x = _check_input(x)
+    x = check_matrices(x, "newton_schulz_table")
     shape, in_dtype = x.shape, x.dtype
-    if restart is not None and not (isinstance(restart, (int, np.integer)) and restart >= 0):
-        raise ValueError(f"restart={restart!r}; expected None or an int >= 0 (0: never).")
+    if restart is not None and (isinstance(restart, bool) or not (
+            isinstance(restart, (int, np.integer)) and restart >= 0)):
+        raise ValueError(f"newton_schulz_table: restart={restart!r}; expected None or an int "
+                         f">= 0 (0: never).")
+    coeffs = jnp.asarray(check_table("newton_schulz_table", coeffs))
     if x.size == 0:  # a zero-sized axis: nothing to orthogonalize, the result is empty too
         return x
-    coeffs = jnp.asarray(coeffs)
-    if precondition not in PRECONDITIONS:
-        raise ValueError(f"precondition={precondition!r}; expected one of {PRECONDITIONS}.")
+    check_choice("newton_schulz_table", "precondition", precondition, PRECONDITIONS)
+    check_choice("newton_schulz_table", "method", method, METHODS)
     norm_dtype = jnp.promote_types(in_dtype, jnp.float32)
     compute_dtype = jnp.dtype(norm_dtype if dtype is None else dtype)
     if not jnp.issubdtype(compute_dtype, jnp.floating):
@@ -339,7 +305,7 @@ def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "
                          f"jnp.bfloat16 or jnp.float32 (or None for the input's).")
     method = choose_method(shape, method)
     transposed = shape[-2] > shape[-1]
-    y = _mT(x) if transposed else x
+    y = x.mT if transposed else x
     y, a_mat = _PRECONDITIONERS[precondition](_max_abs_prescale(y.astype(norm_dtype)), safety, eps)
     y = y.astype(compute_dtype)
     a_mat = None if a_mat is None else a_mat.astype(compute_dtype)
@@ -349,7 +315,7 @@ def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "
         y = _gram_iteration(y, coeffs, a_mat, restart)
     else:
         y = _standard(y, coeffs, a_mat)
-    y = _mT(y) if transposed else y
+    y = y.mT if transposed else y
     chex.assert_shape(y, shape)
     return y.astype(in_dtype)
 
@@ -361,13 +327,20 @@ def polar(x) -> jax.Array:
     input's dtype. For rank-deficient matrices the factor is not unique (any completion of
     the null space is valid); the SVD's choice is returned.
     """
-    x = _check_input(x)
+    x = check_matrices(x, "polar")
     u, _, vt = jnp.linalg.svd(x.astype(jnp.promote_types(x.dtype, jnp.float32)),
                               full_matrices=False)
     return (u @ vt).astype(x.dtype)
 
 
 def polar_numpy(x) -> np.ndarray:
-    """Float64 NumPy polar factor U Vᵀ of every matrix in ``x``: ground truth for tests."""
+    """Float64 NumPy polar factor U Vᵀ of every matrix in ``x``: ground truth for tests.
+
+    Example:
+      >>> import optorth, numpy as np
+      >>> optorth.ns.polar_numpy(np.diag([2.0, -0.5]))
+      array([[ 1.,  0.],
+             [ 0., -1.]])
+    """
     u, _, vt = np.linalg.svd(np.asarray(x, dtype=np.float64), full_matrices=False)
     return u @ vt

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from optorth.ns._schedule import Schedule
+from optorth._checks import check_nonnegative, check_positive_int
+from optorth.ns._schedule import Schedule, check_below, check_safety, quintic
 
 #: Cushion of the Polar Express reference code that produced the published 8-row table:
 #: each step is optimized on [max(ℓ, cushion·u), u] and then recentred, so the polynomial
@@ -33,19 +34,10 @@ _REMEZ_TOL = 1e-15
 _REMEZ_MAX_ITERS = 100
 
 
-def _poly(row, x):
-    a, b, c = row
-    return a * x + b * x**3 + c * x**5
-
-
-def _check_args(steps, sigma_min, sigma_max):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}.")
-    if not 0.0 < float(sigma_min) < float(sigma_max):
-        raise ValueError(
-            f"Need 0 < sigma_min < sigma_max; got sigma_min={sigma_min!r}, "
-            f"sigma_max={sigma_max!r}."
-        )
+def _check_args(who, steps, sigma_min, sigma_max) -> tuple[int, float, float]:
+    steps = check_positive_int(who, "steps", steps)
+    sigma_max = check_below(who, "sigma_max", sigma_max, upper=float("inf"))
+    return steps, check_below(who, "sigma_min", sigma_min, upper=sigma_max), sigma_max
 
 
 def minimax_quintic(lo: float, hi: float) -> tuple[float, float, float]:
@@ -108,23 +100,28 @@ def polar_express_schedule(
       repeating the first row sends σ near 1 past its repelling fixed point).
 
     Example:
-      >>> optorth.newton_schulz(g, optorth.polar_express_schedule(6))
+      >>> import optorth, jax.numpy as jnp
+      >>> sched = optorth.ns.polar_express_schedule(6)
+      >>> optorth.validate_schedule(sched).ok
+      True
+      >>> optorth.newton_schulz(jnp.eye(4, 8), sched).shape
+      (4, 8)
     """
-    _check_args(steps, sigma_min, sigma_max)
-    if not float(safety) >= 1.0:
-        raise ValueError(f"safety must be >= 1; got {safety!r}.")
-    if not 0.0 <= float(cushion) < 1.0:
-        raise ValueError(f"cushion must lie in [0, 1); got {cushion!r}.")
+    who = "polar_express_schedule"
+    steps, sigma_min, sigma_max = _check_args(who, steps, sigma_min, sigma_max)
+    safety = check_safety(who, safety)
+    if not float(check_nonnegative(who, "cushion", cushion)) < 1.0:
+        raise ValueError(f"{who}: cushion must lie in [0, 1); got {cushion!r}.")
     lo, hi, rows = float(sigma_min), float(sigma_max), []
     for t in range(steps):
         row = minimax_quintic(max(lo, cushion * hi), hi)
         if cushion * hi > lo:
-            scale = 2.0 / (_poly(row, lo) + _poly(row, hi))
+            scale = 2.0 / (quintic(row, lo) + quintic(row, hi))
             row = tuple(v * scale for v in row)
         if t < steps - 1:
             row = (row[0] / safety, row[1] / safety**3, row[2] / safety**5)
         rows.append(row)
-        lo = _poly(row, lo)
+        lo = quintic(row, lo)
         hi = 2.0 - lo
     return Schedule(
         table=tuple(rows),
@@ -169,9 +166,17 @@ def cans_schedule(steps: int, *, sigma_min: float = 1e-3, sigma_max: float = 1.0
 
     Returns:
       A :class:`optorth.Schedule` (Frobenius normalization, no safety factor,
-      ``extend="truncate"``); use it as ``optorth.newton_schulz(x, cans_schedule(8))``.
+      ``extend="truncate"``).
+
+    Example:
+      >>> import optorth, jax.numpy as jnp
+      >>> sched = optorth.ns.cans_schedule(8)
+      >>> sched.table[0][2], optorth.validate_schedule(sched).ok
+      (0.0, True)
+      >>> optorth.newton_schulz(jnp.eye(4, 8), sched).shape
+      (4, 8)
     """
-    _check_args(steps, sigma_min, sigma_max)
+    steps, sigma_min, sigma_max = _check_args("cans_schedule", steps, sigma_min, sigma_max)
     lo, hi, rows = float(sigma_min), float(sigma_max), []
     for _ in range(steps):
         alpha, beta, err = minimax_cubic(lo, hi)

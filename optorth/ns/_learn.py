@@ -42,17 +42,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optorth._checks import check_choice, check_positive_int
 from optorth.ns import _objectives as obj
+from optorth.ns._engine import SPECTRAL_MARGIN
 from optorth.ns._generators import polar_express_schedule
 from optorth.ns._presets import PRESETS, resolve_schedule
-from optorth.ns._schedule import PRECONDITIONS, Schedule
+from optorth.ns._schedule import PRECONDITIONS, Schedule, check_table
 from optorth.ns._validate import ScheduleReport, validate_schedule
 
 OBJECTIVES = ("scalar", "band", "matrix")
 SPECTRUM_FAMILIES = ("log_uniform", "gaussian", "power_law")
 _GRID_POINTS = 2048
 _NUM_STARTS = 11
-_SPECTRAL_MARGIN = 1.02  # the engine's power-iteration margin (precondition="spectral")
 #: Polar Express starting tables use this safety factor, which keeps their overshoot inside
 #: the fit's escape margin (with 1.0 the first row's image touches the next row's fixed point).
 _INIT_SAFETY = 1.03
@@ -121,7 +122,7 @@ def normalize_spectra(spectra: np.ndarray, precondition: str) -> np.ndarray:
     if precondition == "schatten":
         return spectra / np.sum(spectra**4, axis=-1, keepdims=True) ** 0.25
     if precondition == "spectral":
-        return spectra / (_SPECTRAL_MARGIN * spectra.max(axis=-1, keepdims=True))
+        return spectra / (SPECTRAL_MARGIN * spectra.max(axis=-1, keepdims=True))
     raise ValueError(
         f"precondition={precondition!r} is not a function of the spectrum alone; fit it with "
         f"objective='matrix' (which runs the engine's own preconditioning) or shape=None."
@@ -168,7 +169,7 @@ def _initial_tables(steps: int, init, bounds) -> tuple[np.ndarray, list[str]]:
         if isinstance(init, (str, Schedule)):
             sched = resolve_schedule(init)
             return sched.rows(steps)[None], [sched.name]
-        table = np.asarray(init, np.float64)
+        table = check_table("fit_schedule", init)
         if table.shape != (steps, 3):
             raise ValueError(f"init must have shape ({steps}, 3); got {table.shape}.")
         return table[None], ["array"]
@@ -348,10 +349,8 @@ def matrix_data(shape, count, *, spectrum="log_uniform", spectra=None, sigma_min
 
 # ----- public API ------------------------------------------------------------------------------
 def _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}.")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r}; expected one of {OBJECTIVES}.")
+    check_positive_int("fit_schedule", "steps", steps)
+    check_choice("fit_schedule", "objective", objective, OBJECTIVES)
     if not 0.0 < float(sigma_min) < 1.0:
         raise ValueError(f"sigma_min must lie in (0, 1); got {sigma_min!r}.")
     if precondition not in PRECONDITIONS:
@@ -474,8 +473,12 @@ def fit_schedule(
       FitError: if no fitted table passes ``validate_schedule`` (or the band constraint).
 
     Example:
-      >>> sched = optorth.fit_schedule(4)
-      >>> optorth.newton_schulz(g, sched)
+      >>> import optorth, jax.numpy as jnp
+      >>> sched = optorth.fit_schedule(3, iterations=200, search=0)
+      >>> optorth.validate_schedule(sched).ok
+      True
+      >>> optorth.newton_schulz(jnp.eye(4, 8), sched).shape
+      (4, 8)
     """
     _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype)
     if objective == "matrix":

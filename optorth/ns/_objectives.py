@@ -1,7 +1,7 @@
 """Differentiable objectives for fitting Newton–Schulz coefficient tables.
 
 A table ``c`` of ``T`` rows ``(a_t, b_t, c_t)`` acts on each normalized singular value σ by
-the composed odd quintic φ_c = p_T ∘ … ∘ p_1, p_t(x) = a_t x + b_t x³ + c_t x⁵ (REFERENCE §2).
+the composed odd quintic φ_c = p_T ∘ … ∘ p_1, p_t(x) = a_t x + b_t x³ + c_t x⁵ (Polar Express §2).
 Everything here is a pure JAX function of ``c`` (a traced ``(T, 3)`` array), so ``jax.grad``
 and optax fit it:
 
@@ -33,6 +33,8 @@ flip) and below the repelling fixed point τ_{t+1} of the next row (no escape):
 ``ESCAPE_MARGIN`` and must finally pass ``validate_schedule``.
 
 References:
+  Amsel et al., "The Polar Express: Optimal Matrix Sign Methods and Their Application to the
+  Muon Algorithm" (arXiv 2505.16932), §2: a schedule acts on each σ by its composed quintics.
   Cesista, You, Jordan, "Squeezing 1-2% efficiency gains out of Muon by optimizing the
   Newton-Schulz coefficients" (blog, Feb 2025): scalar loss on a σ grid with penalties.
   Grishina, Smirnov, Rakhuba, CANS (arXiv 2506.10935): maximize p′(0) within a δ-band.
@@ -46,7 +48,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optorth.ns._engine import newton_schulz
+from optorth.ns._engine import newton_schulz_table
+from optorth.ns._schedule import quintic
 
 #: Relative margin that fitted tables keep below the next row's repelling fixed point: an
 #: image that touches it (as Polar Express's first row nearly does) lets bf16 round-off push
@@ -72,12 +75,6 @@ class LossWeights(NamedTuple):
     penalty: float = 1e4
     band: float = 100.0
     tau: float = 0.01
-
-
-def quintic(row, x):
-    """p(x) = ax + bx³ + cx⁵ in Horner form (``row`` = (a, b, c))."""
-    y = x * x
-    return x * (row[0] + y * (row[1] + y * row[2]))
 
 
 def composed_map(coeffs, sigma):
@@ -258,12 +255,13 @@ def matrix_loss(coeffs, mats, u, v, mask, loss_weights: LossWeights, *, precondi
       u, v: their singular vectors, ``(B, m, k)`` and ``(B, n, k)``.
       mask: ``(B, k)`` weights of the directions (0 for directions outside the target range).
       loss_weights: :class:`LossWeights`.
-      precondition, safety, dtype: passed to ``optorth.newton_schulz``.
+      precondition, safety, dtype: the engine's settings (``newton_schulz_table``).
 
     Returns:
       The scalar loss.
     """
-    out = newton_schulz(mats, coeffs, precondition=precondition, safety=safety, dtype=dtype)
+    out = newton_schulz_table(mats, coeffs, precondition=precondition, safety=safety,
+                              dtype=dtype)
     errors = jnp.abs(direction_gains(out, u, v) - 1.0)
     errors = jnp.where(jnp.isfinite(errors), jnp.minimum(errors, CAP), CAP)
     mean = jnp.sum(mask * errors) / jnp.sum(mask)
@@ -280,7 +278,7 @@ def orthogonality_loss(out):
     """
     o = out.astype(jnp.float32)
     if o.shape[-2] > o.shape[-1]:
-        o = jnp.swapaxes(o, -1, -2)
-    gram = o @ jnp.swapaxes(o, -1, -2)
+        o = o.mT
+    gram = o @ o.mT
     eye = jnp.eye(gram.shape[-1], dtype=gram.dtype)
     return jnp.mean(jnp.sum(jnp.square(gram - eye), axis=(-2, -1)) / gram.shape[-1])

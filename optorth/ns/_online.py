@@ -27,10 +27,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optorth._checks import (
+    check_choice,
+    check_dtype,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 from optorth.ns import _objectives as obj
-from optorth.ns._engine import newton_schulz
+from optorth.ns._engine import SPECTRAL_MARGIN, newton_schulz_table
+from optorth.ns._schedule import PRECONDITIONS, check_table
 
 ONLINE_OBJECTIVES = ("orthogonality", "spectrum")
+_WHO = "OnlineLearning"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +60,17 @@ class OnlineLearning:
       max_error: if set, also reject tables with max |φ − 1| on [sigma_min, 1] above it.
       margin: reject tables whose image at some step comes within this relative margin of
         the next row's repelling fixed point (0: the validator's rule; fits use 0.02).
+
+    Raises:
+      ValueError: where it is built, for a non-positive or non-integer count, an unknown
+        objective, a learning rate that is not a finite number > 0, sigma_min outside
+        (0, 1), max_error ≤ 0, margin outside [0, 1) or a non-floating dtype.
+
+    Example:
+      >>> import optorth
+      >>> ns = optorth.NewtonSchulz("polar_express5", learn=optorth.OnlineLearning(every=200))
+      >>> ns.learn.every
+      200
     """
 
     every: int = 100
@@ -64,19 +84,25 @@ class OnlineLearning:
     margin: float = 0.0
 
     def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         for name in ("every", "inner_steps", "max_matrices"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"OnlineLearning.{name} must be a positive int; got {value!r}.")
-        if self.objective not in ONLINE_OBJECTIVES:
-            raise ValueError(f"OnlineLearning.objective={self.objective!r}; expected one of "
-                             f"{ONLINE_OBJECTIVES}.")
-        if not float(self.learning_rate) > 0:
-            raise ValueError(f"OnlineLearning.learning_rate must be > 0; got "
-                             f"{self.learning_rate!r}.")
-        if not 0.0 < float(self.sigma_min) < 1.0:
-            raise ValueError(f"OnlineLearning.sigma_min must lie in (0, 1); got "
-                             f"{self.sigma_min!r}.")
+            set_(name, check_positive_int(_WHO, name, getattr(self, name)))
+        check_choice(_WHO, "objective", self.objective, ONLINE_OBJECTIVES)
+        if isinstance(self.learning_rate, jax.Array):
+            raise ValueError(f"{_WHO}: learning_rate must be a Python number (the config is "
+                             f"static); got {self.learning_rate!r}.")
+        set_("learning_rate", float(check_positive(_WHO, "learning_rate", self.learning_rate)))
+        sigma_min = check_positive(_WHO, "sigma_min", self.sigma_min)
+        if not float(sigma_min) < 1.0:
+            raise ValueError(f"{_WHO}: sigma_min must lie in (0, 1); got {self.sigma_min!r}.")
+        set_("sigma_min", float(sigma_min))
+        if self.max_error is not None:
+            set_("max_error", float(check_positive(_WHO, "max_error", self.max_error)))
+        set_("margin", float(check_nonnegative(_WHO, "margin", self.margin)))
+        if not self.margin < 1.0:
+            raise ValueError(f"{_WHO}: margin must lie in [0, 1) (a fraction of the repelling "
+                             f"fixed point); got {self.margin!r}.")
+        set_("dtype", check_dtype(_WHO, "dtype", self.dtype))
 
 
 class RefineInfo(NamedTuple):
@@ -106,7 +132,7 @@ def sample_matrices(matrices: Sequence[jax.Array], max_matrices: int, index) -> 
 
 
 def _orthogonality(coeffs, mats, engine):
-    losses = [obj.orthogonality_loss(newton_schulz(m, coeffs, **engine)) for m in mats]
+    losses = [obj.orthogonality_loss(newton_schulz_table(m, coeffs, **engine)) for m in mats]
     return jnp.mean(jnp.stack(losses))
 
 
@@ -115,7 +141,7 @@ def _normalized_spectrum(mat, precondition):
     if precondition == "schatten":
         norm = jnp.sum(sigma**4) ** 0.25
     elif precondition == "spectral":
-        norm = sigma[0] * 1.02
+        norm = sigma[0] * SPECTRAL_MARGIN
     else:
         norm = jnp.sqrt(jnp.sum(jnp.square(sigma)))
     return sigma / jnp.where(norm > 0, norm, 1.0)
@@ -199,14 +225,20 @@ def refine_coefficients(
       ``(new_coeffs, info)``: the refined table if it was accepted, else ``coeffs``; and a
       :class:`RefineInfo`.
 
-    Example (inside a transform's ``update``)::
-
-        coeffs, info = refine_coefficients(state.coeffs, mats, OnlineLearning(every=100),
-                                           count=state.count)
+    Example:
+      >>> import optorth, jax.numpy as jnp, numpy as np
+      >>> table = jnp.asarray(optorth.ns.PRESETS["polar_express5"].rows(), jnp.float32)
+      >>> mats = [jnp.asarray(np.random.default_rng(0).standard_normal((8, 16)), jnp.float32)]
+      >>> new, info = optorth.ns.refine_coefficients(
+      ...     table, mats, optorth.OnlineLearning(every=1, inner_steps=2), safety=1.02)
+      >>> new.shape, bool(info.refined)
+      ((5, 3), True)
     """
-    coeffs = jnp.asarray(coeffs, jnp.float32)
-    if coeffs.ndim != 2 or coeffs.shape[-1] != 3:
-        raise ValueError(f"refine_coefficients expects a (T, 3) table; got {coeffs.shape}.")
+    coeffs = jnp.asarray(check_table("refine_coefficients", coeffs), jnp.float32)
+    check_choice("refine_coefficients", "precondition", precondition, PRECONDITIONS)
+    if not isinstance(config, OnlineLearning):
+        raise ValueError(f"refine_coefficients: config must be an optorth.OnlineLearning; got "
+                         f"{type(config).__name__}. Example: optorth.OnlineLearning(every=100).")
     engine = {"precondition": precondition, "safety": float(safety), "method": method,
               "eps": eps, "dtype": config.dtype if config.dtype is not None else dtype}
     matrices = [m for m in matrices if m.ndim >= 2 and min(m.shape[-2:]) >= 1]

@@ -1,13 +1,23 @@
 """Published Newton–Schulz coefficient tables, each reproducing its source exactly.
 
-See REFERENCE §2 and the docstring of each constant for the source. ``resolve_schedule``
-turns a preset name (or a :class:`Schedule`) into a schedule, looking up per-shape tables
-(ROOT) by matrix shape.
+Each constant's docstring names its source (paper title and arXiv id, or the code base).
+``resolve_schedule`` turns a preset name (or a :class:`Schedule`) into a schedule, looking up
+per-shape tables (ROOT) by matrix shape; ``as_schedule`` also accepts a raw ``(T, 3)`` table.
+
+References:
+  Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
+  Amsel et al., "The Polar Express: Optimal Matrix Sign Methods and Their Application to the
+  Muon Algorithm" (arXiv 2505.16932).
+  Boissin et al., "Turbo-Muon" (arXiv 2512.04632).
+  "ROOT" (arXiv 2511.20626): per-shape coefficient rows.
 """
 
 from __future__ import annotations
 
-from optorth.ns._schedule import Schedule
+import jax
+import numpy as np
+
+from optorth.ns._schedule import Schedule, check_table
 
 _JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 
@@ -112,8 +122,13 @@ def root_schedule(shape) -> Schedule:
 
     Note: ROOT's (2048, 2048) row peaks above its repelling fixed point, so
     ``validate_schedule`` rejects it (some σ near 0.55 blow up).
+
+    Example:
+      >>> import optorth
+      >>> optorth.ns.root_schedule((3072, 2048)).table[0]
+      (3.4509, -4.579, 1.9325)
     """
-    key = tuple(sorted(int(d) for d in shape[-2:]))
+    key = tuple(sorted(_matrix_shape("root", shape)))
     row = ROOT_ROWS.get(key, _JORDAN_ROW)
     source = "ROOT arXiv 2511.20626" if key in ROOT_ROWS else "Jordan (ROOT fallback)"
     return Schedule(
@@ -134,7 +149,13 @@ _GENERATORS = {"cans": "cans_schedule"}
 
 
 def preset_names() -> tuple[str, ...]:
-    """All names accepted by :func:`resolve_schedule` (and hence ``newton_schulz``)."""
+    """All names accepted by :func:`resolve_schedule` (and hence ``newton_schulz``).
+
+    Example:
+      >>> import optorth
+      >>> "jordan" in optorth.ns.preset_names()
+      True
+    """
     return tuple(PRESETS) + tuple(PER_SHAPE_PRESETS) + tuple(_generated_names())
 
 
@@ -150,6 +171,18 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
     Args:
       schedule: a name from :func:`preset_names` or a :class:`Schedule`.
       shape: the matrix shape, needed by per-shape presets such as ``"root"``.
+
+    Returns:
+      The :class:`Schedule`.
+
+    Raises:
+      ValueError: for an unknown name (with the closest known one), or a per-shape preset
+        without ``shape``.
+
+    Example:
+      >>> import optorth
+      >>> optorth.ns.resolve_schedule("root", shape=(2048, 3072)).name
+      'root_2048x3072'
     """
     if isinstance(schedule, Schedule):
         return schedule
@@ -175,8 +208,50 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
             f"optorth.{_GENERATORS[schedule]}(steps), e.g. "
             f"optorth.newton_schulz(x, optorth.{_GENERATORS[schedule]}(6))."
         )
+    import difflib
+
+    close = difflib.get_close_matches(schedule, preset_names() + tuple(_GENERATORS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
-        f"Unknown schedule {schedule!r}. Known presets: {', '.join(preset_names())}; or pass "
-        f"an optorth.Schedule, a (T, 3) array, or a generator such as "
-        f"optorth.polar_express_schedule(steps)."
+        f"Unknown schedule {schedule!r}.{hint} Known presets: {', '.join(preset_names())}; or "
+        f"pass an optorth.Schedule, a (T, 3) array, or a generator such as "
+        f"optorth.ns.polar_express_schedule(steps)."
     )
+
+
+def _matrix_shape(name: str, shape) -> tuple[int, int]:
+    """The last two entries of ``shape`` as positive ints (a matrix shape)."""
+    try:
+        dims = tuple(int(d) for d in tuple(shape)[-2:])
+        if len(dims) == 2 and all(d >= 1 and d == float(e) for d, e in
+                                  zip(dims, tuple(shape)[-2:], strict=True)):
+            return dims
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"Preset {name!r} looks its table up by matrix shape; shape must end in two "
+                     f"positive ints (m, n); got {shape!r}.")
+
+
+def as_schedule(who: str, schedule, *, shape=None) -> Schedule:
+    """A :class:`Schedule` from a preset name, a :class:`Schedule` or a raw ``(T, 3)`` table.
+
+    A raw table (checked by :func:`check_table`) becomes a schedule that runs exactly its
+    rows (``extend="fixed"``), Frobenius-normalized with safety 1.
+
+    Example:
+      >>> from optorth.ns._presets import as_schedule
+      >>> as_schedule("demo", [(3.4445, -4.7750, 2.0315)] * 5).steps
+      5
+    """
+    if isinstance(schedule, (str, Schedule)):
+        try:
+            return resolve_schedule(schedule, shape=shape)
+        except ValueError as err:
+            raise ValueError(f"{who}: {err}") from None
+    if isinstance(schedule, jax.core.Tracer):
+        raise ValueError(f"{who}: the schedule must be concrete; a traced table cannot be "
+                         f"validated. To differentiate through the engine pass the table as "
+                         f"optorth.newton_schulz(x, ns, coeffs=table).")
+    table = check_table(who, np.asarray(schedule) if isinstance(schedule, jax.Array)
+                        else schedule)
+    return Schedule(table=tuple(map(tuple, table.tolist())), name="custom", extend="fixed")

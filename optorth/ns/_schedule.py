@@ -14,7 +14,10 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
+import jax
 import numpy as np
+
+from optorth._checks import check_choice, check_positive, check_positive_int
 
 #: How a schedule answers a request for ``steps`` different from its own length.
 #: ``"repeat_last"``: more steps repeat the last row, fewer truncate.
@@ -22,6 +25,69 @@ import numpy as np
 #: ``"fixed"``: only the schedule's own length is allowed.
 EXTEND_RULES = ("repeat_last", "truncate", "fixed")
 PRECONDITIONS = ("frobenius", "spectral", "aol", "schatten")
+
+
+def quintic(row, x):
+    """p(x) = ax + bx³ + cx⁵ for ``row = (a, b, c)`` (Horner in x²; NumPy, JAX or floats)."""
+    y = x * x
+    return x * (row[0] + y * (row[1] + y * row[2]))
+
+
+def check_table(who: str, table):
+    """``table`` if it is a ``(T, 3)`` coefficient table with T ≥ 1 rows ``(a, b, c)``.
+
+    JAX arrays (possibly traced, e.g. a table being learned) are checked by shape only and
+    returned as they are; anything else is returned as a float64 NumPy array, checked finite.
+
+    Raises:
+      ValueError: naming ``who``, for a table of another shape, no rows, non-numeric or
+        non-finite entries.
+
+    Example:
+      >>> from optorth.ns._schedule import check_table
+      >>> check_table("demo", [(3.4445, -4.7750, 2.0315)]).shape
+      (1, 3)
+    """
+    fix = ("Pass a preset name such as 'jordan', an optorth.Schedule, or a (T, 3) array of "
+           "rows (a, b, c).")
+    if isinstance(table, jax.Array):
+        shape = table.shape
+    else:
+        try:
+            table = np.asarray(table, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{who}: a coefficient table must be a (T, 3) array of numbers; "
+                             f"got {table!r}. {fix}") from None
+        shape = table.shape
+    if len(shape) != 2 or shape[-1] != 3 or shape[0] < 1:
+        raise ValueError(f"{who}: a coefficient table must have shape (T, 3) with T >= 1; got "
+                         f"shape {shape}. {fix}")
+    if isinstance(table, np.ndarray) and not np.all(np.isfinite(table)):
+        raise ValueError(f"{who}: the coefficient table has non-finite entries (NaN or inf) in "
+                         f"rows {sorted(set(np.nonzero(~np.isfinite(table))[0].tolist()))}: "
+                         f"{table.tolist()}.")
+    return table
+
+
+def check_below(who: str, name: str, value, upper: float = 1.0) -> float:
+    """``value`` as a float if it lies in (0, ``upper``) (e.g. ``sigma_min`` in (0, 1))."""
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        value = np.asarray(value)
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(f"{who}: {name} must be a concrete number; got a traced value.")
+    number = float(check_positive(who, name, value))
+    if not number < upper:
+        raise ValueError(f"{who}: {name} must lie in (0, {upper:g}); got {value!r}.")
+    return number
+
+
+def check_safety(who: str, value) -> float:
+    """``value`` as a float if it is a finite safety factor ≥ 1."""
+    number = float(check_positive(who, "safety", value))
+    if not number >= 1.0:
+        raise ValueError(f"{who}: safety must be a finite number >= 1 (the normalizer is "
+                         f"multiplied by it); got {value!r}.")
+    return number
 
 
 def _frozen(value):
@@ -45,6 +111,20 @@ class Schedule:
       extend: rule for other step counts, one of ``EXTEND_RULES``.
       provenance: sorted ``(key, value)`` pairs saying where the table came from
         (paper, objective, shape, dtype, seed, ...). Values are strings or numbers.
+
+    Raises:
+      ValueError: for a table that is not ``(T, 3)`` with T ≥ 1 finite rows, an unknown
+        ``extend`` or ``precondition``, or a safety factor that is not a finite number ≥ 1.
+        (Stability is checked by ``optorth.validate_schedule`` and ``optorth.NewtonSchulz``.)
+
+    Example:
+      >>> import optorth
+      >>> sched = optorth.Schedule(((3.4445, -4.7750, 2.0315),) * 5, name="mine",
+      ...                          extend="repeat_last")
+      >>> sched.rows(7).shape
+      (7, 3)
+      >>> optorth.NewtonSchulz(sched).table().shape
+      (5, 3)
     """
 
     table: tuple[tuple[float, float, float], ...]
@@ -55,28 +135,24 @@ class Schedule:
     provenance: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        table = tuple(tuple(float(v) for v in row) for row in self.table)
-        if not table or any(len(row) != 3 for row in table):
-            raise ValueError(
-                f"Schedule {self.name!r}: table must be a non-empty sequence of (a, b, c) "
-                f"rows; got {len(table)} rows with lengths {[len(r) for r in table]}."
-            )
-        if not all(np.isfinite(table).flatten()):
-            raise ValueError(f"Schedule {self.name!r}: table has non-finite entries: {table}.")
-        if self.extend not in EXTEND_RULES:
-            raise ValueError(
-                f"Schedule {self.name!r}: extend={self.extend!r}; expected one of {EXTEND_RULES}."
-            )
-        if self.precondition not in PRECONDITIONS:
-            raise ValueError(
-                f"Schedule {self.name!r}: precondition={self.precondition!r}; expected one of "
-                f"{PRECONDITIONS}."
-            )
-        if not float(self.safety) >= 1.0:
-            raise ValueError(f"Schedule {self.name!r}: safety must be >= 1, got {self.safety}.")
+        if not isinstance(self.name, str):
+            raise ValueError(f"Schedule: name must be a string; got {self.name!r}.")
+        who, table = f"Schedule {self.name!r}", self.table
+        if isinstance(table, jax.core.Tracer):
+            raise ValueError(f"{who}: table must be concrete (a Schedule is static data); got "
+                             f"a traced array. Pass a traced table to "
+                             f"optorth.newton_schulz(x, ns, coeffs=table) instead.")
+        table = np.asarray(table) if isinstance(table, jax.Array) else table
+        table = tuple(map(tuple, check_table(who, table).tolist()))
+        check_choice(who, "extend", self.extend, EXTEND_RULES)
+        check_choice(who, "precondition", self.precondition, PRECONDITIONS)
         object.__setattr__(self, "table", table)
-        object.__setattr__(self, "safety", float(self.safety))
-        provenance = {key: _frozen(value) for key, value in dict(self.provenance).items()}
+        object.__setattr__(self, "safety", check_safety(who, self.safety))
+        try:
+            provenance = {str(key): _frozen(value) for key, value in dict(self.provenance).items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{who}: provenance must be (key, value) pairs or a dict; got "
+                             f"{self.provenance!r}.") from None
         object.__setattr__(self, "provenance", tuple(sorted(provenance.items())))
 
     @property
@@ -93,8 +169,7 @@ class Schedule:
         table = np.asarray(self.table, dtype=np.float64)
         if steps is None:
             return table
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}.")
+        steps = check_positive_int(f"Schedule {self.name!r}", "steps", steps)
         if steps == self.steps:
             return table
         if steps < self.steps and self.extend in ("repeat_last", "truncate"):
@@ -111,7 +186,7 @@ class Schedule:
             f"Schedule {self.name!r} (extend={self.extend!r}) defines {allowed} steps; "
             f"{steps} were requested. Pass steps=None, use a schedule with "
             f"extend='repeat_last', or build one for {steps} steps "
-            f"(e.g. optorth.polar_express_schedule({steps}))."
+            f"(e.g. optorth.ns.polar_express_schedule({steps}))."
         )
 
     def with_table(self, table, **changes) -> "Schedule":

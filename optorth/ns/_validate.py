@@ -33,8 +33,8 @@ import dataclasses
 
 import numpy as np
 
-from optorth.ns._presets import resolve_schedule
-from optorth.ns._schedule import Schedule
+from optorth.ns._presets import as_schedule
+from optorth.ns._schedule import check_below, quintic
 
 _GRID_POINTS = 20_001
 _TAIL_ITERS = 200
@@ -60,6 +60,12 @@ class ScheduleReport:
       sign_flip: some step maps a positive value to a negative (or zero) one.
       ok: the schedule is stable: no escape, no sign flip, finite band with lo > 0.
       reason: a human-readable explanation of the verdict.
+
+    Example:
+      >>> import optorth
+      >>> report = optorth.validate_schedule("jordan")
+      >>> report.ok, report.steps, round(report.slope_at_zero, 1)
+      (True, 5, 484.9)
     """
 
     name: str
@@ -88,13 +94,6 @@ class ScheduleReport:
         )
 
 
-def _poly(row, x):
-    """p(x) = ax + bx³ + cx⁵ (Horner in x²)."""
-    a, b, c = row
-    y = x * x
-    return x * (a + y * (b + c * y))
-
-
 def _positive_roots_in_y(coeffs) -> np.ndarray:
     """Sorted x > 0 with q(x²) = 0 for a polynomial q in y given highest power first."""
     roots = np.roots(np.asarray(coeffs, dtype=np.float64)) if np.any(coeffs) else []
@@ -111,7 +110,7 @@ def _critical_points(row) -> np.ndarray:
 def _image(row, lo: float, hi: float) -> tuple[float, float]:
     """The exact image p([lo, hi]): extremes over the endpoints and interior critical points."""
     pts = [lo, hi] + [x for x in _critical_points(row) if lo < x < hi]
-    vals = _poly(row, np.asarray(pts, dtype=np.float64))
+    vals = quintic(row, np.asarray(pts, dtype=np.float64))
     return float(np.min(vals)), float(np.max(vals))
 
 
@@ -157,18 +156,6 @@ def tail_bound(row, hi: float) -> tuple[float, str]:
     return float("inf"), "escape"
 
 
-def _as_schedule(schedule, shape) -> Schedule:
-    if isinstance(schedule, (str, Schedule)):
-        return resolve_schedule(schedule, shape=shape)
-    table = np.asarray(schedule, dtype=np.float64)
-    if table.ndim != 2 or table.shape[-1] != 3:
-        raise ValueError(
-            f"validate_schedule expects a preset name, an optorth.Schedule or a (T, 3) array; "
-            f"got an array of shape {table.shape}."
-        )
-    return Schedule(table=tuple(map(tuple, table)), name="array", extend="fixed")
-
-
 def _grid(sigma_min: float) -> np.ndarray:
     """σ grid on [sigma_min, 1]: half log-spaced (oversamples small σ), half linear."""
     logs = np.geomspace(sigma_min, 1.0, _GRID_POINTS)
@@ -178,7 +165,7 @@ def _grid(sigma_min: float) -> np.ndarray:
 
 def _compose(rows, x):
     for row in rows:
-        x = _poly(row, x)
+        x = quintic(row, x)
     return x
 
 
@@ -190,7 +177,7 @@ def _propagate(rows, lo, hi) -> list[tuple[float, float]]:
     return out
 
 
-def _stability(sched: Schedule, safety: float) -> tuple[bool, bool, str]:
+def _stability(sched, safety: float) -> tuple[bool, bool, str]:
     """(escapes, sign_flip, reason) for σ ∈ [0, 1] over the schedule's full definition."""
     rows = sched.rows()
     intervals = _propagate(rows, 0.0, 1.0 / safety)
@@ -258,13 +245,21 @@ def validate_schedule(schedule, *, sigma_min: float = 1e-3, steps: int | None = 
       A :class:`ScheduleReport`; ``print(report)`` explains the verdict.
 
     Example:
+      >>> import optorth
+      >>> optorth.validate_schedule("polar_express5").ok
+      True
       >>> optorth.validate_schedule("root", shape=(2048, 2048)).ok
       False
+      >>> optorth.validate_schedule([(10.0, -1.0, 0.0)] * 5).sign_flip
+      True
     """
-    if not 0.0 < float(sigma_min) < 1.0:
-        raise ValueError(f"sigma_min must lie in (0, 1); got {sigma_min!r}.")
-    sched = _as_schedule(schedule, shape)
-    rows, safety = sched.rows(steps), sched.safety
+    who = "validate_schedule"
+    sigma_min = check_below(who, "sigma_min", sigma_min)
+    sched = as_schedule(who, schedule, shape=shape)
+    try:
+        rows, safety = sched.rows(steps), sched.safety
+    except ValueError as err:
+        raise ValueError(f"{who}: {err}") from None
     with np.errstate(over="ignore", invalid="ignore"):
         lo, hi = _propagate(rows, sigma_min / safety, 1.0 / safety)[-1]
         values = _compose(rows, _grid(sigma_min) / safety)
