@@ -326,6 +326,12 @@ def polar(x) -> jax.Array:
     The reference for tests and benchmarks. Computed in at least float32; returns the
     input's dtype. For rank-deficient matrices the factor is not unique (any completion of
     the null space is valid); the SVD's choice is returned.
+
+    Example:
+      >>> import optorth, jax.numpy as jnp
+      >>> optorth.ns.polar(jnp.diag(jnp.asarray([2.0, 0.5])))
+      Array([[1., 0.],
+             [0., 1.]], dtype=float32)
     """
     x = check_matrices(x, "polar")
     u, _, vt = jnp.linalg.svd(x.astype(jnp.promote_types(x.dtype, jnp.float32)),

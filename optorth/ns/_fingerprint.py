@@ -26,6 +26,12 @@ def coefficient_fingerprint(coeffs) -> jax.Array:
     Hashes the float32 little-endian bytes and shapes (and, for a dict, its sorted keys), so
     equal fingerprints mean bit-identical initial tables. Traced tables have no concrete bytes:
     they get :data:`UNKNOWN_FINGERPRINT` (0).
+
+    Example:
+      >>> import optorth
+      >>> ns = optorth.NewtonSchulz("jordan")
+      >>> bool(optorth.ns.coefficient_fingerprint(ns.table()) != 0)
+      True
     """
     tables = coeffs if isinstance(coeffs, dict) else {"": coeffs}
     if any(isinstance(t, jax.core.Tracer) for t in tables.values()):

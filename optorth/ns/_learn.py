@@ -63,7 +63,15 @@ class FitError(RuntimeError):
     """A fit produced no table that passes ``validate_schedule`` (or its band constraint).
 
     Attributes:
-      report: the :class:`optorth.ScheduleReport` of the best candidate (or ``None``).
+      report: the :class:`optorth.ns.ScheduleReport` of the best candidate (or ``None``).
+
+    Example:
+      >>> import optorth
+      >>> try:  # a band of ±1e-3 down to σ = 1e-3 is out of reach in 2 steps
+      ...     optorth.fit_schedule(2, objective="band", delta=1e-3, iterations=20, search=0)
+      ... except optorth.ns.FitError as err:
+      ...     print(err.report is not None)
+      True
     """
 
     def __init__(self, message: str, report: ScheduleReport | None = None):
@@ -96,6 +104,12 @@ def sample_spectra(family: str, shape, count: int, *, sigma_min: float = 1e-3, s
 
     Returns:
       ``(count, min(m, n))`` array with the largest value of each row equal to 1.
+
+    Example:
+      >>> import optorth
+      >>> s = optorth.ns.sample_spectra("gaussian", (8, 32), 3)
+      >>> s.shape, float(s[:, 0].max())
+      ((3, 8), 1.0)
     """
     m, n = sorted(int(d) for d in shape[-2:])
     rng = np.random.default_rng(seed)

@@ -106,7 +106,16 @@ class OnlineLearning:
 
 
 class RefineInfo(NamedTuple):
-    """What one call of :func:`refine_coefficients` did (scalars; NaN losses if skipped)."""
+    """What one call of :func:`refine_coefficients` did (scalars; NaN losses if skipped).
+
+    Example:
+      >>> import optorth, jax.numpy as jnp
+      >>> table = jnp.asarray([(3.4445, -4.7750, 2.0315)] * 5)
+      >>> _, info = optorth.ns.refine_coefficients(table, [jnp.eye(4, 8)],
+      ...                                          optorth.OnlineLearning(every=10), count=0)
+      >>> bool(info.refined)  # due at counts 9, 19, ...
+      False
+    """
 
     refined: jax.Array
     accepted: jax.Array
