@@ -9,6 +9,7 @@ change of their keyword arguments is made here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pathlib
 from collections.abc import Callable
 
@@ -36,7 +37,7 @@ class OptimizerEntry:
         ``None`` when the optimizer has no separate fallback learning rate.
       description: one line for ``--help`` and the results file.
       requires: attributes of ``optorth`` that must exist for the entry to be available;
-        ``"muon(learn)"`` also requires ``optorth.muon`` to take a ``learn`` argument.
+        ``"muon(ns)"`` also requires ``optorth.muon`` to take an ``ns`` argument.
       takes_schedule: whether ``name@schedule`` variants are meaningful.
     """
 
@@ -54,8 +55,6 @@ class OptimizerEntry:
 
 def _optorth_has(requirement: str) -> bool:
     """Whether optorth has ``attr`` (``"attr"``) or ``attr`` takes ``param`` (``"attr(param)"``)."""
-    import inspect
-
     try:
         import optorth
     except ImportError:
@@ -138,11 +137,13 @@ def _optorth_builder(attr: str, *, own_fallback: bool = False, **fixed):
     def build(cfg, lr, fallback_lr, schedule):
         import optorth
 
-        kwargs = dict(learning_rate=lr, weight_decay=cfg.weight_decay, **fixed)
+        kwargs = dict(learning_rate=lr, weight_decay=cfg.weight_decay)
         if not own_fallback:
             kwargs["fallback"] = fallback_adamw(cfg, fallback_lr)
-        if schedule is not None:
-            kwargs["schedule"] = schedule
+        if schedule is not None or fixed:
+            default = inspect.signature(getattr(optorth, attr)).parameters["ns"].default
+            kwargs["ns"] = dataclasses.replace(
+                default, **({} if schedule is None else {"schedule": schedule}), **fixed)
         return getattr(optorth, attr)(**kwargs)
 
     build.__name__ = f"build_{attr}"
@@ -161,7 +162,7 @@ def _build_muon_online(cfg, lr, fallback_lr, schedule):
     import optorth
 
     every = max(1, cfg.steps // 12)
-    learn = optorth.OnlineLearning(every=every)
+    learn = optorth.OnlineLearning(every=every)  # NewtonSchulz(learn=...)
     return _optorth_builder("muon", learn=learn)(cfg, lr, fallback_lr, schedule)
 
 
@@ -222,13 +223,13 @@ for _entry in (
         "muon_online", _build_muon_online, _MUON_LR, _FALLBACK_LR,
         "optorth.muon learning its Newton–Schulz coefficients online "
         "(OnlineLearning(every=steps // 12)), starting from Jordan's",
-        requires=("OnlineLearning", "muon(learn)"), takes_schedule=True,
+        requires=("OnlineLearning", "muon(ns)"), takes_schedule=True,
     ),
 ):
     register_optimizer(_entry)
 
 #: The optimizers of the default run (those available in the installed optorth).
-DEFAULT_OPTIMIZERS = ("adamw", "optax_muon", "muon", "turbo_muon")
+DEFAULT_OPTIMIZERS = ("adamw", "optax_muon", "optax_muon_routed", "muon", "turbo_muon")
 
 
 def available_optimizers() -> tuple[str, ...]:
@@ -239,18 +240,14 @@ def available_optimizers() -> tuple[str, ...]:
 def resolve_ns_schedule(spec: str):
     """A Newton–Schulz schedule from a preset name, a shipped fitted name or a JSON file."""
     import optorth
-    from optorth.ns import _fitted
 
     path = pathlib.Path(spec)
     if spec.endswith(".json") and path.is_file():
         return optorth.Schedule.from_json(path.read_text())
-    fitted = _fitted.lookup(spec)
-    if fitted is not None:
-        return fitted
     try:
-        return optorth.resolve_schedule(spec)
+        return optorth.ns.resolve_schedule(spec)
     except (ValueError, KeyError) as err:
-        known = ", ".join(optorth.preset_names() + _fitted.names())
+        known = ", ".join(optorth.ns.preset_names())
         raise ValueError(
             f"unknown Newton–Schulz schedule {spec!r}; use one of {known} or a .json file"
         ) from err
@@ -326,7 +323,8 @@ def build_soak_optimizer(name: str, cfg: Config, mu_dtype):
     factory, peak, extra = SOAK_OPTIMIZERS[name]
     kwargs = dict(extra)
     if "learn_every" in kwargs:
-        kwargs["learn"] = optorth.OnlineLearning(every=kwargs.pop("learn_every"))
+        learn = optorth.OnlineLearning(every=kwargs.pop("learn_every"))
+        kwargs["ns"] = optorth.NewtonSchulz(learn=learn)
     if name == "adafactor":
         return optorth.adafactor(mu_dtype=mu_dtype, **kwargs)
     kwargs.update(learning_rate=lr_schedule(peak, cfg), mu_dtype=mu_dtype,
