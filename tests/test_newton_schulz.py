@@ -11,6 +11,8 @@ the float64 map measured here is ≈ 1e-4 (8-step Polar Express, σ down to 1e-6
 iteration with its default restarts); everything else stays below 5e-5.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,19 +33,25 @@ from _ns_reference import (
 from optax.contrib._muon import MuonDimensionNumbers, orthogonalize_via_newton_schulz
 
 import optorth
-from optorth.ns._engine import default_restart
-from optorth.ns._presets import PRESETS
+from optorth.ns import PRESETS
+from optorth.ns._engine import default_restart, newton_schulz_table
 
 F32_TOL = 5e-4
 PRESET_NAMES = ("jordan", "you", "you6", "polar_express", "polar_express5", "turbo")
 M, N = 24, 40
 JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 
-ns = jax.jit(
-    optorth.newton_schulz,
-    static_argnames=("schedule", "steps", "precondition", "method", "dtype", "safety",
-                     "restart"),
-)
+
+
+@functools.partial(jax.jit, static_argnames=("name", "method", "precondition", "restart"))
+def ns(x, name, *, method="standard", precondition=None, restart=None):
+    """optorth.newton_schulz with NewtonSchulz(name, ...); ``restart`` goes to the engine."""
+    config = optorth.NewtonSchulz(name, method=method, precondition=precondition)
+    if restart is None:
+        return optorth.newton_schulz(x, config)
+    safety, precondition = config.normalization()
+    return newton_schulz_table(x, config.table(), safety=safety, precondition=precondition,
+                               method=method, restart=restart)
 
 
 pytestmark = pytest.mark.usefixtures("float32_matmuls")  # tests/conftest.py
@@ -225,7 +233,8 @@ def test_grad_wrt_table_matches_finite_differences(method):
 
         @jax.jit
         def loss(t):
-            return jnp.sum(w * optorth.newton_schulz(x, t, method=method))
+            config = optorth.NewtonSchulz("you", method=method)
+            return jnp.sum(w * optorth.newton_schulz(x, config, coeffs=t))
 
         grad = np.asarray(jax.grad(loss)(table))
         h = 1e-6
@@ -246,7 +255,8 @@ def test_grad_wrt_table_float32_agrees_with_float64():
     table = PRESETS["polar_express5"].rows()
 
     def grad(x, w, t):
-        return jax.grad(lambda t: jnp.sum(w * optorth.newton_schulz(x, t, safety=1.02)))(t)
+        config = optorth.NewtonSchulz("polar_express5")  # Frobenius, safety 1.02
+        return jax.grad(lambda t: jnp.sum(w * optorth.newton_schulz(x, config, coeffs=t)))(t)
 
     g32 = np.asarray(jax.jit(grad)(jnp.asarray(x64, jnp.float32), jnp.asarray(w64, jnp.float32),
                                    jnp.asarray(table, jnp.float32)))
