@@ -9,6 +9,8 @@ Tolerances (measured on these shapes, then widened about 1.5–4×):
   * float16 compute, F16_TOL = 0.01 on the band (measured ≤ 0.002).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +27,8 @@ from _ns_reference import (
 )
 
 import optorth
-from optorth.ns._presets import PRESETS
+from optorth.ns import PRESETS
+from optorth.ns._engine import newton_schulz_table
 from optorth.ns._schedule import PRECONDITIONS
 
 BF16_TOL = 0.15
@@ -38,11 +41,13 @@ JORDAN_ONE = float(compose(PRESETS["jordan"].rows(), 1.0))
 #: float32 re-rounding of LXR when normalized by σ_max (equivariance holds, the map is steep).
 SYMMETRY_SCHEDULE = "you"
 
-ns = jax.jit(
-    optorth.newton_schulz,
-    static_argnames=("schedule", "steps", "precondition", "method", "dtype", "safety",
-                     "restart"),
-)
+
+
+@functools.partial(jax.jit, static_argnames=("name", "method", "precondition", "dtype"))
+def ns(x, name, *, method="standard", precondition=None, dtype=None):
+    """optorth.newton_schulz(x, NewtonSchulz(name, ...)), jitted."""
+    config = optorth.NewtonSchulz(name, method=method, precondition=precondition, dtype=dtype)
+    return optorth.newton_schulz(x, config)
 
 
 pytestmark = pytest.mark.usefixtures("float32_matmuls")  # tests/conftest.py
@@ -99,11 +104,11 @@ def test_square_transpose_and_auto_method():
     out = ns(x, "you")
     np.testing.assert_allclose(ns(jnp.swapaxes(x, -1, -2), "you"), np.swapaxes(out, -1, -2),
                                atol=2e-5)
-    assert optorth.choose_method((32, 32)) == "standard"
-    assert optorth.choose_method((16, 64)) == "gram"
-    assert optorth.choose_method((64, 16)) == "gram"
-    assert optorth.choose_method((1, 64)) == "standard"
-    assert optorth.choose_method((32, 32), "gram") == "gram"
+    assert optorth.ns.choose_method((32, 32)) == "standard"
+    assert optorth.ns.choose_method((16, 64)) == "gram"
+    assert optorth.ns.choose_method((64, 16)) == "gram"
+    assert optorth.ns.choose_method((1, 64)) == "standard"
+    assert optorth.ns.choose_method((32, 32), "gram") == "gram"
 
 
 # ------------------------------------------------------------------------ low precision
@@ -201,16 +206,17 @@ def test_output_shape_and_dtype_follow_input():
     for shape in ((5, 3), (2, 3, 4, 6), (1, 1), (7, 1, 9)):
         for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
             for method in ("standard", "gram", "auto"):
-                out = jax.eval_shape(lambda x, m=method: optorth.newton_schulz(x, method=m),
+                config = optorth.NewtonSchulz(method=method)
+                out = jax.eval_shape(lambda x, c=config: optorth.newton_schulz(x, c),
                                      jax.ShapeDtypeStruct(shape, dtype))
                 assert out.shape == shape and out.dtype == dtype
 
 
 def test_polar_reference_matches_numpy():
     x = np.random.default_rng(14).standard_normal((2, 6, 9))
-    np.testing.assert_allclose(optorth.polar(jnp.asarray(x, jnp.float32)),
-                               optorth.polar_numpy(x), atol=2e-5)
-    p = optorth.polar_numpy(x)
+    np.testing.assert_allclose(optorth.ns.polar(jnp.asarray(x, jnp.float32)),
+                               optorth.ns.polar_numpy(x), atol=2e-5)
+    p = optorth.ns.polar_numpy(x)
     np.testing.assert_allclose(p @ np.swapaxes(p, -1, -2), np.broadcast_to(np.eye(6), (2, 6, 6)),
                                atol=1e-12)
 
@@ -219,32 +225,52 @@ def test_polar_reference_matches_numpy():
 @pytest.mark.parametrize(
     "kwargs,x,match",
     [
-        ({}, jnp.ones(5), r"rank >= 2; got shape \(5,\)"),
+        ({}, jnp.ones(5), r"newton_schulz.*rank >= 2; got shape \(5,\)"),
         ({}, jnp.ones((3, 3), jnp.int32), r"floating-point.*int32.*\(3, 3\)"),
         ({}, jnp.ones((3, 3), jnp.bool_), r"floating-point.*bool"),
         ({}, jnp.ones((3, 3), jnp.complex64), r"floating-point.*complex64"),
+        ({}, "abc", r"newton_schulz expects a floating array"),
         ({"schedule": "nope"}, jnp.ones((3, 3)), r"Unknown schedule 'nope'.*jordan"),
         ({"schedule": "you", "steps": 3}, jnp.ones((3, 3)), r"exactly 5 steps; 3 were"),
         ({"schedule": "polar_express5", "steps": 7}, jnp.ones((3, 3)), r"exactly 5 steps"),
-        ({"schedule": np.ones((4, 3)), "steps": 5}, jnp.ones((3, 3)), r"raw table has 4 rows"),
-        ({"schedule": np.ones((4, 2))}, jnp.ones((3, 3)), r"shape \(T, 3\); got \(4, 2\)"),
+        ({"schedule": np.ones((4, 3)), "steps": 5}, jnp.ones((3, 3)),
+         r"exactly 4 steps; 5 were requested"),
+        ({"schedule": np.ones((4, 2))}, jnp.ones((3, 3)),
+         r"shape \(T, 3\) with T >= 1; got shape \(4, 2\)"),
         ({"precondition": "l2"}, jnp.ones((3, 3)), r"precondition='l2'"),
         ({"method": "fast"}, jnp.ones((3, 3)), r"method='fast'"),
-        ({"method": "gram", "restart": -1}, jnp.ones((3, 4)), r"restart=-1"),
         ({"dtype": jnp.int8}, jnp.ones((3, 4)), r"dtype=int8 is not a floating"),
     ],
 )
 def test_bad_input_raises_helpful_value_error(kwargs, x, match):
     with pytest.raises(ValueError, match=match):
-        optorth.newton_schulz(x, **kwargs)
+        optorth.newton_schulz(x, optorth.NewtonSchulz(**kwargs))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"method": "gram", "restart": -1}, r"restart=-1"),
+        ({"method": "gram", "restart": True}, r"restart=True"),
+        ({"precondition": "l2"}, r"precondition='l2'"),
+        ({"method": "fast"}, r"method='fast'"),
+        ({"dtype": jnp.int8}, r"dtype=int8 is not a floating"),
+    ],
+)
+def test_engine_on_raw_tables_refuses_bad_settings(kwargs, match):
+    table = jnp.asarray(PRESETS["jordan"].rows())
+    with pytest.raises(ValueError, match=match):
+        newton_schulz_table(jnp.ones((3, 4)), table, **kwargs)
+    with pytest.raises(ValueError, match=r"newton_schulz_table.*\(T, 3\).*\(5, 2\)"):
+        newton_schulz_table(jnp.ones((3, 4)), table[:, :2])
 
 
 def test_generated_schedule_step_rule():
     """A truncating schedule runs fewer steps when asked and refuses more."""
-    sched = optorth.polar_express_schedule(4)
+    sched = optorth.ns.polar_express_schedule(4)
     x = jnp.asarray(np.random.default_rng(15).standard_normal((6, 9)), jnp.float32)
-    np.testing.assert_allclose(optorth.newton_schulz(x, sched, steps=3),
-                               optorth.newton_schulz(x, sched.rows(3), safety=sched.safety),
-                               atol=1e-6)
+    prefix = optorth.Schedule(sched.rows(3), safety=sched.safety)
+    np.testing.assert_allclose(optorth.newton_schulz(x, optorth.NewtonSchulz(sched, steps=3)),
+                               optorth.newton_schulz(x, prefix), atol=1e-6)
     with pytest.raises(ValueError, match="at most 4 steps; 5 were requested"):
-        optorth.newton_schulz(x, sched, steps=5)
+        optorth.NewtonSchulz(sched, steps=5)
