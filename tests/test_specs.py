@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optorth import MatrixSpec, map_matrices
+from optorth.matrices import MatrixSpec, map_matrices
 
 
 def _arange(shape):

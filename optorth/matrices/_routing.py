@@ -3,9 +3,10 @@
 Decided from roles, not rank alone, in this order (the first that applies wins):
 
 1. user ``rules``: ``(pattern, MatrixSpec | "fallback")`` pairs; ``pattern`` is a Python
-   regular expression searched (``re.search``) in the leaf path, e.g. ``"layers/0/attn/kernel"``
-   (keys joined by ``/``; NNX variables are leaves, so no ``/value`` suffix). Anchor with
-   ``^``/``$`` or ``(^|/)name(/|$)`` for exact components;
+   regular expression (a string or a compiled ``re.Pattern``) searched (``re.search``) in
+   the leaf path, e.g. ``"layers/0/attn/kernel"`` (keys joined by ``/``; NNX variables are
+   leaves, so no ``/value`` suffix). Anchor with ``^``/``$`` or ``(^|/)name(/|$)`` for exact
+   components;
 2. scalars and vectors (rank ≤ 1) and non-float leaves (integer, complex) → fallback;
 3. a last path component matching ``bias_patterns`` (``bias``, ``scale``, ...) → fallback, so
    2-D biases such as NNX attention biases ``(heads, head_dim)`` are not taken for matrices;
@@ -120,16 +121,23 @@ def _check_rules(rules) -> list[tuple[re.Pattern, Any, str]]:
             isinstance(rules, tuple) and len(rules) == 2 and isinstance(rules[0], str)):
         raise ValueError(f"rules={rules!r}: expected a list of (regex, target) pairs, e.g. "
                          f"rules=[(r'^layers/kernel$', optorth.MatrixSpec.stacked())].")
+    if isinstance(rules, dict):
+        raise ValueError(f"rules={rules!r}: expected a list of (regex, target) pairs; for a "
+                         f"dict pass rules=list(rules.items()).")
     checked = []
     for i, rule in enumerate(rules or ()):
-        if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)):
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2
+                and isinstance(rule[0], (str, re.Pattern))):
             raise ValueError(f"rules[{i}] = {rule!r}: each rule is a (regex, target) pair, "
                              f"target a MatrixSpec or 'fallback'.")
         pattern, target = rule
         if not (isinstance(target, MatrixSpec) or target == FALLBACK):
             raise ValueError(f"rules[{i}] = {rule!r}: target must be an optorth.MatrixSpec or "
                              f"'fallback', got {target!r}.")
-        checked.append((_regex(pattern, 0, f"rules[{i}] = {rule!r}"), target, pattern))
+        if isinstance(pattern, re.Pattern):  # compiled: searched with its own flags
+            checked.append((pattern, target, pattern.pattern))
+        else:
+            checked.append((_regex(pattern, 0, f"rules[{i}] = {rule!r}"), target, pattern))
     return checked
 
 

@@ -23,6 +23,10 @@ import jax
 import jax.numpy as jnp
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _as_axes(value, name) -> tuple[int, ...]:
     if isinstance(value, int):
         value = (value,)
@@ -76,19 +80,23 @@ class MatrixSpec:
         object.__setattr__(self, "reduction", _as_axes(self.reduction, "reduction"))
         object.__setattr__(self, "output", _as_axes(self.output, "output"))
         if self.heads is not None:
-            axis, num = tuple(self.heads)
-            if not (isinstance(axis, int) and isinstance(num, int) and num >= 1):
-                raise ValueError(f"MatrixSpec.heads must be (axis, num_heads >= 1); got "
-                                 f"{self.heads!r}.")
-            object.__setattr__(self, "heads", (axis, num))
+            heads = tuple(self.heads) if isinstance(self.heads, (tuple, list)) else ()
+            if not (len(heads) == 2 and _is_int(heads[0]) and _is_int(heads[1])
+                    and heads[1] >= 1):
+                raise ValueError(f"MatrixSpec.heads must be (axis, num_heads) with num_heads >= "
+                                 f"1, e.g. heads=(1, 8); got {self.heads!r}.")
+            object.__setattr__(self, "heads", heads)
         if self.blocks is not None:
-            axis, sizes = self.blocks
-            sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
-            if not isinstance(axis, int) or not sizes or not all(
-                    isinstance(s, int) and s >= 1 for s in sizes):
+            blocks = tuple(self.blocks) if isinstance(self.blocks, (tuple, list)) else ()
+            sizes = blocks[1] if len(blocks) == 2 else None
+            sizes = (sizes,) if _is_int(sizes) else sizes
+            if not (len(blocks) == 2 and _is_int(blocks[0])
+                    and isinstance(sizes, (tuple, list)) and sizes
+                    and all(_is_int(s) and s >= 1 for s in sizes)):
                 raise ValueError(f"MatrixSpec.blocks must be (axis, (size, ...)) with positive "
-                                 f"sizes; got {self.blocks!r}.")
-            object.__setattr__(self, "blocks", (axis, sizes))
+                                 f"sizes, e.g. blocks=(1, (512, 512, 512)) for a fused QKV "
+                                 f"kernel; got {self.blocks!r}.")
+            object.__setattr__(self, "blocks", (blocks[0], tuple(sizes)))
 
     # ----- constructors -------------------------------------------------------------------
     @classmethod
