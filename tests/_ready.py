@@ -2,10 +2,12 @@
 
 ``build(name, rules, fallback=None)`` returns the optimizer; ``fallback`` replaces the
 AdamW (or Adafactor) path of the routed optimizers, e.g. ``optax.set_to_zero()`` to freeze
-embeddings and heads so that only the matrix path can reduce the loss. Learning rates are
-each optimizer's own default where it has one, otherwise a value that gives an update RMS
-of the same order as Muon's (normalized SGD: Frobenius-norm steps; Signum: unit entries).
-Shared by test_nnx, test_linen, test_checkpoint and test_bad_inputs.
+embeddings and heads so that only the matrix path can reduce the loss. Without it the routed
+optimizers (except ``factored_muon``, whose fallback is Adafactor) get :func:`adamw`, the
+default fallback's AdamW with a learning rate of 3e-3. Learning rates are each optimizer's own
+default where it has one, otherwise a value that gives an update RMS of the same order as
+Muon's (normalized SGD: Frobenius-norm steps; Signum: unit entries).
+Shared by test_nnx, test_linen, test_checkpoint, test_bad_inputs and test_surface.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import optorth
 READY = {
     "muon": (optorth.muon, dict(learning_rate=0.02)),
     # Newton–Schulz coefficients learned online, kept in the optimizer state.
-    "muon_online": (optorth.muon, dict(learning_rate=0.02, learn=optorth.OnlineLearning(
-        every=2, inner_steps=2))),
+    "muon_online": (optorth.muon, dict(learning_rate=0.02, ns=optorth.NewtonSchulz(
+        learn=optorth.OnlineLearning(every=2, inner_steps=2)))),
     "turbo_muon": (optorth.turbo_muon, dict(learning_rate=0.02)),
     "root": (optorth.root, dict(learning_rate=0.02)),
     "auon": (optorth.auon, dict(learning_rate=0.24)),
@@ -33,8 +35,23 @@ READY = {
     "adafactor": (optorth.adafactor, dict()),
 }
 NAMES = tuple(READY)
-#: Optimizers without routing (every leaf takes the same path).
+#: Optimizers without routing (every leaf takes the same path; ``rules`` only say how a leaf
+#: becomes matrices).
 UNROUTED = ("adafactor",)
+
+
+def adamw(learning_rate=3e-3, **kwargs) -> optax.GradientTransformation:
+    """The default fallback's AdamW (b1 0.9, b2 0.95, eps 1e-10, no weight decay) at
+    ``learning_rate``; ``kwargs`` override optax.adamw's other arguments."""
+    return optax.adamw(learning_rate, **{"b1": 0.9, "b2": 0.95, "eps": 1e-10,
+                                         "weight_decay": 0.0, **kwargs})
+
+
+def routed_state(state):
+    """The ``optax.partition`` state of a routed ready optimizer's ``state``: its
+    ``inner_states["matrix"]`` and ``inner_states["fallback"]`` (the guard's partition of
+    integer leaves wraps it)."""
+    return state.inner_states["train"].inner_state
 
 
 def build(name: str, rules=None, *, fallback: optax.GradientTransformation | None = None,
@@ -47,10 +64,10 @@ def build(name: str, rules=None, *, fallback: optax.GradientTransformation | Non
     kwargs = {**kwargs, **overrides}
     if "learning_rate" in kwargs:
         kwargs["learning_rate"] = kwargs["learning_rate"] * lr_scale
+    kwargs["rules"] = rules  # Adafactor: how leaves become matrices; the others: routing too
     if name not in UNROUTED:
-        kwargs["rules"] = rules
         if fallback is not None:
             kwargs["fallback"] = fallback
         elif name != "factored_muon":
-            kwargs.setdefault("adam_learning_rate", 3e-3)
+            kwargs.setdefault("fallback", adamw())
     return factory(**kwargs)

@@ -48,7 +48,8 @@ def test_muon_reproduces_the_reference_formula():
     adam_lr, b1, b2, adam_eps, adam_wd = 3e-4, 0.9, 0.95, 1e-10, 0.05
     params = _tree()
     grads_list = [_tree(seed) for seed in range(1, 6)]
-    tx = optorth.muon(lr, beta, weight_decay=wd, adam_weight_decay=adam_wd)
+    fallback = optax.adamw(adam_lr, b1=b1, b2=b2, eps=adam_eps, weight_decay=adam_wd)
+    tx = optorth.muon(lr, beta, weight_decay=wd, fallback=fallback)
     got, _ = _run(tx, params, grads_list)
 
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
@@ -105,8 +106,8 @@ def test_matrix_path_updates_have_orthogonalized_spectra():
     grads = jax.tree.map(lambda x: _spread_spectrum(x.shape, x.size), params)
     rules = [("^stack$", MatrixSpec.stacked())]
     for schedule, band in (("jordan", (0.6, 1.2)), ("you6", (0.98, 1.01))):
-        tx = optorth.muon(1.0, rules=rules, schedule=schedule, scale=None,
-                          adam_learning_rate=1.0)
+        tx = optorth.muon(1.0, rules=rules, ns=optorth.NewtonSchulz(schedule), scale=None,
+                          fallback=optax.adamw(1.0))
         updates, _ = tx.update(grads, tx.init(params), params)
         matrices = [updates["dense"], *updates["stack"], updates["conv"].reshape(36, 8)]
         for m in matrices:
@@ -143,7 +144,8 @@ def test_trust_region_is_a_centre_shrink_step(norm, lmo):
     eta, lam, beta = 0.1, 0.5, 0.9
     params = {"w": jax.random.normal(jax.random.PRNGKey(0), (6, 10))}
     grads_list = [{"w": jax.random.normal(jax.random.PRNGKey(s), (6, 10))} for s in range(1, 4)]
-    got, _ = _run(optorth.trust_region(eta, norm, beta, weight_decay=lam), params, grads_list)
+    tx = optorth.trust_region(eta, norm=norm, beta=beta, weight_decay=lam)
+    got, _ = _run(tx, params, grads_list)
     x, m = np.asarray(params["w"], np.float64), None
     for grads in grads_list:
         g = np.asarray(grads["w"], np.float64)
@@ -167,7 +169,8 @@ def test_norm_optimizers_take_their_direction_per_matrix():
     np.testing.assert_allclose(state_free["signum"]["stack"], -0.1 * jnp.sign(grads["stack"]))
     # AuON ≈ Nesterov normalized SGD with Keller scaling (its cosh factor is ≈ 1).
     auon = optorth.auon(0.1, rules=rules)
-    nsgd = optorth.normalized_sgdm(0.1, 0.95, nesterov=True, scale="keller", rules=rules)
+    nsgd = optorth.normalized_sgdm(0.1, 0.95, nesterov=True,
+                                   norm=optorth.norms.Frobenius(scale="keller"), rules=rules)
     a, _ = auon.update(grads, auon.init(params), params)
     n, _ = nsgd.update(grads, nsgd.init(params), params)
     np.testing.assert_allclose(a["stack"], n["stack"], rtol=2e-2, atol=1e-6)
@@ -180,15 +183,16 @@ def test_hybrid_auon_step():
     tx = optorth.hybrid_auon(0.5)
     updates, _ = tx.update({"w": g}, tx.init(params), params)
     u = (1 - 0.95) * g + 0.95 * (1 - 0.95) * g  # first Nesterov step
-    expected = -0.5 * np.sqrt(16 / 8) * optorth.lmo_hybrid_auon(u)
+    expected = -0.5 * np.sqrt(16 / 8) * optorth.norms.HybridAuON().lmo(u)
     np.testing.assert_allclose(updates["w"], expected, rtol=1e-5, atol=1e-7)
 
 
 def test_weight_decay_mask_applies_on_both_paths():
+    """``weight_decay_mask`` masks the matrix path; the fallback takes its own ``mask=``."""
     params = _tree()
     mask = {"embed": False, "wide": {"kernel": False, "bias": True}, "tall": {"kernel": True}}
-    tx = optorth.muon(0.1, weight_decay=0.5, adam_learning_rate=0.01, adam_weight_decay=0.2,
-                      weight_decay_mask=mask)
+    fallback = optax.adamw(0.01, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.2, mask=mask)
+    tx = optorth.muon(0.1, weight_decay=0.5, weight_decay_mask=mask, fallback=fallback)
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
     np.testing.assert_allclose(updates["tall"]["kernel"], -0.05 * params["tall"]["kernel"],

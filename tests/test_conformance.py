@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _ready import routed_state
 
 import optorth
 
@@ -23,6 +24,9 @@ FACTORIES = {
     "normalized_sgdm": optorth.normalized_sgdm,
     "signum": optorth.signum,
     "trust_region": optorth.trust_region,
+    "normuon": optorth.normuon,
+    "adamuon": optorth.adamuon,
+    "factored_muon": optorth.factored_muon,
 }
 STACKED = [(r"^blocks/kernel$", optorth.MatrixSpec.stacked())]
 
@@ -45,7 +49,7 @@ def _grads(params, seed=1):
 
 
 def _is_coeffs(x):
-    return isinstance(x, optorth.OrthogonalizeState)
+    return isinstance(x, optorth.blocks.OrthogonalizeState)
 
 
 def _without_coeffs(state):
@@ -78,7 +82,7 @@ def test_jit_dtypes_and_zero_gradient(name, mu_dtype):
         assert moments and all(x.dtype == state_dtype for x in moments)
         assert all(x.dtype == jnp.float32 for x in _float_leaves(_coeffs(state)))
     # The matrix path ran for the kernels: they carry its momentum; the rest does not.
-    mu = state.inner_states["matrix"].inner_state[0].mu
+    mu = routed_state(state).inner_states["matrix"].inner_state[0].mu
     assert mu["dense"]["kernel"].shape == (8, 16) and mu["blocks"]["kernel"].shape == (2, 16, 8)
     assert isinstance(mu["embed"]["embedding"], optax.MaskedNode)
     assert isinstance(mu["dense"]["bias"], optax.MaskedNode)

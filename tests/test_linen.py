@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import NAMES, UNROUTED, build
+from _ready import NAMES, UNROUTED, adamw, build
 from flax.training import train_state
 
 import optorth
@@ -87,7 +87,7 @@ def test_train_state_with_the_default_adamw_fallback_and_bf16_params():
     params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), PARAMS)
     state = train_state.TrainState.create(
         apply_fn=CNN().apply, params=params,
-        tx=optorth.muon(learning_rate=0.02, adam_learning_rate=1e-2, mu_dtype="float32"))
+        tx=optorth.muon(learning_rate=0.02, fallback=adamw(1e-2), mu_dtype="float32"))
     losses = []
     for _ in range(8):
         state, loss = train_step(state)

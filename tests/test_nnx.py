@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from _ns_reference import jordan_newton_schulz
-from _ready import NAMES, READY, UNROUTED, build
+from _ready import NAMES, READY, UNROUTED, adamw, build
 from flax import nnx
 
 import optorth
@@ -104,11 +104,11 @@ def test_the_ready_list_covers_every_ready_optimizer():
     """tests/_ready.py must list every exported optimizer (first argument ``learning_rate``)."""
     import inspect
 
-    modules = {"optorth.optimizers._alias", "optorth.optimizers._second_moment_muon", "optorth.optimizers._adafactor"}
     ready = {name for name in dir(optorth) if getattr(getattr(optorth, name), "__module__", "")
-             in modules and list(inspect.signature(getattr(optorth, name)).parameters)[:1]
-             == ["learning_rate"]}
+             .startswith("optorth.optimizers.") and list(inspect.signature(
+                 getattr(optorth, name)).parameters)[:1] == ["learning_rate"]}
     assert ready == {factory.__name__ for factory, _ in READY.values()}
+    assert ready == set(optorth.optimizers.READY)
 
 
 def test_routing_by_nnx_paths():
@@ -151,7 +151,7 @@ def test_every_ready_optimizer_trains_through_nnx(name):
 def test_nnx_optimizer_equals_plain_optax_and_orthogonalizes_each_layer():
     """init sees nnx.Param leaves, update plain arrays: same result as optax on arrays."""
     model = ScanLM(rngs=nnx.Rngs(0))
-    tx = optorth.muon(learning_rate=0.02, rules=RULES, adam_learning_rate=3e-3)
+    tx = optorth.muon(learning_rate=0.02, rules=RULES, fallback=adamw())
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     params = nnx.as_pure(nnx.state(model, nnx.Param))
     state = tx.init(params)
@@ -179,4 +179,4 @@ def test_nnx_optimizer_equals_plain_optax_and_orthogonalizes_each_layer():
             stem = np.asarray(g["stem/kernel"]).reshape(3 * D, D)
             np.testing.assert_allclose(delta["stem/kernel"].reshape(3 * D, D),
                                        -0.02 * jordan_newton_schulz(stem), atol=2e-5)
-    assert optorth.coefficient_states(optimizer.opt_state)  # NamedTuples kept under NNX
+    assert optorth.checkpoint.coefficient_states(optimizer.opt_state)  # NamedTuples kept under NNX

@@ -2,9 +2,10 @@
 
 optax 0.2.8's muon debiases its EMA NAdam-style, normalizes by ‖X‖_F + 1e-8, routes leaves by
 its dimension-numbers tree, and uses NAdamW (Nesterov on, Muon's eps, b2 0.999, Muon's lr)
-for the rest. optorth is configured to match: ``bias_correction=True, eps=1e-8,
-adam_nesterov=True, adam_eps=1e-8, adam_b2=0.999, adam_learning_rate=lr`` and rules that
-route the embedding to the fallback (optax sends every 2-D leaf to Muon by default).
+for the rest. optorth is configured to match: ``bias_correction=True,
+ns=NewtonSchulz(eps=1e-8), fallback=optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8,
+nesterov=True)`` and rules that route the embedding to the fallback (optax sends every 2-D
+leaf to Muon by default).
 """
 
 import jax
@@ -50,8 +51,9 @@ OPTAX_DIMS = {
     "out": {"kernel": DimNums()},
 }
 RULES = [("^stack/kernel$", MatrixSpec.stacked()), ("^out/kernel$", MatrixSpec())]
-MATCH_OPTAX = dict(bias_correction=True, eps=1e-8, adam_nesterov=True, adam_eps=1e-8,
-                   adam_b2=0.999, adam_learning_rate=LR, weight_decay=WD, rules=RULES)
+MATCH_OPTAX = dict(bias_correction=True, weight_decay=WD, rules=RULES,
+                   fallback=optax.adamw(LR, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                                        nesterov=True))
 
 
 def _trajectory(tx):
@@ -75,13 +77,14 @@ def test_matches_optax_contrib_muon_for_20_steps(variant):
     if variant == "muon":
         reference = optax.contrib.muon(LR, weight_decay=WD,
                                        muon_weight_dimension_numbers=OPTAX_DIMS)
-        ours = optorth.muon(LR, **MATCH_OPTAX)
+        ours = optorth.muon(LR, ns=optorth.NewtonSchulz(eps=1e-8), **MATCH_OPTAX)
     else:
-        rows = optorth.PRESETS["turbo"].table  # You's table without its first row, with AOL
+        rows = optorth.ns.PRESETS["turbo"].table  # You's table without its first row, with AOL
         reference = optax.contrib.muon(LR, ns_coeffs=rows, ns_steps=len(rows),
                                        preconditioning="aol", weight_decay=WD,
                                        muon_weight_dimension_numbers=OPTAX_DIMS)
-        ours = optorth.turbo_muon(LR, **MATCH_OPTAX)
+        ours = optorth.turbo_muon(LR, ns=optorth.NewtonSchulz("turbo", eps=1e-8),
+                                  **MATCH_OPTAX)
     expected, got = _trajectory(reference), _trajectory(ours)
     start = _params()
     for path in (("embed", "embedding"), ("dense", "kernel"), ("dense", "bias"),
