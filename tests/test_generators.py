@@ -31,7 +31,7 @@ POLAR_EXPRESS_SHIPPED = np.array([
 
 def test_reproduces_published_raw_table():
     """The paper's settings: ℓ = 1e-3, cushion 0.02407327424182761, no safety, 8 steps."""
-    sched = optorth.polar_express_schedule(8, sigma_min=1e-3, safety=1.0, cushion=PAPER_CUSHION)
+    sched = optorth.ns.polar_express_schedule(8, sigma_min=1e-3, safety=1.0, cushion=PAPER_CUSHION)
     np.testing.assert_allclose(np.asarray(sched.table), POLAR_EXPRESS_RAW, rtol=0, atol=1e-9)
     assert sched.safety == 1.0
 
@@ -39,27 +39,27 @@ def test_reproduces_published_raw_table():
 def test_reproduces_shipped_speedrun_table():
     """The 5-row table of the GPT speedrun codebases: cushion 0.02, safety 1.02 fed back
     into ℓ (the Polar Express repository's ``safety_factor_eps``), last row unscaled."""
-    sched = optorth.polar_express_schedule(5, safety=1.02, cushion=0.02)
+    sched = optorth.ns.polar_express_schedule(5, safety=1.02, cushion=0.02)
     np.testing.assert_allclose(np.asarray(sched.table), POLAR_EXPRESS_SHIPPED, rtol=0, atol=1e-12)
     assert sched.safety == 1.02 == PRESETS["polar_express5"].safety
 
 
 def test_paper_preset_is_the_raw_table_divided_afterwards():
-    raw = np.asarray(optorth.polar_express_schedule(8, safety=1.0).table)
+    raw = np.asarray(optorth.ns.polar_express_schedule(8, safety=1.0).table)
     s = np.array([1.01, 1.01**3, 1.01**5])
     expected = np.concatenate([raw[:-1] / s, raw[-1:]])
     np.testing.assert_allclose(np.asarray(PRESETS["polar_express"].table), expected, atol=1e-9)
     # Feeding the safety back into ℓ (the generator's rule) gives a different table.
-    fed_back = np.asarray(optorth.polar_express_schedule(8, safety=1.01).table)
+    fed_back = np.asarray(optorth.ns.polar_express_schedule(8, safety=1.01).table)
     assert np.abs(fed_back - expected).max() > 1e-3
 
 
 def test_shorter_schedules_are_prefixes():
-    long = optorth.polar_express_schedule(8, safety=1.0)
-    assert optorth.polar_express_schedule(5, safety=1.0).table == long.table[:5]
-    with_safety = optorth.polar_express_schedule(8)
+    long = optorth.ns.polar_express_schedule(8, safety=1.0)
+    assert optorth.ns.polar_express_schedule(5, safety=1.0).table == long.table[:5]
+    with_safety = optorth.ns.polar_express_schedule(8)
     # with safety only the last row differs (it is left unscaled)
-    assert optorth.polar_express_schedule(5).table[:4] == with_safety.table[:4]
+    assert optorth.ns.polar_express_schedule(5).table[:4] == with_safety.table[:4]
     np.testing.assert_array_equal(with_safety.rows(5), np.asarray(with_safety.table[:5]))
     with pytest.raises(ValueError, match="at most 8 steps"):
         with_safety.rows(9)
@@ -128,7 +128,7 @@ def test_cans_cubic_is_minimax(interval):
 @pytest.mark.parametrize("cushion", [0.0, PAPER_CUSHION])
 def test_greedy_composition_equioscillates(steps, cushion):
     """Without safety the composed map's image of [ℓ, 1] is [ℓ_T, 2 − ℓ_T] (Polar Express §4)."""
-    sched = optorth.polar_express_schedule(steps, safety=1.0, cushion=cushion)
+    sched = optorth.ns.polar_express_schedule(steps, safety=1.0, cushion=cushion)
     report = optorth.validate_schedule(sched)
     lo, hi = report.band
     assert lo + hi == pytest.approx(2.0, abs=1e-9)
@@ -137,12 +137,12 @@ def test_greedy_composition_equioscillates(steps, cushion):
 
 @pytest.mark.parametrize("steps", [1, 3, 6, 10])
 def test_cans_composition_equioscillates(steps):
-    report = optorth.validate_schedule(optorth.cans_schedule(steps))
+    report = optorth.validate_schedule(optorth.ns.cans_schedule(steps))
     assert sum(report.band) == pytest.approx(2.0, abs=1e-12) and report.ok
 
 
 def test_polar_express_beats_every_five_step_preset():
-    best = optorth.validate_schedule(optorth.polar_express_schedule(5, safety=1.0, cushion=0.0))
+    best = optorth.validate_schedule(optorth.ns.polar_express_schedule(5, safety=1.0, cushion=0.0))
     for name in ("jordan", "you", "polar_express5"):
         other = optorth.validate_schedule(name, steps=5)
         assert best.max_error < other.max_error, name
@@ -152,14 +152,14 @@ def test_polar_express_beats_every_five_step_preset():
 @pytest.mark.parametrize("sigma_min", [1e-4, 1e-2])
 def test_generated_schedules_validate(safety, sigma_min):
     for steps in (1, 4, 9):
-        sched = optorth.polar_express_schedule(steps, sigma_min=sigma_min, safety=safety)
+        sched = optorth.ns.polar_express_schedule(steps, sigma_min=sigma_min, safety=safety)
         assert optorth.validate_schedule(sched, sigma_min=sigma_min).ok, (steps, sched)
-        assert optorth.validate_schedule(optorth.cans_schedule(steps, sigma_min=sigma_min),
+        assert optorth.validate_schedule(optorth.ns.cans_schedule(steps, sigma_min=sigma_min),
                                          sigma_min=sigma_min).ok
 
 
 def test_repeating_an_unconverged_row_is_why_generators_truncate():
-    one = optorth.polar_express_schedule(1)
+    one = optorth.ns.polar_express_schedule(1)
     assert one.extend == "truncate"
     assert not optorth.validate_schedule(dataclasses.replace(one, extend="repeat_last")).ok
 
@@ -170,43 +170,48 @@ def test_repeating_an_unconverged_row_is_why_generators_truncate():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(steps=0), "positive int"),
+        (dict(steps=0), "polar_express_schedule: steps must be a positive int; got 0"),
         (dict(steps=2.0), "positive int"),
         (dict(steps=True), "positive int"),
-        (dict(steps=3, sigma_min=0.0), "0 < sigma_min < sigma_max"),
+        (dict(steps=3, sigma_min=0.0), "sigma_min must be a finite number > 0; got 0.0"),
         (dict(steps=3, sigma_min=1.0), "0 < sigma_min < sigma_max"),
-        (dict(steps=3, safety=0.9), "safety"),
-        (dict(steps=3, cushion=1.0), "cushion"),
+        (dict(steps=3, sigma_min=float("nan")), "sigma_min must be a finite number > 0"),
+        (dict(steps=3, sigma_max=float("inf")), "sigma_max must be a finite number > 0"),
+        (dict(steps=3, sigma_min="1e-3"), "sigma_min must be a real number"),
+        (dict(steps=3, safety=0.9), "safety must be a finite number >= 1 .*; got 0.9"),
+        (dict(steps=3, safety=float("nan")), "safety must be a finite number > 0"),
+        (dict(steps=3, cushion=1.0), "cushion must lie in \\[0, 1\\)"),
+        (dict(steps=3, cushion=-0.1), "cushion must be a finite number >= 0"),
     ],
 )
 def test_polar_express_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        optorth.polar_express_schedule(**kwargs)
+        optorth.ns.polar_express_schedule(**kwargs)
 
 
 def test_cans_rejects_bad_arguments():
     with pytest.raises(ValueError, match="positive int"):
-        optorth.cans_schedule(-1)
+        optorth.ns.cans_schedule(-1)
     with pytest.raises(ValueError, match="sigma_min"):
-        optorth.cans_schedule(3, sigma_min=2.0)
+        optorth.ns.cans_schedule(3, sigma_min=2.0)
 
 
 def test_cans_rows_are_cubic_and_tend_to_newton_schulz():
-    table = np.asarray(optorth.cans_schedule(12).table)
+    table = np.asarray(optorth.ns.cans_schedule(12).table)
     assert np.all(table[:, 2] == 0.0)
     np.testing.assert_allclose(table[-1], [1.5, -0.5, 0.0], atol=1e-12)
 
 
 def test_cans_is_a_generator_not_a_preset():
-    assert "cans" not in optorth.preset_names()
-    with pytest.raises(ValueError, match=r"optorth.cans_schedule\(steps\)"):
+    assert "cans" not in optorth.ns.preset_names()
+    with pytest.raises(ValueError, match=r"optorth.ns.cans_schedule\(steps\)"):
         resolve_schedule("cans")
     with pytest.raises(ValueError, match="cans_schedule"):
         optorth.newton_schulz(np.ones((4, 8), np.float32), "cans")
 
 
-@pytest.mark.parametrize("make", [lambda: optorth.cans_schedule(8),
-                                  lambda: optorth.polar_express_schedule(6)],
+@pytest.mark.parametrize("make", [lambda: optorth.ns.cans_schedule(8),
+                                  lambda: optorth.ns.polar_express_schedule(6)],
                          ids=["cans8", "polar_express6"])
 def test_engine_applies_the_scalar_map(make):
     """Ground truth: output singular values are φ(σ_i / (‖X‖_F·safety)) (float64 NumPy)."""

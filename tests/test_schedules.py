@@ -80,7 +80,7 @@ def test_preset_equals_its_published_source_exactly(name):
 
 def test_every_preset_is_covered():
     assert set(PRESETS) == set(EXPECTED)
-    assert set(optorth.preset_names()) >= set(EXPECTED) | {"root"}
+    assert set(optorth.ns.preset_names()) >= set(EXPECTED) | {"root"}
 
 
 def test_presets_that_repeat_do_so_by_rule():
@@ -175,21 +175,24 @@ def test_rows_has_the_requested_length_or_raises(name, extend):
 
 def test_engine_refuses_undefined_step_counts_before_running():
     x = np.ones((4, 8), np.float32)
-    with pytest.raises(ValueError, match="defines exactly 5 steps; 6"):
-        optorth.newton_schulz(x, "you", steps=6)
-    with pytest.raises(ValueError, match="raw table has 5 rows"):
-        optorth.newton_schulz(x, np.asarray(YOU_ROWS), steps=4)
+    with pytest.raises(ValueError, match="NewtonSchulz: .*defines exactly 5 steps; 6"):
+        optorth.newton_schulz(x, optorth.NewtonSchulz("you", steps=6))
+    with pytest.raises(ValueError, match="exactly 5 steps; 4 were requested"):
+        optorth.NewtonSchulz(np.asarray(YOU_ROWS), steps=4)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(table=()), "non-empty"),
-        (dict(table=((1.0, 2.0),)), "lengths"),
-        (dict(table=((1.0, float("nan"), 0.0),)), "non-finite"),
+        (dict(table=()), r"Schedule 'bad'.*\(T, 3\) with T >= 1; got shape \(0,\)"),
+        (dict(table=((1.0, 2.0),)), r"\(T, 3\) with T >= 1; got shape \(1, 2\)"),
+        (dict(table=((1.0, 2.0, 3.0), (1.0, 2.0))), r"\(T, 3\) array of numbers"),
+        (dict(table=((1.0, float("nan"), 0.0),)), "non-finite entries .* in rows \\[0\\]"),
         (dict(table=((1.0, 0.0, 0.0),), extend="repeat"), "extend='repeat'"),
         (dict(table=((1.0, 0.0, 0.0),), precondition="svd"), "precondition='svd'"),
-        (dict(table=((1.0, 0.0, 0.0),), safety=0.99), "safety must be >= 1"),
+        (dict(table=((1.0, 0.0, 0.0),), safety=0.99), "safety must be a finite number >= 1"),
+        (dict(table=((1.0, 0.0, 0.0),), safety=float("inf")), "safety must be a finite"),
+        (dict(table=((1.0, 0.0, 0.0),), safety="1"), "safety must be a real number"),
     ],
 )
 def test_invalid_schedules_raise_clear_errors(kwargs, match):
@@ -204,7 +207,7 @@ def _all_schedules():
     return (
         list(PRESETS.values())
         + [root_schedule(k) for k in ROOT_PUBLISHED]
-        + [optorth.polar_express_schedule(7), optorth.cans_schedule(6)]
+        + [optorth.ns.polar_express_schedule(7), optorth.ns.cans_schedule(6)]
     )
 
 

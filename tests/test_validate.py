@@ -133,7 +133,7 @@ BROKEN = {
         optorth.Schedule(table=PRESETS["polar_express"].table[:1], extend="repeat_last"),
         "escapes"),
     "CANS row 1 repeated": (
-        dataclasses.replace(optorth.cans_schedule(1), extend="repeat_last"), "sign_flip"),
+        dataclasses.replace(optorth.ns.cans_schedule(1), extend="repeat_last"), "sign_flip"),
     "overflow": (np.array([(1e200, 0.0, 1e200)] * 3), "escapes"),
 }
 
@@ -218,7 +218,7 @@ def test_repeat_last_tail_bound_holds_under_iteration():
 
 def test_report_is_a_frozen_value_with_a_readable_summary():
     report = optorth.validate_schedule("you")
-    assert isinstance(report, optorth.ScheduleReport)
+    assert isinstance(report, optorth.ns.ScheduleReport)
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.ok = False
     text = str(report)
@@ -239,7 +239,11 @@ def test_sigma_min_must_be_in_the_unit_interval(sigma_min):
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(ValueError, match=r"\(T, 3\) array; got an array of shape \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"validate_schedule: .*\(T, 3\).*got shape \(5, 2\)"):
         optorth.validate_schedule(np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"validate_schedule: .*non-finite entries"):
+        optorth.validate_schedule([(1.0, float("nan"), 0.0)])
+    with pytest.raises(ValueError, match=r"validate_schedule: Unknown schedule 'jordn'.*'jordan'"):
+        optorth.validate_schedule("jordn")
     with pytest.raises(ValueError, match="per shape"):
         optorth.validate_schedule("root")

@@ -36,8 +36,12 @@ _REMEZ_MAX_ITERS = 100
 
 def _check_args(who, steps, sigma_min, sigma_max) -> tuple[int, float, float]:
     steps = check_positive_int(who, "steps", steps)
-    sigma_max = check_below(who, "sigma_max", sigma_max, upper=float("inf"))
-    return steps, check_below(who, "sigma_min", sigma_min, upper=sigma_max), sigma_max
+    lo, hi = (check_below(who, name, value, upper=float("inf"))
+              for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)))
+    if not lo < hi:
+        raise ValueError(f"{who}: need 0 < sigma_min < sigma_max; got sigma_min={sigma_min!r}, "
+                         f"sigma_max={sigma_max!r}.")
+    return steps, lo, hi
 
 
 def minimax_quintic(lo: float, hi: float) -> tuple[float, float, float]:

@@ -205,8 +205,8 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
     if schedule in _GENERATORS:
         raise ValueError(
             f"{schedule!r} is computed for a step count, not a fixed preset: pass "
-            f"optorth.{_GENERATORS[schedule]}(steps), e.g. "
-            f"optorth.newton_schulz(x, optorth.{_GENERATORS[schedule]}(6))."
+            f"optorth.ns.{_GENERATORS[schedule]}(steps), e.g. "
+            f"optorth.NewtonSchulz(optorth.ns.{_GENERATORS[schedule]}(6))."
         )
     import difflib
 
