@@ -170,7 +170,7 @@ def test_describe_routing_reports_each_leaf_for_variables_and_arrays():
 def test_nnx_optimizer_runs_and_takes_the_matrix_path():
     model = Transformer(rngs=nnx.Rngs(0))
     rules = optorth.nnx_attention_rules()
-    tx = optorth.muon(learning_rate=0.02, rules=rules, adam_learning_rate=0.0)
+    tx = optorth.muon(learning_rate=0.02, rules=rules, fallback=optax.set_to_zero())
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     before = nnx.as_pure(nnx.state(model, nnx.Param))
     tokens = jnp.arange(12).reshape(2, 6) % 11

@@ -70,7 +70,7 @@ def test_records_match_numpy_svd_and_rotate_through_batches():
 
 def test_quantile_sampling_keeps_extremes():
     mat = jax.random.normal(jax.random.PRNGKey(0), (40, 50))
-    values, norm = optorth.matrix_spectrum(mat, 5)
+    values, norm = optorth.blocks.matrix_spectrum(mat, 5)
     s = np.linalg.svd(np.asarray(mat, np.float64), compute_uv=False) / np.linalg.norm(mat)
     np.testing.assert_allclose(values, s[[0, 10, 20, 29, 39]], rtol=1e-4)
 
@@ -124,8 +124,8 @@ def test_specs_choose_the_recorded_matrices():
     """A MatrixSpec decides the matrices of a leaf (a conv kernel is one (kh·kw·cin) × cout
     matrix under optorth.route); fallback leaves keep their last two axes."""
     rules = [(r"^attn/qkv$", optorth.MatrixSpec.stacked())]
-    assert [p for _, p in sampled_leaves(make_params(), specs=optorth.route_specs(rules))] == [
-        "attn/qkv", "mlp", "out"]
+    specs = optorth.matrices.route_specs(rules)
+    assert [p for _, p in sampled_leaves(make_params(), specs=specs)] == ["attn/qkv", "mlp", "out"]
     conv = {"conv": jnp.arange(2 * 2 * 3 * 5, dtype=jnp.float32).reshape(2, 2, 3, 5)}
     tx = optorth.record_spectra(every=1, num_values=5, specs=None)  # conv: one 12×5 matrix
     _, state = tx.update(conv, tx.init(conv))
