@@ -9,7 +9,8 @@ import optorth
 from optorth.ns._generators import PAPER_CUSHION, minimax_cubic, minimax_quintic
 from optorth.ns._presets import PRESETS, resolve_schedule
 
-# Published tables (REFERENCE §2), transcribed independently of optorth/_presets.py.
+# Published tables (KellerJordan/Muon, Jiacheng You, arXiv 2505.16932, arXiv 2511.20626),
+# transcribed independently of optorth/ns/_presets.py.
 POLAR_EXPRESS_RAW = np.array([
     (8.28721201814563, -23.595886519098837, 17.300387312530933),
     (4.107059111542203, -2.9478499167379106, 0.5448431082926601),

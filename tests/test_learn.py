@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import optorth
+from optorth.ns import _fitted
 from optorth.ns import _objectives as obj
-from optorth.ns._fitted import _load as load_fitted
 from optorth.ns._validate import repelling_fixed_point as np_repelling_fixed_point
 
 # Small, shared fit settings: every fit with these shapes reuses one compilation.
@@ -35,14 +35,14 @@ def np_loss(rows, sigma, worst_weight):
 def random_tables(count, seed=0, spread=0.1):
     """Perturbed presets (relative noise ``spread``): a mix of stable and unstable tables."""
     rng = np.random.default_rng(seed)
-    bases = [optorth.PRESETS[n].rows() for n in ("jordan", "you", "polar_express5")]
+    bases = [optorth.ns.PRESETS[n].rows() for n in ("jordan", "you", "polar_express5")]
     return [bases[i % 3] * (1 + spread * rng.standard_normal(bases[i % 3].shape))
             for i in range(count)]
 
 
 # ----- objectives against ground truth --------------------------------------------------------
 def test_composed_map_matches_numpy():
-    rows = optorth.PRESETS["polar_express5"].rows()
+    rows = optorth.ns.PRESETS["polar_express5"].rows()
     sigma = np.geomspace(1e-4, 1, 500)
     phi, traj = obj.composed_map(jnp.asarray(rows, jnp.float32), jnp.asarray(sigma, jnp.float32))
     np.testing.assert_allclose(phi, np_phi(rows, sigma), rtol=2e-5, atol=2e-6)
@@ -72,7 +72,7 @@ def test_repelling_fixed_point_matches_validator():
 
 
 def test_is_stable_agrees_with_validate_schedule():
-    tables = random_tables(60, spread=0.015) + [optorth.root_schedule((2048, 2048)).rows()]
+    tables = random_tables(60, spread=0.015) + [optorth.ns.root_schedule((2048, 2048)).rows()]
     check = jax.jit(obj.is_stable)
     verdicts = []
     for rows in tables:
@@ -88,7 +88,7 @@ def test_is_stable_agrees_with_validate_schedule():
 
 def test_gradients_match_finite_differences():
     """d/dc of Σ(φ(σ) − 1)² and of the exact upper band edge, against central differences."""
-    rows = jnp.asarray(optorth.PRESETS["jordan"].rows(3), jnp.float32)
+    rows = jnp.asarray(optorth.ns.PRESETS["jordan"].rows(3), jnp.float32)
     sigma = jnp.geomspace(1e-2, 1.0, 64)
 
     @jax.jit
@@ -105,8 +105,8 @@ def test_gradients_match_finite_differences():
 
 
 def test_stability_penalty_zero_for_stable_and_positive_for_escape():
-    assert float(obj.stability_penalty(jnp.asarray(optorth.PRESETS["you"].rows()))) == 0.0
-    root = jnp.asarray(optorth.root_schedule((2048, 2048)).rows(), jnp.float32)
+    assert float(obj.stability_penalty(jnp.asarray(optorth.ns.PRESETS["you"].rows()))) == 0.0
+    root = jnp.asarray(optorth.ns.root_schedule((2048, 2048)).rows(), jnp.float32)
     assert float(obj.stability_penalty(root)) > 0.0
 
 
@@ -123,9 +123,9 @@ def test_orthogonality_loss_equals_spectrum_formula():
 
 
 # ----- spectra families -----------------------------------------------------------------------
-@pytest.mark.parametrize("family", optorth.SPECTRUM_FAMILIES)
+@pytest.mark.parametrize("family", optorth.ns.SPECTRUM_FAMILIES)
 def test_sample_spectra_families(family):
-    s = optorth.sample_spectra(family, (64, 128), 3, sigma_min=1e-3, seed=0)
+    s = optorth.ns.sample_spectra(family, (64, 128), 3, sigma_min=1e-3, seed=0)
     assert s.shape == (3, 64)
     np.testing.assert_allclose(s[:, 0], 1.0)
     assert np.all(np.diff(s, axis=1) <= 0) and np.all(s > 0)
@@ -144,7 +144,7 @@ def test_fit_scalar_is_valid_deterministic_and_beats_jordan():
     assert a.steps == 3 and a.extend == "fixed" and a.name == "fitted3"
     assert optorth.validate_schedule(a).ok
     grid = np.geomspace(1e-3, 1, 2048)
-    start = optorth.PRESETS["jordan"].rows(3)
+    start = optorth.ns.PRESETS["jordan"].rows(3)
     assert np_loss(a.rows(), grid, 0.2) < 0.95 * np_loss(start, grid, 0.2)
     prov = dict(a.provenance)
     for key in ("objective", "shape", "dtype", "seed", "sigma_min", "init", "max_error"):
@@ -157,7 +157,7 @@ def test_fit_for_a_shape_targets_its_normalized_spectrum():
     assert optorth.validate_schedule(sched).ok
     prov = dict(sched.provenance)
     assert prov["shape"] == "32x128" and prov["spectra"] == "log_uniform"
-    rel = optorth.sample_spectra("log_uniform", (32, 128), 16, seed=0)
+    rel = optorth.ns.sample_spectra("log_uniform", (32, 128), 16, seed=0)
     sigma = (rel / np.linalg.norm(rel, axis=1, keepdims=True)).ravel()
     generic = optorth.fit_schedule(3, **FAST)
     mean = lambda rows: np.mean(np.abs(np_phi(rows, sigma) - 1))  # noqa: E731
@@ -171,7 +171,7 @@ def test_fit_to_recorded_spectra():
     assert optorth.validate_schedule(sched).ok
     assert dict(sched.provenance)["spectra"] == "recorded (5 spectra)"
     sigma = np.concatenate(spectra)
-    jordan = optorth.PRESETS["jordan"].rows(3)
+    jordan = optorth.ns.PRESETS["jordan"].rows(3)
     assert np.mean(np.abs(np_phi(sched.rows(), sigma) - 1)) < np.mean(
         np.abs(np_phi(jordan, sigma) - 1))
 
@@ -182,7 +182,7 @@ def test_band_objective_meets_band_or_raises():
     report = optorth.validate_schedule(sched)
     assert report.ok and report.max_error <= 0.9
     assert report.slope_at_zero > 1.5 * optorth.validate_schedule("jordan", steps=3).slope_at_zero
-    with pytest.raises(optorth.FitError, match="band") as info:
+    with pytest.raises(optorth.ns.FitError, match="band") as info:
         optorth.fit_schedule(3, delta=0.2, **band)
     assert info.value.report is not None
 
@@ -196,7 +196,7 @@ def test_matrix_objective_in_bf16():
     assert prov["objective"] == "matrix" and prov["dtype"] == "bfloat16"
     assert prov["shape"] == "16x48"
     x = jax.random.normal(jax.random.PRNGKey(0), (48, 16))
-    out = optorth.newton_schulz(x, sched, dtype=jnp.bfloat16)
+    out = optorth.newton_schulz(x, optorth.NewtonSchulz(sched, dtype=jnp.bfloat16))
     assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
 
 
@@ -231,7 +231,7 @@ def test_fitted_schedule_json_round_trip():
 
 
 def test_shipped_fitted_schedules_are_valid_and_usable_by_name():
-    shipped = load_fitted()
+    shipped = {name: _fitted.lookup(name) for name in _fitted.names()}
     assert {"fitted3", "fitted4", "fitted5", "fitted4_bf16"} <= set(shipped)
     x = jax.random.normal(jax.random.PRNGKey(1), (24, 40))
     for name, sched in shipped.items():
@@ -240,7 +240,7 @@ def test_shipped_fitted_schedules_are_valid_and_usable_by_name():
         prov = dict(sched.provenance)
         for key in ("objective", "shape", "dtype", "seed", "generator"):
             assert key in prov, (name, key)
-        assert optorth.resolve_schedule(name) == sched
+        assert optorth.ns.resolve_schedule(name) == sched
         out = optorth.newton_schulz(x, name)
         assert bool(jnp.all(jnp.isfinite(out)))
     fitted4 = shipped["fitted4"]
@@ -260,10 +260,10 @@ def test_shipped_fitted4_wins_the_mean_and_the_worst_case_is_out_of_reach():
     worst case bounds every 4-step table's from below; that bound exceeds Jordan ×5's. The
     mean, which Jordan's non-convergent table leaves high, is where 4 fitted steps do win.
     """
-    jordan5 = optorth.validate_schedule(optorth.PRESETS["jordan"], steps=5)
+    jordan5 = optorth.validate_schedule(optorth.ns.PRESETS["jordan"], steps=5)
     bound = optorth.validate_schedule(
-        optorth.polar_express_schedule(4, safety=1.0, cushion=0.0)).max_error
+        optorth.ns.polar_express_schedule(4, safety=1.0, cushion=0.0)).max_error
     assert bound == pytest.approx(0.5459, abs=1e-4) and jordan5.max_error < bound
-    fitted4 = optorth.validate_schedule(optorth.resolve_schedule("fitted4"))
+    fitted4 = optorth.validate_schedule(optorth.ns.resolve_schedule("fitted4"))
     assert fitted4.ok and fitted4.max_error >= bound - 1e-6
     assert fitted4.mean_error < 0.65 * jordan5.mean_error  # 0.106 vs 0.173

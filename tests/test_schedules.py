@@ -9,7 +9,8 @@ import optorth
 from optorth.ns._presets import PRESETS, ROOT_ROWS, resolve_schedule, root_schedule
 from optorth.ns._schedule import EXTEND_RULES, Schedule
 
-# The tables as published (REFERENCE §2), transcribed here independently of optorth/_presets.py.
+# The tables as published (KellerJordan/Muon, Jiacheng You, arXiv 2505.16932, arXiv 2511.20626),
+# transcribed here independently of optorth/ns/_presets.py.
 JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 YOU_ROWS = (
     (4.0848, -6.8946, 2.9270),

