@@ -11,6 +11,9 @@ import optorth
 
 RNG = np.random.default_rng(1)
 SHAPES = {"matrix": (6, 10), "vector": (7,), "stack": (3, 5, 8)}
+#: The rank-3 leaf is a stack of matrices (routing alone cannot tell; see optorth.route).
+RULES = [("^stack$", optorth.MatrixSpec.stacked())]
+STACKED = {"s": optorth.MatrixSpec.stacked()}
 
 
 # ---------------------------------------------------------------- NumPy reference (float64)
@@ -103,8 +106,8 @@ def test_matches_paper_equations_20_steps(max_step):
     """No arguments: exactly the paper (ρ_t = min(1e-2, 1/√t) stays 1e-2 for t ≤ 10⁴).
     max_step=0.5 makes the 1/√t branch active from t = 5 on."""
     x0, grads = _problem()
-    lr = None if max_step is None else optorth.relative_step_schedule(max_step)
-    ours, _ = _optorth_run(optorth.adafactor(lr), x0, grads)
+    lr = None if max_step is None else optorth.optimizers.relative_step_schedule(max_step)
+    ours, _ = _optorth_run(optorth.adafactor(lr, rules=RULES), x0, grads)
     ref, clipped = paper_run(x0, grads, 1e-2 if max_step is None else max_step)
     assert clipped, "the problem must exercise update clipping"
     for step, (u, r) in enumerate(zip(ours, ref, strict=True)):
@@ -113,7 +116,7 @@ def test_matches_paper_equations_20_steps(max_step):
 
 
 def test_relative_step_schedule():
-    rho = optorth.relative_step_schedule()
+    rho = optorth.optimizers.relative_step_schedule()
     counts = jnp.asarray([0, 9_998, 9_999, 39_999])
     np.testing.assert_allclose(rho(counts), [1e-2, 1e-2, 1e-2, 1 / np.sqrt(40_000)], rtol=1e-6)
 
@@ -138,7 +141,7 @@ def test_clip_by_rms_is_per_matrix_unlike_optax():
     stack = quiet.copy()
     stack[0] *= 20.0  # RMS 10 > d = 1
     u = {"s": jnp.asarray(stack, jnp.float32)}
-    ours, _ = optorth.clip_by_rms(1.0).update(u, optax.EmptyState())
+    ours, _ = optorth.clip_by_rms(1.0, specs=STACKED).update(u, optax.EmptyState())
     ref, _ = optax.clip_by_block_rms(1.0).update(u, optax.EmptyState())
     np.testing.assert_allclose(ours["s"][0], stack[0] / 10.0, rtol=1e-6)
     np.testing.assert_allclose(ours["s"][1:], stack[1:], rtol=1e-6)
@@ -155,7 +158,7 @@ def test_clip_by_rms_is_per_matrix_unlike_optax():
 def test_scale_by_param_rms_is_per_matrix_unlike_optax():
     params = {"s": jnp.asarray(RNG.standard_normal((3, 4, 6)) * [[[1.0]], [[1e-5]], [[7.0]]])}
     ones = {"s": jnp.ones((3, 4, 6))}
-    ours, _ = optorth.scale_by_param_rms().update(ones, None, params)
+    ours, _ = optorth.scale_by_param_rms(specs=STACKED).update(ones, None, params)
     expected = [max(1e-3, _rms(np.asarray(params["s"][i]))) for i in range(3)]
     np.testing.assert_allclose(ours["s"][:, 0, 0], expected, rtol=1e-5)
     ref, _ = optax.scale_by_param_block_rms().update(ones, None, params)
@@ -168,7 +171,7 @@ def test_scale_by_param_rms_is_per_matrix_unlike_optax():
 def test_bf16_params(magnitude):
     x0, grads = _problem(steps=4)
     grads = [{k: magnitude * np.sign(v) for k, v in g.items()} for g in grads]
-    outs, state = _optorth_run(optorth.adafactor(), x0, grads, dtype=jnp.bfloat16)
+    outs, state = _optorth_run(optorth.adafactor(rules=RULES), x0, grads, dtype=jnp.bfloat16)
     stats = [x for x in jax.tree.leaves(state) if x.ndim > 0 or x.dtype != jnp.int32]
     assert stats and all(x.dtype == jnp.float32 for x in stats)
     for u in outs:
@@ -187,9 +190,10 @@ def test_momentum_and_masked_weight_decay():
     """X_t = X_{t−1} − ρ (EMA_β1[max(ε2, RMS(X)) Û] + λ·mask·X), checked in NumPy."""
     x0, grads = _problem(steps=5)
     mask = {"matrix": True, "vector": False, "stack": True}
-    tx = optorth.adafactor(0.05, momentum=0.9, weight_decay=0.1, weight_decay_mask=mask)
+    tx = optorth.adafactor(0.05, beta=0.9, weight_decay=0.1, weight_decay_mask=mask,
+                           rules=RULES)
     ours, _ = _optorth_run(tx, x0, grads)
-    plain = optorth.adafactor(1.0)  # ρ = 1 gives max(ε2, RMS(X))·Û, our scaled direction
+    plain = optorth.adafactor(1.0, rules=RULES)  # ρ = 1 gives max(ε2, RMS(X))·Û, our scaled direction
     x = {k: jnp.asarray(v, jnp.float32) for k, v in x0.items()}
     state, mom = plain.init(x), {k: np.zeros(v.shape) for k, v in x0.items()}
     for g, u in zip(grads, ours, strict=True):
@@ -203,15 +207,16 @@ def test_momentum_and_masked_weight_decay():
 
 def test_inject_hyperparams():
     x0, grads = _problem(steps=3)
-    base, _ = _optorth_run(optorth.adafactor(0.05, weight_decay=0.1), x0, grads)
-    injected = optax.inject_hyperparams(optorth.adafactor)(learning_rate=0.05, weight_decay=0.1)
+    base, _ = _optorth_run(optorth.adafactor(0.05, weight_decay=0.1, rules=RULES), x0, grads)
+    injected = optax.inject_hyperparams(optorth.adafactor)(learning_rate=0.05, weight_decay=0.1,
+                                                           rules=RULES)
     outs, state = _optorth_run(injected, x0, grads)
     for u, r in zip(outs, base, strict=True):
         for k in SHAPES:
             np.testing.assert_allclose(u[k], r[k], rtol=1e-5)
     assert set(state.hyperparams) >= {"learning_rate", "weight_decay", "decay_rate"}
-    outs, _ = _optorth_run(optax.inject_hyperparams(optorth.adafactor)(), x0, grads)
-    ref, _ = _optorth_run(optorth.adafactor(), x0, grads)
+    outs, _ = _optorth_run(optax.inject_hyperparams(optorth.adafactor)(rules=RULES), x0, grads)
+    ref, _ = _optorth_run(optorth.adafactor(rules=RULES), x0, grads)
     np.testing.assert_allclose(outs[-1]["stack"], ref[-1]["stack"], rtol=1e-5)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from _ready import NAMES, build
+from _ready import NAMES, adamw, build, routed_state
 from flax import nnx
 
 import optorth
@@ -24,7 +24,7 @@ RULES = [(r"^blocks/kernel$", MatrixSpec.stacked())]
 #: Ready optimizers without a Newton–Schulz block (no coefficient table in their state).
 NO_COEFFICIENTS = ("auon", "hybrid_auon", "normalized_sgdm", "signum", "adafactor")
 #: Jordan's table (5 rows) and You's 5-row table: two valid tables of the same shape.
-YOU = np.asarray(optorth.resolve_schedule("you").rows(), np.float32)
+YOU = np.asarray(optorth.ns.resolve_schedule("you").rows(), np.float32)
 
 
 def _params(dtype=jnp.float32):
@@ -88,24 +88,24 @@ def _restore(path, target):
 def _with_coeffs(state, table):
     """``state`` with every (T, 3) coefficient table replaced by ``table`` (a learned one)."""
     def replace(x):
-        if not isinstance(x, optorth.OrthogonalizeState) or isinstance(x.coeffs, dict):
+        if not isinstance(x, optorth.blocks.OrthogonalizeState) or isinstance(x.coeffs, dict):
             return x
         if isinstance(x.coeffs, nnx.Variable):  # nnx.Optimizer.opt_state
             x.coeffs.set_value(jnp.asarray(table, jnp.float32))
             return x
         return x._replace(coeffs=jnp.asarray(table, jnp.float32))
 
-    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, optorth.OrthogonalizeState))
+    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, optorth.blocks.OrthogonalizeState))
 
 
 def _learned(state):
     """``state`` with every coefficient table nudged, as online learning would leave it."""
     def nudge(x):
-        if not isinstance(x, optorth.OrthogonalizeState):
+        if not isinstance(x, optorth.blocks.OrthogonalizeState):
             return x
         return x._replace(coeffs=jax.tree.map(lambda c: c * jnp.float32(1.001), x.coeffs))
 
-    return jax.tree.map(nudge, state, is_leaf=lambda x: isinstance(x, optorth.OrthogonalizeState))
+    return jax.tree.map(nudge, state, is_leaf=lambda x: isinstance(x, optorth.blocks.OrthogonalizeState))
 
 
 def _round_trip(tmp_path, tx, params, learned=False):
@@ -128,8 +128,8 @@ def _round_trip(tmp_path, tx, params, learned=False):
 def test_round_trip_is_bit_exact_and_training_continues_identically(tmp_path, name):
     tx = build(name, RULES)
     state = _round_trip(tmp_path, tx, _params(), learned=True)
-    fresh = optorth.coefficient_states(_learned(tx.init(_params())))
-    restored = optorth.coefficient_states(state)
+    fresh = optorth.checkpoint.coefficient_states(_learned(tx.init(_params())))
+    restored = optorth.checkpoint.coefficient_states(state)
     assert len(restored) == len(fresh) == (0 if name in NO_COEFFICIENTS else 1)
     for (_, a), (_, b) in zip(restored, fresh, strict=True):
         if a.count is None:  # a fixed table: the nudged ("learned") table survived
@@ -146,36 +146,36 @@ def test_round_trip_bf16_state_and_inject_hyperparams(tmp_path):
     moments = [x for x in jax.tree.leaves(state) if getattr(x, "ndim", 0) >= 2
                and x.dtype == jnp.bfloat16]
     assert moments  # the momentum stayed bf16 (mu_dtype=None) and round-tripped bit-exact
-    assert isinstance(optorth.coefficient_states(state)[0][1].coeffs, dict)  # per-shape tables
+    assert isinstance(optorth.checkpoint.coefficient_states(state)[0][1].coeffs, dict)  # per-shape tables
     assert state.hyperparams["learning_rate"] == np.float32(0.01)
 
 
 def test_round_trip_with_online_learned_coefficients(tmp_path):
-    tx = optorth.muon(learning_rate=0.02, rules=RULES,
-                      learn=optorth.OnlineLearning(every=2, inner_steps=2, learning_rate=3e-3))
+    learn = optorth.OnlineLearning(every=2, inner_steps=2, learning_rate=3e-3)
+    tx = optorth.muon(learning_rate=0.02, rules=RULES, ns=optorth.NewtonSchulz(learn=learn))
     state = _round_trip(tmp_path, tx, _params())
-    ((_, coeffs),) = optorth.coefficient_states(state)
+    ((_, coeffs),) = optorth.checkpoint.coefficient_states(state)
     assert coeffs.coeffs.shape == (5, 3)
-    assert int(coeffs.fingerprint) == int(optorth.coefficient_fingerprint(
-        optorth.resolve_schedule("jordan").rows()))
+    assert int(coeffs.fingerprint) == int(optorth.ns.coefficient_fingerprint(
+        optorth.ns.resolve_schedule("jordan").rows()))
 
 
 # ----- fingerprints ---------------------------------------------------------------------------
 def test_fingerprint_identifies_the_initial_table_eagerly_and_under_jit():
     params = _params()
     tx = optorth.muon(rules=RULES)
-    eager = optorth.coefficient_states(tx.init(params))[0][1]
-    jitted = optorth.coefficient_states(jax.jit(tx.init)(params))[0][1]
-    assert eager.fingerprint.dtype == jnp.uint32 and int(eager.version) == optorth.STATE_VERSION
+    eager = optorth.checkpoint.coefficient_states(tx.init(params))[0][1]
+    jitted = optorth.checkpoint.coefficient_states(jax.jit(tx.init)(params))[0][1]
+    assert eager.fingerprint.dtype == jnp.uint32 and int(eager.version) == optorth.ns.STATE_VERSION
     assert int(eager.fingerprint) == int(jitted.fingerprint) != 0
-    assert int(eager.fingerprint) == int(optorth.coefficient_fingerprint(eager.coeffs))
-    other = optorth.coefficient_states(optorth.muon(schedule="you", rules=RULES).init(params))
+    assert int(eager.fingerprint) == int(optorth.ns.coefficient_fingerprint(eager.coeffs))
+    other = optorth.checkpoint.coefficient_states(optorth.muon(ns=optorth.NewtonSchulz("you"), rules=RULES).init(params))
     assert int(other[0][1].fingerprint) != int(eager.fingerprint)
-    six = optorth.coefficient_states(optorth.muon(steps=6, rules=RULES).init(params))
+    six = optorth.checkpoint.coefficient_states(optorth.muon(ns=optorth.NewtonSchulz(steps=6), rules=RULES).init(params))
     assert int(six[0][1].fingerprint) != int(eager.fingerprint)
     # A learned table keeps the fingerprint of the table it started from.
     learned = _run(_stepper(tx), params, _with_coeffs(tx.init(params), YOU), 0, 1)[1]
-    assert int(optorth.coefficient_states(learned)[0][1].fingerprint) == int(eager.fingerprint)
+    assert int(optorth.checkpoint.coefficient_states(learned)[0][1].fingerprint) == int(eager.fingerprint)
 
 
 # ----- the restore policy ---------------------------------------------------------------------
@@ -190,7 +190,7 @@ def _restored_and_reference(tmp_path, saved_tx, current_tx, learned=None):
 
 
 def _coeffs(state):
-    return np.asarray(optorth.coefficient_states(state)[0][1].coeffs)
+    return np.asarray(optorth.checkpoint.coefficient_states(state)[0][1].coeffs)
 
 
 def test_learned_coefficients_policies(tmp_path):
@@ -201,7 +201,7 @@ def test_learned_coefficients_policies(tmp_path):
             _coeffs(optorth.reconcile_coefficients(restored, reference, policy)), YOU)
     overridden = optorth.reconcile_coefficients(restored, reference, "override")
     np.testing.assert_array_equal(_coeffs(overridden), _coeffs(reference))
-    with pytest.raises(ValueError, match=r"inner_states/matrix/inner_state/1.*differ.*"
+    with pytest.raises(ValueError, match=r"inner_states/train/inner_state/inner_states/matrix/inner_state/1.*differ.*"
                                          r"policy='error' forbids.*policy='keep'"):
         optorth.reconcile_coefficients(restored, reference, "error")
     # Identical tables pass every policy unchanged.
@@ -211,7 +211,7 @@ def test_learned_coefficients_policies(tmp_path):
 
 
 def test_changed_schedule_is_never_silent(tmp_path):
-    saved, current = optorth.muon(rules=RULES), optorth.muon(schedule="you", rules=RULES)
+    saved, current = optorth.muon(rules=RULES), optorth.muon(ns=optorth.NewtonSchulz("you"), rules=RULES)
     restored, reference = _restored_and_reference(tmp_path, saved, current)
     # Orbax alone restores the checkpoint's (Jordan) table into the new optimizer's state.
     np.testing.assert_allclose(_coeffs(restored)[0], [3.4445, -4.7750, 2.0315], rtol=1e-6)
@@ -225,7 +225,7 @@ def test_changed_schedule_is_never_silent(tmp_path):
 
 def test_changed_step_count_restores_into_the_old_structure_then_overrides(tmp_path):
     params = _params()
-    saved, current = optorth.muon(rules=RULES), optorth.muon(steps=7, rules=RULES)
+    saved, current = optorth.muon(rules=RULES), optorth.muon(ns=optorth.NewtonSchulz(steps=7), rules=RULES)
     state = _run(_stepper(saved), params, saved.init(params), 0, 2)[1]
     _save(tmp_path / "ckpt", state)
     reference = current.init(params)
@@ -235,18 +235,20 @@ def test_changed_step_count_restores_into_the_old_structure_then_overrides(tmp_p
     # pending until interpreter exit), so restore into the old structure and override.
     with ocp.StandardCheckpointer() as ckptr:
         stored = ckptr.metadata(tmp_path / "ckpt").item_metadata.tree
-    ((path, _),) = optorth.coefficient_states(reference)
-    stored_coeffs = stored["inner_states"]["matrix"]["inner_state"][1]["coeffs"]
-    assert stored_coeffs.shape == (5, 3) and path == "inner_states/matrix/inner_state/1"
+    ((path, _),) = optorth.checkpoint.coefficient_states(reference)
+    stored_coeffs = stored["inner_states"]["train"]["inner_state"]["inner_states"]["matrix"][
+        "inner_state"][1]["coeffs"]
+    assert stored_coeffs.shape == (5, 3)
+    assert path == "inner_states/train/inner_state/inner_states/matrix/inner_state/1"
     restored = _restore(tmp_path / "ckpt", saved.init(params))
     with pytest.raises(ValueError, match=r"table 5×3.*table 7×3"):
         optorth.reconcile_coefficients(restored, reference)
     state = optorth.reconcile_coefficients(restored, reference, "override")
     assert _coeffs(state).shape == (7, 3)
-    mu = state.inner_states["matrix"].inner_state[0].mu  # the momentum is the checkpoint's
-    np.testing.assert_array_equal(mu["dense"]["kernel"],
-                                  restored.inner_states["matrix"].inner_state[0].mu["dense"][
-                                      "kernel"])
+    mu = routed_state(state).inner_states["matrix"].inner_state[0].mu  # the checkpoint's
+    np.testing.assert_array_equal(
+        mu["dense"]["kernel"],
+        routed_state(restored).inner_states["matrix"].inner_state[0].mu["dense"]["kernel"])
     new_params, _ = _stepper(current)(params, state, 2)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_params))
 
@@ -260,13 +262,13 @@ def test_reconcile_refuses_bad_input():
     with pytest.raises(ValueError, match="different structures"):
         optorth.reconcile_coefficients(state, other)
     newer = jax.tree.map(
-        lambda x: x._replace(version=jnp.asarray(optorth.STATE_VERSION + 1, jnp.int32))
-        if isinstance(x, optorth.OrthogonalizeState) else x,
-        state, is_leaf=lambda x: isinstance(x, optorth.OrthogonalizeState))
+        lambda x: x._replace(version=jnp.asarray(optorth.ns.STATE_VERSION + 1, jnp.int32))
+        if isinstance(x, optorth.blocks.OrthogonalizeState) else x,
+        state, is_leaf=lambda x: isinstance(x, optorth.blocks.OrthogonalizeState))
     with pytest.raises(ValueError, match="newer than this optorth"):
         optorth.reconcile_coefficients(newer, state, "keep")
     # A hand-built state has no fingerprint: differing tables need an explicit policy.
-    hand = optorth.OrthogonalizeState(jnp.asarray(YOU))
+    hand = optorth.blocks.OrthogonalizeState(jnp.asarray(YOU))
     ref = optorth.orthogonalize().init({"w": jnp.ones((4, 8))})
     with pytest.raises(ValueError, match="fingerprint unknown"):
         optorth.reconcile_coefficients(hand, ref)
@@ -302,7 +304,7 @@ def _nnx_pair(tx):
 
 def test_nnx_optimizer_round_trip_with_learned_coefficients(tmp_path):
     """Save nnx.state(optimizer); restore into a new one with nnx.update; reconcile."""
-    tx = optorth.muon(learning_rate=0.02, adam_learning_rate=1e-2)
+    tx = optorth.muon(learning_rate=0.02, fallback=adamw(1e-2))
     model, optimizer = _nnx_pair(tx)
     optimizer.opt_state = _with_coeffs(optimizer.opt_state, YOU)  # a learned table
     for _ in range(2):
