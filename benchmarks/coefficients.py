@@ -3,7 +3,7 @@
     python benchmarks/coefficients.py [--steps 3 4 5 6] [--shape 256 1024] [--fit]
 
 For step counts 3–6 it prints, for every preset (truncated or extended as the preset's own
-``extend`` rule allows), ``optorth.polar_express_schedule(T)`` and every shipped fitted
+``extend`` rule allows), ``optorth.ns.polar_express_schedule(T)`` and every shipped fitted
 schedule (``optorth/data/fitted_schedules.json``; ``--fit`` also fits fresh ones):
 
 * exact: the composed map φ on normalized σ ∈ [1e-3, 1] in float64
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import optorth
-from optorth.ns._fitted import _load as _load_fitted
+from optorth.ns._engine import newton_schulz_table
 
 DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 
@@ -46,13 +46,13 @@ class Row(NamedTuple):
 def candidates(steps: int, fitted: dict[str, optorth.Schedule]) -> list[Row]:
     """Every preset usable at ``steps`` (by its rule), Polar Express(T), fitted T-step ones."""
     rows = []
-    for name, sched in optorth.PRESETS.items():
+    for name, sched in optorth.ns.PRESETS.items():
         try:
             table = sched.rows(steps)
         except ValueError:
             continue
         rows.append(Row(name, steps, sched.with_table(table, extend="fixed"), "preset"))
-    pe = optorth.polar_express_schedule(steps)
+    pe = optorth.ns.polar_express_schedule(steps)
     rows.append(Row(f"polar_express_schedule({steps})", steps, pe, "generated"))
     for name, sched in fitted.items():
         if sched.steps == steps:
@@ -80,7 +80,7 @@ _ENGINES = {}
 def _engine(precondition: str, safety: float, dtype):
     key = (precondition, safety, dtype)
     if key not in _ENGINES:
-        _ENGINES[key] = jax.jit(lambda x, c: optorth.newton_schulz(
+        _ENGINES[key] = jax.jit(lambda x, c: newton_schulz_table(
             x, c, precondition=precondition, safety=safety, dtype=dtype))
     return _ENGINES[key]
 
@@ -208,7 +208,7 @@ def check_targets(results: dict[int, list[dict]]) -> None:
         jordan5 = next(r for r in results[5] if r["row"].label == "jordan")
         je = jordan5["exact"]
         bound = optorth.validate_schedule(
-            optorth.polar_express_schedule(4, safety=1.0, cushion=0.0)).max_error
+            optorth.ns.polar_express_schedule(4, safety=1.0, cushion=0.0)).max_error
         print(f"  lower bound on the exact worst case of any 4-step quintic table on [1e-3, 1]:"
               f" {bound:.4f} (greedy minimax, optimal by Polar Express Thm 4.1) > jordan×5 "
               f"{je.max_error:.4f}: the worst-case half is out of reach; the mean half is not")
@@ -242,7 +242,8 @@ def main(argv=None) -> dict[int, list[dict]]:
                         help="also fit fresh scalar schedules for each step count")
     parser.add_argument("--out", default="out/coefficients.png")
     args = parser.parse_args(argv)
-    fitted = dict(_load_fitted())
+    fitted = {name: optorth.ns.resolve_schedule(name) for name in optorth.ns.preset_names()
+              if name not in optorth.ns.PRESETS and name not in optorth.ns.PER_SHAPE_PRESETS}
     if args.fit:
         for t in args.steps:
             fitted[f"fit{t}(fresh)"] = optorth.fit_schedule(t, name=f"fit{t}_fresh")

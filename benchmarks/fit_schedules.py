@@ -21,7 +21,8 @@ import numpy as np
 
 import optorth
 
-_DATA = pathlib.Path(__file__).resolve().parents[1] / "optorth" / "ns" / "data" / "fitted_schedules.json"
+_DATA = (pathlib.Path(__file__).resolve().parents[1] / "optorth" / "ns" / "data"
+         / "fitted_schedules.json")
 
 #: name -> keyword arguments of ``optorth.fit_schedule`` (``steps`` included).
 ENTRIES: dict[str, dict] = {

@@ -48,7 +48,8 @@ def ns_flops(batch: int, m: int, n: int, steps: int) -> float:
 def configs():
     """(name, function of x, steps) for the configurations compared."""
     def ours(**kw):
-        return jax.jit(lambda x: optorth.newton_schulz(x, dtype=jnp.bfloat16, **kw))
+        ns = optorth.NewtonSchulz(**{"method": "standard", "dtype": jnp.bfloat16, **kw})
+        return jax.jit(lambda x: optorth.newton_schulz(x, ns))
 
     from optax.contrib._muon import orthogonalize_via_newton_schulz as optax_ns
 

@@ -5,7 +5,7 @@
 1. Trains ``muon`` on the character LM of ``benchmarks/train_lm.py`` (its default config)
    and, every ``--every`` steps, records the singular values of every hidden-matrix momentum
    (``info.state_matrices()``, paths with ``/matrix/`` and ``/mu/``) with
-   ``optorth.matrix_spectrum``, relative to each matrix's Frobenius norm (the engine's
+   ``optorth.blocks.matrix_spectrum``, relative to each matrix's Frobenius norm (the engine's
    normalization). Alternate records form the fitting ("train") and held-out ("test") sets;
    the test records also keep the momentum matrices themselves.
 2. Fits ``optorth.fit_schedule(T, spectra=train)`` for each T.
@@ -32,6 +32,7 @@ import numpy as np
 from lm import Config, train
 
 import optorth
+from optorth.ns._engine import newton_schulz_table
 
 
 def record(cfg: Config, every: int):
@@ -45,7 +46,7 @@ def record(cfg: Config, every: int):
         mats = {k: v for k, v in info.state_matrices().items() if "/matrix/" in k and "/mu/" in k}
         spectra = []
         for mat in mats.values():
-            values, _ = optorth.matrix_spectrum(mat, min(mat.shape[-2:]))
+            values, _ = optorth.blocks.matrix_spectrum(mat, min(mat.shape[-2:]))
             spectra.append(np.asarray(values, np.float64))
         records.append(spectra)
         matrices.append([np.asarray(m, np.float32) for m in mats.values()])
@@ -75,7 +76,7 @@ def engine_errors(sched: optorth.Schedule, mats, dtype):
         by_shape.setdefault(m.shape, []).append(m)
     key = (sched.precondition, sched.safety, dtype)
     if key not in _ENGINES:
-        _ENGINES[key] = jax.jit(lambda x, c: optorth.newton_schulz(
+        _ENGINES[key] = jax.jit(lambda x, c: newton_schulz_table(
             x, c, precondition=key[0], safety=key[1], dtype=key[2]))
     coeffs = jnp.asarray(sched.rows(), jnp.float32)
     for group in by_shape.values():
@@ -87,14 +88,14 @@ def engine_errors(sched: optorth.Schedule, mats, dtype):
 
 def contenders(steps: int, fitted: optorth.Schedule) -> dict[str, optorth.Schedule]:
     out = {
-        "jordan": optorth.PRESETS["jordan"].with_table(optorth.PRESETS["jordan"].rows(steps),
+        "jordan": optorth.ns.PRESETS["jordan"].with_table(optorth.ns.PRESETS["jordan"].rows(steps),
                                                       extend="fixed"),
-        "polar_express": optorth.PRESETS["polar_express"].with_table(
-            optorth.PRESETS["polar_express"].rows(steps), extend="fixed"),
-        f"polar_express_schedule({steps})": optorth.polar_express_schedule(steps),
+        "polar_express": optorth.ns.PRESETS["polar_express"].with_table(
+            optorth.ns.PRESETS["polar_express"].rows(steps), extend="fixed"),
+        f"polar_express_schedule({steps})": optorth.ns.polar_express_schedule(steps),
     }
-    general = optorth.resolve_schedule(f"fitted{steps}") if f"fitted{steps}" in \
-        optorth.preset_names() else None
+    general = optorth.ns.resolve_schedule(f"fitted{steps}") if f"fitted{steps}" in \
+        optorth.ns.preset_names() else None
     if general is not None:
         out[f"fitted{steps} (shipped, general)"] = general
     out[f"fitted{steps}_lm (this run)"] = fitted

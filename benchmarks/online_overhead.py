@@ -4,8 +4,9 @@
 
 Both optimizers are the same jitted chain, Nesterov momentum → ``optorth.orthogonalize``
 (Jordan's table, read from the optimizer state) → scale; one of them is built with
-``learn=optorth.OnlineLearning(...)``, which refines the table every ``--every`` updates
-(``lax.cond``-gated) with ``--inner-steps`` Adam steps on ``--max-matrices`` sampled momenta.
+``optorth.NewtonSchulz(learn=optorth.OnlineLearning(...))``, which refines the table every
+``--every`` updates (``lax.cond``-gated) with ``--inner-steps`` Adam steps on
+``--max-matrices`` sampled momenta.
 Gradients are fixed random matrices with the shapes of the model's hidden matrices (GPT-2
 small: 12 layers × (4 × 768×768, 768×3072, 3072×768)), so the ratio is the worst case: a real
 step also runs the model's forward and backward pass, which the learning does not touch. The
@@ -33,7 +34,8 @@ MODELS = {
 def make_optimizer(learn, dtype):
     """Nesterov momentum → ``optorth.orthogonalize`` (Jordan's table, in the state) → scale."""
     return optax.chain(optax.trace(0.95, nesterov=True),
-                       optorth.orthogonalize("jordan", dtype=dtype, learn=learn),
+                       optorth.orthogonalize(optorth.NewtonSchulz("jordan", dtype=dtype,
+                                                                  learn=learn)),
                        optax.scale(-0.02))
 
 
@@ -104,7 +106,7 @@ def main(argv=None):
     state = runs["with online learning"]["state"][1]
     coeffs = np.asarray(state.coeffs, np.float64)
     report = optorth.validate_schedule(coeffs)
-    changed = float(np.max(np.abs(coeffs - optorth.PRESETS["jordan"].rows())))
+    changed = float(np.max(np.abs(coeffs - optorth.ns.PRESETS["jordan"].rows())))
     print(f"  learned table after {int(state.count)} updates: max |Δc| = {changed:.4f}, "
           f"validator ok={report.ok}, band {report.band[0]:.3f}..{report.band[1]:.3f}")
     ratio = np.median(runs["with online learning"]["times"]) / base

@@ -17,7 +17,7 @@ For each float32 matrix shape (and the GPT-2-small set: 12 layers of 768×2304, 
   timed in the same interleaved rounds).
 
 It then sweeps the aspect ratio at which the Gram iteration overtakes the standard one
-(``GRAM_CROSSOVER`` in ``optorth/_newton_schulz.py``) and saves a plot of accuracy against
+(``GRAM_CROSSOVER`` in ``optorth/ns/_engine.py``) and saves a plot of accuracy against
 relative time. Example::
 
     python benchmarks/orthogonalize.py --quick     # 768x3072 + 1-layer GPT-2 shapes
@@ -43,7 +43,7 @@ from _timing import Timing, time_interleaved
 from optax.contrib._muon import MuonDimensionNumbers, orthogonalize_via_newton_schulz
 
 import optorth
-from optorth.ns._engine import default_restart
+from optorth.ns._engine import default_restart, newton_schulz_table
 
 JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))
@@ -71,8 +71,14 @@ def optax_ns(x, coeffs):
     return orthogonalize_via_newton_schulz(x, coeffs, ns_steps=5, dimension_numbers=dims)
 
 
-def _ns(schedule, **kwargs):
-    return lambda x: optorth.newton_schulz(x, schedule, **kwargs)
+def _ns(schedule, *, method="standard", restart=None, **kwargs):
+    ns = optorth.NewtonSchulz(schedule, method=method, **kwargs)
+    if restart is None:
+        return lambda x: optorth.newton_schulz(x, ns)
+    safety, precondition = ns.normalization()
+    table = jnp.asarray(ns.table(), jnp.float32)
+    return lambda x: newton_schulz_table(x, table, safety=safety, precondition=precondition,
+                                         method=method, dtype=ns.compute_dtype, restart=restart)
 
 
 def build_configs() -> list[Config]:
@@ -80,7 +86,7 @@ def build_configs() -> list[Config]:
     jordan_row = jnp.asarray(JORDAN_ROW)
     jordan_table = jnp.tile(jordan_row, (5, 1))
     bf16 = jnp.bfloat16
-    pe = optorth.polar_express_schedule
+    pe = optorth.ns.polar_express_schedule
     pe5, pe4 = pe(5, sigma_min=1e-3), pe(4, sigma_min=1e-3)
     # Steeper designs: minimax on [5e-3, 1] / [1e-2, 1]; below that they rely on ∏a.
     pe4s, pe3s = pe(4, sigma_min=5e-3), pe(3, sigma_min=1e-2)
@@ -120,7 +126,7 @@ def ns_flops(m: int, n: int, cfg: Config) -> float:
     then a chunk of L steps between restarts costs (8L − 6)m³ plus QX (2m²n); every restart
     recomputes R (2m²n).
     """
-    method = optorth.choose_method((m, n), cfg.method)
+    method = optorth.ns.choose_method((m, n), cfg.method)
     m, n = sorted((m, n))
     if method == "standard" or m == 1:
         return cfg.steps * (4 * m * m * n + 2 * m**3)

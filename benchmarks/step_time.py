@@ -73,18 +73,20 @@ class Candidate:
     steps: int
     method: str = "standard"
 
+    @property
+    def ns(self) -> optorth.NewtonSchulz:
+        """The candidate's Newton–Schulz settings (the plain iteration unless it says)."""
+        return optorth.NewtonSchulz(**{"method": "standard", **self.muon_kwargs})
+
     def engine(self, x):
-        kw = self.muon_kwargs
-        return optorth.newton_schulz(x, kw.get("schedule", "jordan"),
-                                     method=kw.get("method", "standard"),
-                                     precondition=kw.get("precondition"))
+        return optorth.newton_schulz(x, self.ns)
 
     def cost(self) -> Config:
         return Config(self.name, None, self.steps, self.method)
 
 
 def candidates(quick: bool) -> list[Candidate]:
-    pe = optorth.polar_express_schedule
+    pe = optorth.ns.polar_express_schedule
     out = [
         Candidate("jordan standard (default)", {}, 5),
         Candidate("jordan auto (gram n/m≥2)", dict(method="auto"), 5, "auto"),
@@ -138,7 +140,7 @@ def optimizers(params, extra: list[Candidate]):
            ("optax muon, same routing", optax.contrib.muon(
                0.02, muon_weight_dimension_numbers=optax_same_routing(params))),
            ("optorth.muon default", optorth.muon())]
-    txs += [(update_name(c), optorth.muon(**c.muon_kwargs)) for c in extra if c.muon_kwargs]
+    txs += [(update_name(c), optorth.muon(ns=c.ns)) for c in extra if c.muon_kwargs]
     return txs
 
 
@@ -240,10 +242,7 @@ def throughput(params, cands, repeats):
     shapes = [v.shape for v in mats.values()]
     fns, args = {}, {}
     for c in cands:
-        kw = c.muon_kwargs
-        tx = optorth.orthogonalize(kw.get("schedule", "jordan"), method=kw.get("method",
-                                                                              "standard"),
-                                   precondition=kw.get("precondition"))
+        tx = optorth.orthogonalize(c.ns)
         state = tx.init(mats)
         fns[c.name] = jax.jit(tx.update).lower(mats, state).compile()
         args[c.name] = (mats, state)
