@@ -193,7 +193,7 @@ def test_momentum_and_masked_weight_decay():
     tx = optorth.adafactor(0.05, beta=0.9, weight_decay=0.1, weight_decay_mask=mask,
                            rules=RULES)
     ours, _ = _optorth_run(tx, x0, grads)
-    plain = optorth.adafactor(1.0, rules=RULES)  # ρ = 1 gives max(ε2, RMS(X))·Û, our scaled direction
+    plain = optorth.adafactor(1.0, rules=RULES)  # ρ = 1: max(ε2, RMS(X))·Û, our direction
     x = {k: jnp.asarray(v, jnp.float32) for k, v in x0.items()}
     state, mom = plain.init(x), {k: np.zeros(v.shape) for k, v in x0.items()}
     for g, u in zip(grads, ours, strict=True):

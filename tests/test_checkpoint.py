@@ -19,6 +19,8 @@ from flax import nnx
 
 import optorth
 from optorth import MatrixSpec
+from optorth.blocks import OrthogonalizeState
+from optorth.checkpoint import coefficient_states
 
 RULES = [(r"^blocks/kernel$", MatrixSpec.stacked())]
 #: Ready optimizers without a Newton–Schulz block (no coefficient table in their state).
@@ -88,24 +90,24 @@ def _restore(path, target):
 def _with_coeffs(state, table):
     """``state`` with every (T, 3) coefficient table replaced by ``table`` (a learned one)."""
     def replace(x):
-        if not isinstance(x, optorth.blocks.OrthogonalizeState) or isinstance(x.coeffs, dict):
+        if not isinstance(x, OrthogonalizeState) or isinstance(x.coeffs, dict):
             return x
         if isinstance(x.coeffs, nnx.Variable):  # nnx.Optimizer.opt_state
             x.coeffs.set_value(jnp.asarray(table, jnp.float32))
             return x
         return x._replace(coeffs=jnp.asarray(table, jnp.float32))
 
-    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, optorth.blocks.OrthogonalizeState))
+    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, OrthogonalizeState))
 
 
 def _learned(state):
     """``state`` with every coefficient table nudged, as online learning would leave it."""
     def nudge(x):
-        if not isinstance(x, optorth.blocks.OrthogonalizeState):
+        if not isinstance(x, OrthogonalizeState):
             return x
         return x._replace(coeffs=jax.tree.map(lambda c: c * jnp.float32(1.001), x.coeffs))
 
-    return jax.tree.map(nudge, state, is_leaf=lambda x: isinstance(x, optorth.blocks.OrthogonalizeState))
+    return jax.tree.map(nudge, state, is_leaf=lambda x: isinstance(x, OrthogonalizeState))
 
 
 def _round_trip(tmp_path, tx, params, learned=False):
@@ -128,8 +130,8 @@ def _round_trip(tmp_path, tx, params, learned=False):
 def test_round_trip_is_bit_exact_and_training_continues_identically(tmp_path, name):
     tx = build(name, RULES)
     state = _round_trip(tmp_path, tx, _params(), learned=True)
-    fresh = optorth.checkpoint.coefficient_states(_learned(tx.init(_params())))
-    restored = optorth.checkpoint.coefficient_states(state)
+    fresh = coefficient_states(_learned(tx.init(_params())))
+    restored = coefficient_states(state)
     assert len(restored) == len(fresh) == (0 if name in NO_COEFFICIENTS else 1)
     for (_, a), (_, b) in zip(restored, fresh, strict=True):
         if a.count is None:  # a fixed table: the nudged ("learned") table survived
@@ -146,7 +148,7 @@ def test_round_trip_bf16_state_and_inject_hyperparams(tmp_path):
     moments = [x for x in jax.tree.leaves(state) if getattr(x, "ndim", 0) >= 2
                and x.dtype == jnp.bfloat16]
     assert moments  # the momentum stayed bf16 (mu_dtype=None) and round-tripped bit-exact
-    assert isinstance(optorth.checkpoint.coefficient_states(state)[0][1].coeffs, dict)  # per-shape tables
+    assert isinstance(coefficient_states(state)[0][1].coeffs, dict)  # per-shape tables
     assert state.hyperparams["learning_rate"] == np.float32(0.01)
 
 
@@ -154,7 +156,7 @@ def test_round_trip_with_online_learned_coefficients(tmp_path):
     learn = optorth.OnlineLearning(every=2, inner_steps=2, learning_rate=3e-3)
     tx = optorth.muon(learning_rate=0.02, rules=RULES, ns=optorth.NewtonSchulz(learn=learn))
     state = _round_trip(tmp_path, tx, _params())
-    ((_, coeffs),) = optorth.checkpoint.coefficient_states(state)
+    ((_, coeffs),) = coefficient_states(state)
     assert coeffs.coeffs.shape == (5, 3)
     assert int(coeffs.fingerprint) == int(optorth.ns.coefficient_fingerprint(
         optorth.ns.resolve_schedule("jordan").rows()))
@@ -164,18 +166,20 @@ def test_round_trip_with_online_learned_coefficients(tmp_path):
 def test_fingerprint_identifies_the_initial_table_eagerly_and_under_jit():
     params = _params()
     tx = optorth.muon(rules=RULES)
-    eager = optorth.checkpoint.coefficient_states(tx.init(params))[0][1]
-    jitted = optorth.checkpoint.coefficient_states(jax.jit(tx.init)(params))[0][1]
+    eager = coefficient_states(tx.init(params))[0][1]
+    jitted = coefficient_states(jax.jit(tx.init)(params))[0][1]
     assert eager.fingerprint.dtype == jnp.uint32 and int(eager.version) == optorth.ns.STATE_VERSION
     assert int(eager.fingerprint) == int(jitted.fingerprint) != 0
     assert int(eager.fingerprint) == int(optorth.ns.coefficient_fingerprint(eager.coeffs))
-    other = optorth.checkpoint.coefficient_states(optorth.muon(ns=optorth.NewtonSchulz("you"), rules=RULES).init(params))
+    you = optorth.muon(ns=optorth.NewtonSchulz("you"), rules=RULES)
+    other = coefficient_states(you.init(params))
     assert int(other[0][1].fingerprint) != int(eager.fingerprint)
-    six = optorth.checkpoint.coefficient_states(optorth.muon(ns=optorth.NewtonSchulz(steps=6), rules=RULES).init(params))
+    six = coefficient_states(optorth.muon(ns=optorth.NewtonSchulz(steps=6), rules=RULES).init(
+        params))
     assert int(six[0][1].fingerprint) != int(eager.fingerprint)
     # A learned table keeps the fingerprint of the table it started from.
     learned = _run(_stepper(tx), params, _with_coeffs(tx.init(params), YOU), 0, 1)[1]
-    assert int(optorth.checkpoint.coefficient_states(learned)[0][1].fingerprint) == int(eager.fingerprint)
+    assert int(coefficient_states(learned)[0][1].fingerprint) == int(eager.fingerprint)
 
 
 # ----- the restore policy ---------------------------------------------------------------------
@@ -190,7 +194,7 @@ def _restored_and_reference(tmp_path, saved_tx, current_tx, learned=None):
 
 
 def _coeffs(state):
-    return np.asarray(optorth.checkpoint.coefficient_states(state)[0][1].coeffs)
+    return np.asarray(coefficient_states(state)[0][1].coeffs)
 
 
 def test_learned_coefficients_policies(tmp_path):
@@ -201,7 +205,8 @@ def test_learned_coefficients_policies(tmp_path):
             _coeffs(optorth.reconcile_coefficients(restored, reference, policy)), YOU)
     overridden = optorth.reconcile_coefficients(restored, reference, "override")
     np.testing.assert_array_equal(_coeffs(overridden), _coeffs(reference))
-    with pytest.raises(ValueError, match=r"inner_states/train/inner_state/inner_states/matrix/inner_state/1.*differ.*"
+    with pytest.raises(ValueError, match=r"inner_states/train/inner_state/inner_states/matrix/"
+                                         r"inner_state/1.*differ.*"
                                          r"policy='error' forbids.*policy='keep'"):
         optorth.reconcile_coefficients(restored, reference, "error")
     # Identical tables pass every policy unchanged.
@@ -211,7 +216,8 @@ def test_learned_coefficients_policies(tmp_path):
 
 
 def test_changed_schedule_is_never_silent(tmp_path):
-    saved, current = optorth.muon(rules=RULES), optorth.muon(ns=optorth.NewtonSchulz("you"), rules=RULES)
+    saved = optorth.muon(rules=RULES)
+    current = optorth.muon(ns=optorth.NewtonSchulz("you"), rules=RULES)
     restored, reference = _restored_and_reference(tmp_path, saved, current)
     # Orbax alone restores the checkpoint's (Jordan) table into the new optimizer's state.
     np.testing.assert_allclose(_coeffs(restored)[0], [3.4445, -4.7750, 2.0315], rtol=1e-6)
@@ -225,7 +231,8 @@ def test_changed_schedule_is_never_silent(tmp_path):
 
 def test_changed_step_count_restores_into_the_old_structure_then_overrides(tmp_path):
     params = _params()
-    saved, current = optorth.muon(rules=RULES), optorth.muon(ns=optorth.NewtonSchulz(steps=7), rules=RULES)
+    saved = optorth.muon(rules=RULES)
+    current = optorth.muon(ns=optorth.NewtonSchulz(steps=7), rules=RULES)
     state = _run(_stepper(saved), params, saved.init(params), 0, 2)[1]
     _save(tmp_path / "ckpt", state)
     reference = current.init(params)
@@ -235,7 +242,7 @@ def test_changed_step_count_restores_into_the_old_structure_then_overrides(tmp_p
     # pending until interpreter exit), so restore into the old structure and override.
     with ocp.StandardCheckpointer() as ckptr:
         stored = ckptr.metadata(tmp_path / "ckpt").item_metadata.tree
-    ((path, _),) = optorth.checkpoint.coefficient_states(reference)
+    ((path, _),) = coefficient_states(reference)
     stored_coeffs = stored["inner_states"]["train"]["inner_state"]["inner_states"]["matrix"][
         "inner_state"][1]["coeffs"]
     assert stored_coeffs.shape == (5, 3)
@@ -263,12 +270,12 @@ def test_reconcile_refuses_bad_input():
         optorth.reconcile_coefficients(state, other)
     newer = jax.tree.map(
         lambda x: x._replace(version=jnp.asarray(optorth.ns.STATE_VERSION + 1, jnp.int32))
-        if isinstance(x, optorth.blocks.OrthogonalizeState) else x,
-        state, is_leaf=lambda x: isinstance(x, optorth.blocks.OrthogonalizeState))
+        if isinstance(x, OrthogonalizeState) else x,
+        state, is_leaf=lambda x: isinstance(x, OrthogonalizeState))
     with pytest.raises(ValueError, match="newer than this optorth"):
         optorth.reconcile_coefficients(newer, state, "keep")
     # A hand-built state has no fingerprint: differing tables need an explicit policy.
-    hand = optorth.blocks.OrthogonalizeState(jnp.asarray(YOU))
+    hand = OrthogonalizeState(jnp.asarray(YOU))
     ref = optorth.orthogonalize().init({"w": jnp.ones((4, 8))})
     with pytest.raises(ValueError, match="fingerprint unknown"):
         optorth.reconcile_coefficients(hand, ref)

@@ -1,4 +1,5 @@
-"""The lmo property of every dualizer against brute force, and the dual norms against NumPy."""
+"""The lmo property of every norm object (``optorth.norms``) against brute force, and its
+``dual`` / ``primal`` norms against NumPy."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,10 @@ import numpy as np
 import pytest
 
 import optorth
-from optorth import NORMS
+from optorth.norms import AuON, Frobenius, HybridAuON, Spectral
+
+#: One default object of every norm, by name.
+NORMS = {name: cls() for name, cls in optorth.norms.NORMS.items()}
 
 SHAPE = (3, 6, 10)  # a batch of 3 matrices, 6×10
 N_DIRECTIONS = 512
@@ -19,8 +23,9 @@ def _matrices(seed=0, shape=SHAPE):
 
 
 def _exact_lmo(name):
-    lmo = NORMS[name].lmo
-    return (lambda m: lmo(m, exact=True)) if name == "spectral" else lmo
+    """The object's lmo; for the spectral norm the SVD polar factor (``Spectral().lmo`` is
+    Newton–Schulz, checked against it in test_newton_schulz_lmo_is_close_to_the_exact_one)."""
+    return optorth.ns.polar if name == "spectral" else NORMS[name].lmo
 
 
 def _random_unit_directions(primal, shape, seed=1):
@@ -39,19 +44,19 @@ def test_lmo_attains_the_dual_norm_and_beats_every_unit_direction(name):
     norm, lmo = NORMS[name], _exact_lmo(name)
     direction = lmo(m)
     value = jnp.sum(m * direction, axis=(-2, -1))
-    np.testing.assert_allclose(value, norm.dual_norm(m), rtol=2e-5)
-    assert np.all(norm.primal_norm(direction) <= 1 + 1e-5)  # feasible: inside the unit ball
+    np.testing.assert_allclose(value, norm.dual(m), rtol=2e-5)
+    assert np.all(norm.primal(direction) <= 1 + 1e-5)  # feasible: inside the unit ball
 
     if name == "hybrid_auon":
         # Not an lmo: the Newton–Schulz step turns the direction away from M, so only
         # feasibility in the Frobenius ball (Cauchy–Schwarz: value ≤ ‖M‖_F) holds.
-        assert np.all(value <= optorth.dual_norm_frobenius(m) * (1 + 1e-5))
+        assert np.all(value <= Frobenius().dual(m) * (1 + 1e-5))
         return
     # Every other unit direction, the other norms' lmos of M included, does no better.
-    candidates = _random_unit_directions(norm.primal_norm, SHAPE)
+    candidates = _random_unit_directions(norm.primal, SHAPE)
     for k in range(SHAPE[0]):
         others = jnp.stack([_exact_lmo(o)(m[k]) for o in NORMS])
-        others = others / norm.primal_norm(others)[:, None, None]
+        others = others / norm.primal(others)[:, None, None]
         best_random = jnp.max(jnp.sum(m[k] * jnp.concatenate([candidates, others]),
                                       axis=(-2, -1)))
         # AuON sits within its factor r ≥ 1 of the Frobenius maximizer M/‖M‖_F (up to its
@@ -77,22 +82,31 @@ def test_dual_norms_match_numpy():
         "column": np.linalg.norm(x, axis=-2).sum(-1),
     }
     for name, value in expected.items():
-        np.testing.assert_allclose(NORMS[name].dual_norm(m), value, rtol=1e-5)
-    np.testing.assert_allclose(NORMS["spectral"].primal_norm(m), sv.max(-1), rtol=1e-5)
-    np.testing.assert_allclose(NORMS["row"].primal_norm(m), np.linalg.norm(x, axis=-1).max(-1),
-                               rtol=1e-5)
-    np.testing.assert_allclose(optorth.lmo_spectral(m, exact=True), optorth.polar_numpy(x),
-                               atol=2e-5)
+        np.testing.assert_allclose(NORMS[name].dual(m), value, rtol=1e-5)
+    primal = {
+        "spectral": sv.max(-1),
+        "frobenius": expected["frobenius"],
+        "sign": np.abs(x).max((-2, -1)),
+        "row": np.linalg.norm(x, axis=-1).max(-1),
+        "column": np.linalg.norm(x, axis=-2).max(-1),
+        "auon": expected["frobenius"],
+        "hybrid_auon": expected["frobenius"],
+    }
+    assert set(primal) == set(NORMS)
+    for name, value in primal.items():
+        np.testing.assert_allclose(NORMS[name].primal(m), value, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(optorth.ns.polar(m), optorth.ns.polar_numpy(x), atol=2e-5)
 
 
 def test_newton_schulz_lmo_is_close_to_the_exact_one():
     m = _matrices()
-    nuclear = optorth.dual_norm_spectral(m)
+    nuclear = Spectral().dual(m)
     for schedule, tol in (("you6", 0.01), ("polar_express", 0.02)):
-        value = jnp.sum(m * optorth.lmo_spectral(m, schedule=schedule), axis=(-2, -1))
+        lmo = Spectral(optorth.NewtonSchulz(schedule)).lmo(m)
+        value = jnp.sum(m * lmo, axis=(-2, -1))
         np.testing.assert_allclose(value, nuclear, rtol=tol)
     # Jordan's table trades accuracy for slope: singular values land in about [0.68, 1.13].
-    sv = np.linalg.svd(np.asarray(optorth.lmo_spectral(m)), compute_uv=False)
+    sv = np.linalg.svd(np.asarray(Spectral().lmo(m)), compute_uv=False)
     assert sv.min() > 0.6 and sv.max() < 1.2
 
 
@@ -102,16 +116,15 @@ def test_auon_cosh_factor_is_almost_one():
     for gamma in (1.0, 1.5):
         r = jax.vmap(lambda a, g=gamma: _auon_r(a, g))(m)
         assert np.all(r - 1 <= np.sinh(gamma) ** 2 / (2 * 16 * 32) + 1e-7)
-        frob = optorth.lmo_frobenius(m)
-        np.testing.assert_allclose(optorth.lmo_auon(m, gamma=gamma) * r[:, None, None], frob,
+        frob = Frobenius().lmo(m)
+        np.testing.assert_allclose(AuON(gamma=gamma).lmo(m) * r[:, None, None], frob,
                                    atol=1e-6)
 
 
 def test_hybrid_auon_is_auon_of_one_newton_schulz_step():
     m = _matrices()
-    one_step = optorth.newton_schulz(m, "jordan", steps=1)
-    np.testing.assert_allclose(optorth.lmo_hybrid_auon(m), optorth.lmo_auon(one_step),
-                               atol=1e-6)
+    one_step = optorth.newton_schulz(m, optorth.NewtonSchulz("jordan", steps=1))
+    np.testing.assert_allclose(HybridAuON().lmo(m), AuON().lmo(one_step), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(NORMS))
@@ -125,6 +138,20 @@ def test_per_matrix_zero_safe_and_dtype_preserving(name):
     assert lmo(m.astype(jnp.bfloat16)).dtype == jnp.bfloat16
 
 
-def test_unknown_norm_raises():
-    with pytest.raises(ValueError, match="Unknown norm 'nuclear'"):
-        optorth.get_norm("nuclear")
+def test_norm_objects_are_frozen_validated_and_named():
+    for name, norm in NORMS.items():
+        assert optorth.norms.as_norm(name) == norm and hash(norm) == hash(type(norm)())
+    keller = Spectral(scale="keller")
+    assert keller.scale == optorth.norms.ShapeScale("keller") and keller != Spectral()
+    assert Spectral(optorth.NewtonSchulz("you")).ns.schedule == "you"
+    with pytest.raises(ValueError, match=r"Expected an optorth.norms.Norm .*got 'nuclear'"):
+        optorth.norms.as_norm("nuclear")
+    assert AuON(1.5).gamma == 1.5 and Spectral(optorth.NewtonSchulz("you")) == Spectral("you")
+    with pytest.raises(TypeError):
+        Frobenius("keller")  # scale is keyword-only: Frobenius(scale="keller")
+    for bad, pattern in ((lambda: AuON(gamma=0.0), "gamma must be a finite number > 0"),
+                         (lambda: HybridAuON(eps=float("nan")), "eps must be a finite"),
+                         (lambda: Frobenius(scale="moonlight"), "convention='moonlight'"),
+                         (lambda: Spectral("jordna"), "Unknown schedule 'jordna'")):
+        with pytest.raises(ValueError, match=pattern):
+            bad()

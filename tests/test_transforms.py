@@ -23,7 +23,7 @@ def _apply(tx, updates):
 def test_orthogonalize_approaches_the_polar_factor():
     x = {"w": _normal((16, 32))}
     out, state = _apply(optorth.orthogonalize("you6"), x)
-    np.testing.assert_allclose(out["w"], optorth.polar_numpy(x["w"]), atol=0.02)
+    np.testing.assert_allclose(out["w"], optorth.ns.polar_numpy(x["w"]), atol=0.02)
     assert state.coeffs.shape == (6, 3) and state.coeffs.dtype == jnp.float32
     sv = np.linalg.svd(np.asarray(_apply(optorth.orthogonalize(), x)[0]["w"]), compute_uv=False)
     assert 0.6 < sv.min() and sv.max() < 1.2  # Jordan's band
@@ -34,8 +34,8 @@ def test_coefficients_are_read_from_the_state():
     tx = optorth.orthogonalize("jordan")
     state = tx.init(x)
     np.testing.assert_allclose(state.coeffs, [[3.4445, -4.7750, 2.0315]] * 5)
-    identity = optorth.OrthogonalizeState(coeffs=jnp.asarray([[1.0, 0.0, 0.0]]))
-    out, _ = tx.update(x, identity)  # one identity step: only the normalization remains
+    identity = state._replace(coeffs=jnp.asarray([[1.0, 0.0, 0.0]] * 5))
+    out, _ = tx.update(x, identity)  # identity steps: only the normalization remains
     np.testing.assert_allclose(out["w"], x["w"] / (jnp.linalg.norm(x["w"]) + 1e-7), rtol=1e-5)
 
 
@@ -75,19 +75,31 @@ def test_conv_and_heads_equal_a_manual_reshape():
             np.testing.assert_allclose(out["w"][:, cols], manual["w"], rtol=1e-5, atol=1e-6)
 
 
-def test_default_specs_reject_non_matrices_with_the_path():
-    with pytest.raises(ValueError, match=r"'layer/bias' of shape \(4,\).*optorth.route"):
-        optorth.orthogonalize().init({"layer": {"bias": jnp.zeros(4)}})
-    out, _ = _apply(optorth.orthogonalize(specs=optorth.route),
-                    {"w": _normal((4, 8)), "b": jnp.ones(8)})
-    np.testing.assert_array_equal(out["b"], jnp.ones(8))
+def test_default_specs_route_and_a_spec_that_does_not_fit_names_the_path():
+    """specs=None is optorth.route: a bias passes through; an explicit MatrixSpec on a
+    vector raises naming the leaf and its shape."""
+    with pytest.raises(ValueError, match=r"'layer/bias' of shape \(4,\).*do not exist"):
+        optorth.orthogonalize(specs={"layer": {"bias": MatrixSpec()}}).init(
+            {"layer": {"bias": jnp.zeros(4)}})
+    x = {"w": _normal((4, 8)), "b": jnp.ones(8)}
+    for specs in (None, optorth.route):
+        out, _ = _apply(optorth.orthogonalize(specs=specs), x)
+        np.testing.assert_array_equal(out["b"], jnp.ones(8))
+        alone, _ = _apply(optorth.orthogonalize(), {"w": x["w"]})
+        np.testing.assert_array_equal(out["w"], alone["w"])
 
 
 def test_static_steps_are_enforced():
+    def init(steps):
+        tx = optorth.orthogonalize(optorth.NewtonSchulz(steps=steps))
+        return tx.init({"w": jnp.ones((2, 2))})
+
     with pytest.raises(ValueError, match="static_args"):
-        jax.jit(lambda s: optorth.orthogonalize(steps=s).init({"w": jnp.ones((2, 2))}))(5)
-    assert optorth.orthogonalize(steps=jnp.asarray(3)).init({"w": jnp.ones((2, 2))}).coeffs.shape \
-        == (3, 3)
+        jax.jit(init)(5)
+    assert init(np.int64(3)).coeffs.shape == (3, 3)
+    for bad in (2.5, 0, jnp.asarray(3)):  # 2.5 would silently run 2 steps
+        with pytest.raises(ValueError, match="steps must be a positive int"):
+            init(bad)
 
 
 @pytest.mark.parametrize("norm", ["frobenius", "sign", "row", "column", "auon", "hybrid_auon"])
@@ -95,7 +107,7 @@ def test_dualize_applies_the_lmo_per_matrix(norm):
     w = _normal((2, 6, 10)) * jnp.asarray([1.0, 20.0])[:, None, None]
     tx = optorth.dualize(norm, specs={"w": MatrixSpec.stacked()}, adaptive=True)
     out, _ = _apply(tx, {"w": w})
-    lmo, dual = optorth.NORMS[norm].lmo, optorth.NORMS[norm].dual_norm
+    lmo, dual = optorth.norms.NORMS[norm]().lmo, optorth.norms.NORMS[norm]().dual
     for layer in range(2):
         expected = lmo(w[layer]) * dual(w[layer])
         np.testing.assert_allclose(out["w"][layer], expected, rtol=2e-5, atol=1e-6)
@@ -103,12 +115,12 @@ def test_dualize_applies_the_lmo_per_matrix(norm):
 
 def test_dualize_spectral_is_orthogonalize_and_bad_options_raise():
     x = {"w": _normal((4, 8))}
-    spectral, _ = _apply(optorth.dualize("spectral", schedule="you"), x)
+    spectral, _ = _apply(optorth.dualize(optorth.norms.Spectral(optorth.NewtonSchulz("you"))), x)
     direct, _ = _apply(optorth.orthogonalize("you"), x)
     np.testing.assert_array_equal(spectral["w"], direct["w"])
-    with pytest.raises(ValueError, match=r"accepts \['gamma', 'eps'\]"):
-        optorth.dualize("auon", schedule="you")
-    with pytest.raises(ValueError, match="Unknown norm"):
+    with pytest.raises(ValueError, match=r"AuON: gamma must be a finite number > 0; got 0"):
+        optorth.dualize(optorth.norms.AuON(gamma=0))
+    with pytest.raises(ValueError, match=r"Expected an optorth.norms.Norm .*got 'max'"):
         optorth.dualize("max")
 
 
@@ -125,7 +137,7 @@ def test_scale_by_shape_conventions(convention, wide, tall):
     np.testing.assert_allclose(out["wide"], wide)
     np.testing.assert_allclose(out["tall"], tall)
     np.testing.assert_allclose(out["heads"], wide)  # per head, not per 8×64 leaf
-    with pytest.raises(ValueError, match="Unknown scale convention"):
+    with pytest.raises(ValueError, match=r"convention='moonlight'; expected one of"):
         optorth.scale_by_shape("moonlight")
 
 
