@@ -21,7 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from optorth.matrices import _per_matrix as pm
+from optorth.matrices._per_matrix import leaf_rms, statistics_leaves
 
 
 def clip_by_rms(threshold: float = 1.0, *, specs: Any = None) -> optax.GradientTransformation:
@@ -54,10 +54,10 @@ def clip_by_rms(threshold: float = 1.0, *, specs: Any = None) -> optax.GradientT
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef, specs_, _ = pm.statistics_leaves(updates, specs, who="clip_by_rms")
+        leaves, treedef, specs_, _ = statistics_leaves(updates, specs, who="clip_by_rms")
         d = jnp.asarray(threshold, jnp.float32)
         out = [
-            (u.astype(jnp.float32) / jnp.maximum(1.0, pm.leaf_rms(u, s) / d)).astype(u.dtype)
+            (u.astype(jnp.float32) / jnp.maximum(1.0, leaf_rms(u, s) / d)).astype(u.dtype)
             for u, s in zip(leaves, specs_, strict=True)
         ]
         return treedef.unflatten(out), state
@@ -97,12 +97,12 @@ def scale_by_param_rms(
             raise ValueError(
                 "scale_by_param_rms needs the parameters: call update(updates, state, params)."
             )
-        leaves, treedef, specs_, _ = pm.statistics_leaves(updates, specs,
+        leaves, treedef, specs_, _ = statistics_leaves(updates, specs,
                                                           who="scale_by_param_rms")
         p_leaves = treedef.flatten_up_to(params)
         eps2 = jnp.asarray(min_scale, jnp.float32)
         out = [
-            (u.astype(jnp.float32) * jnp.maximum(eps2, pm.leaf_rms(p, s))).astype(u.dtype)
+            (u.astype(jnp.float32) * jnp.maximum(eps2, leaf_rms(p, s))).astype(u.dtype)
             for u, p, s in zip(leaves, p_leaves, specs_, strict=True)
         ]
         return treedef.unflatten(out), state

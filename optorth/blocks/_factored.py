@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth.matrices import _per_matrix as pm
+from optorth.matrices._per_matrix import matrix_shape, statistics_leaves, to_view
 
 _WHO = "scale_by_factored_rms"
 
@@ -81,7 +81,7 @@ def factored_decay(count, decay_rate=0.8, step_offset=0, max_decay=None) -> jax.
 
 def _factored_shapes(spec, shape, min_dim: int | None):
     """(row shape, col shape) of a leaf's factored statistics, or None if unfactored."""
-    mshape = pm.matrix_shape(spec, shape)
+    mshape = matrix_shape(spec, shape)
     if mshape is None or min(mshape[-2:]) < int(min_dim or 1):
         return None
     return mshape[:-1], mshape[:-2] + mshape[-1:]
@@ -100,7 +100,7 @@ def _ema(old, new32, beta):
 
 
 def _update_factored(g, spec, v_row, v_col, beta, eps1):
-    view, back = pm.to_view(g, spec)
+    view, back = to_view(g, spec)
     chex.assert_shape(v_row, view.shape[:-1])
     g32 = view.astype(jnp.float32)
     # Saturate |g| where the row/column means of G² would overflow float32 (inf/inf = NaN in
@@ -187,7 +187,7 @@ def scale_by_factored_rms(
     stats_dtype = jnp.dtype(stats_dtype)
 
     def init_fn(params):
-        leaves, treedef, specs_, _ = pm.statistics_leaves(params, specs, who=_WHO)
+        leaves, treedef, specs_, _ = statistics_leaves(params, specs, who=_WHO)
         stats = [
             _init_leaf(p, s, min_dim_size_to_factor, stats_dtype)
             for p, s in zip(leaves, specs_, strict=True)
@@ -202,7 +202,7 @@ def scale_by_factored_rms(
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef, specs_, _ = pm.statistics_leaves(updates, specs, who=_WHO)
+        leaves, treedef, specs_, _ = statistics_leaves(updates, specs, who=_WHO)
         rows = treedef.flatten_up_to(state.v_row)
         cols = treedef.flatten_up_to(state.v_col)
         fulls = treedef.flatten_up_to(state.v)

@@ -37,14 +37,14 @@ import chex
 import jax.numpy as jnp
 import optax
 
-from optorth.matrices import _per_matrix as pm
+from optorth.matrices._per_matrix import matrix_shape, statistics_leaves, to_view
 from optorth.matrices._specs import MatrixSpec
 
 
 def _specs_for(tree, specs, who):
     """(leaves, treedef, per-leaf MatrixSpec or None) for ``tree``: these blocks follow the
     matrix path, so a ``"fallback"`` leaf (``None`` here) passes through without state."""
-    leaves, treedef, spec_list, _ = pm.statistics_leaves(tree, specs, who=who,
+    leaves, treedef, spec_list, _ = statistics_leaves(tree, specs, who=who,
                                                          fallback_stats=False)
     return leaves, treedef, [s if isinstance(s, MatrixSpec) else None for s in spec_list]
 
@@ -55,7 +55,7 @@ def _frobenius(view):
 
 def _neuron_shape(spec, leaf) -> tuple[int, ...]:
     """``(B, n)``: one statistic per output neuron of each matrix of the leaf."""
-    b, _, n = pm.matrix_shape(spec, jnp.shape(leaf))
+    b, _, n = matrix_shape(spec, jnp.shape(leaf))
     return (b, n)
 
 
@@ -103,7 +103,7 @@ def scale_by_neuron_rms(
         return ScaleByNeuronRMSState(v=treedef.unflatten(v))
 
     def leaf(u, s, v):
-        view, back = pm.to_view(u, s)
+        view, back = to_view(u, s)
         chex.assert_shape(v, view.shape[:-2] + view.shape[-1:])
         o = view.astype(jnp.float32)
         fan_in = max(o.shape[-2], 1)  # an empty fan-in axis gives 0, not mean([]) = NaN
@@ -215,8 +215,8 @@ def keep_matrix_norm(
     def leaf(before, after, s):
         if s is None:
             return after
-        v_in, _ = pm.to_view(before, s)
-        v_out, back = pm.to_view(after, s)
+        v_in, _ = to_view(before, s)
+        v_out, back = to_view(after, s)
         factor = _frobenius(v_in) / (_frobenius(v_out) + eps)
         return back(v_out.astype(jnp.float32) * factor).astype(after.dtype)
 
@@ -256,7 +256,7 @@ def scale_to_rms(
     def leaf(u, s):
         if s is None:
             return u
-        view, back = pm.to_view(u, s)
+        view, back = to_view(u, s)
         size = jnp.sqrt(jnp.asarray(view.shape[-2] * view.shape[-1], jnp.float32))
         out = view.astype(jnp.float32) * (rms * size / (_frobenius(view) + eps))
         return back(out).astype(u.dtype)
