@@ -73,8 +73,8 @@ LAYOUTS = {
 OPTIMIZERS = {
     "muon": lambda: optorth.muon(rules=RULES),
     # refines its table on the first update already (every=1)
-    "muon_online": lambda: optorth.muon(rules=RULES, learn=optorth.OnlineLearning(
-        every=1, inner_steps=2)),
+    "muon_online": lambda: optorth.muon(rules=RULES, ns=optorth.NewtonSchulz(
+        learn=optorth.OnlineLearning(every=1, inner_steps=2))),
     "turbo_muon": lambda: optorth.turbo_muon(rules=RULES),
     "root": lambda: optorth.root(rules=RULES),
     "auon": lambda: optorth.auon(rules=RULES),
