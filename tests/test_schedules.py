@@ -112,7 +112,7 @@ def test_root_falls_back_to_jordan(shape):
 
 
 def test_root_needs_a_shape():
-    with pytest.raises(ValueError, match="per shape"):
+    with pytest.raises(ValueError, match=r"one table per matrix shape; pass shape=\(m, n\)"):
         resolve_schedule("root")
 
 

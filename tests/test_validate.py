@@ -246,5 +246,5 @@ def test_bad_inputs_raise():
         optorth.validate_schedule([(1.0, float("nan"), 0.0)])
     with pytest.raises(ValueError, match=r"validate_schedule: Unknown schedule 'jordn'.*'jordan'"):
         optorth.validate_schedule("jordn")
-    with pytest.raises(ValueError, match="per shape"):
+    with pytest.raises(ValueError, match=r"validate_schedule: Preset .root. keeps one table per matrix shape"):
         optorth.validate_schedule("root")

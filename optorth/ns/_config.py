@@ -22,7 +22,7 @@ import numpy as np
 from optorth._checks import check_choice, check_dtype, check_positive, check_positive_int
 from optorth.ns._engine import METHODS, check_matrices, newton_schulz_table
 from optorth.ns._online import OnlineLearning
-from optorth.ns._presets import PER_SHAPE_PRESETS, as_schedule, resolve_schedule
+from optorth.ns._presets import PER_SHAPE_PRESETS, as_schedule
 from optorth.ns._schedule import PRECONDITIONS, Schedule
 from optorth.ns._validate import validate_schedule
 
@@ -143,7 +143,7 @@ class NewtonSchulz:
 
     def schedule_for(self, shape=None) -> Schedule:
         """The :class:`Schedule` used for matrices of ``shape`` (needed for ``"root"``)."""
-        return resolve_schedule(self.schedule, shape=shape)
+        return as_schedule(_WHO, self.schedule, shape=shape)
 
     def table(self, shape=None) -> np.ndarray:
         """The validated ``(T, 3)`` float64 coefficients for matrices of ``shape``.
@@ -176,12 +176,13 @@ def as_newton_schulz(ns) -> NewtonSchulz:
         return ns
     if isinstance(ns, (str, Schedule)):
         return NewtonSchulz(ns)
-    raise ValueError(f"Expected an optorth.NewtonSchulz, a preset name or an optorth.Schedule; "
+    raise ValueError(f"ns must be an optorth.NewtonSchulz, a preset name or an optorth.Schedule; "
                      f"got {type(ns).__name__}. Example: optorth.NewtonSchulz('jordan', "
                      f"steps=5).")
 
 
-def newton_schulz(x, ns: NewtonSchulz | str | Schedule = "jordan", *, coeffs=None) -> jax.Array:
+def newton_schulz(x, ns: NewtonSchulz | str | Schedule = "jordan", *, coeffs=None,
+                  **settings) -> jax.Array:
     """Approximates the polar factor U Vᵀ of every matrix in ``x`` by Newton–Schulz.
 
     Each matrix ``X = U S Vᵀ`` of ``x`` (shape ``(..., m, n)``; leading axes are a batch)
@@ -197,6 +198,8 @@ def newton_schulz(x, ns: NewtonSchulz | str | Schedule = "jordan", *, coeffs=Non
       coeffs: optional ``(T, 3)`` table used instead of the schedule's rows (it may be
         traced, e.g. learned: the result is differentiable with respect to it); the
         schedule still gives the normalization.
+      **settings: none; settings such as ``steps=`` belong in the :class:`NewtonSchulz`
+        (a ``ValueError`` says how to write the call).
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -209,4 +212,9 @@ def newton_schulz(x, ns: NewtonSchulz | str | Schedule = "jordan", *, coeffs=Non
       >>> bool(np.all((s > 0.8) & (s < 1.2)))
       True
     """
+    if settings:
+        shown = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        raise ValueError(f"newton_schulz takes its settings as one optorth.NewtonSchulz; got "
+                         f"{shown}. Write optorth.newton_schulz(x, optorth.NewtonSchulz("
+                         f"{ns!r}, {shown})) (a traced table goes in coeffs=).")
     return as_newton_schulz(ns).apply(x, coeffs)

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optorth._checks import check_choice
-from optorth.ns._schedule import PRECONDITIONS, check_table
+from optorth._checks import check_choice, check_dtype, check_positive
+from optorth.ns._schedule import PRECONDITIONS, check_safety, check_table, matrix_shape
 
 METHODS = ("standard", "gram", "auto")
 #: ``method="auto"`` uses the Gram iteration when n / m reaches this aspect ratio (wide
@@ -241,9 +241,9 @@ def choose_method(shape, method: str = "auto") -> str:
       ('gram', 'standard')
     """
     check_choice("choose_method", "method", method, METHODS)
+    m, n = sorted(matrix_shape("choose_method", shape))
     if method != "auto":
         return method
-    m, n = sorted(shape[-2:])
     return "gram" if m > 1 and n >= GRAM_CROSSOVER * m else "standard"
 
 
@@ -287,22 +287,22 @@ def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "
       >>> newton_schulz_table(jnp.eye(4, 8) * 3.0, table, method="gram").shape
       (4, 8)
     """
-    x = check_matrices(x, "newton_schulz_table")
+    who = "newton_schulz_table"
+    x = check_matrices(x, who)
     shape, in_dtype = x.shape, x.dtype
     if restart is not None and (isinstance(restart, bool) or not (
             isinstance(restart, (int, np.integer)) and restart >= 0)):
-        raise ValueError(f"newton_schulz_table: restart={restart!r}; expected None or an int "
-                         f">= 0 (0: never).")
-    coeffs = jnp.asarray(check_table("newton_schulz_table", coeffs))
+        raise ValueError(f"{who}: restart={restart!r}; expected None or an int >= 0 (0: never).")
+    coeffs = jnp.asarray(check_table(who, coeffs))
+    check_choice(who, "precondition", precondition, PRECONDITIONS)
+    check_choice(who, "method", method, METHODS)
+    check_safety(who, safety)
+    check_positive(who, "eps", eps)
+    dtype = check_dtype(who, "dtype", dtype)
     if x.size == 0:  # a zero-sized axis: nothing to orthogonalize, the result is empty too
         return x
-    check_choice("newton_schulz_table", "precondition", precondition, PRECONDITIONS)
-    check_choice("newton_schulz_table", "method", method, METHODS)
     norm_dtype = jnp.promote_types(in_dtype, jnp.float32)
     compute_dtype = jnp.dtype(norm_dtype if dtype is None else dtype)
-    if not jnp.issubdtype(compute_dtype, jnp.floating):
-        raise ValueError(f"dtype={compute_dtype} is not a floating compute dtype; pass e.g. "
-                         f"jnp.bfloat16 or jnp.float32 (or None for the input's).")
     method = choose_method(shape, method)
     transposed = shape[-2] > shape[-1]
     y = x.mT if transposed else x

@@ -42,12 +42,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optorth._checks import check_choice, check_positive_int
+from optorth._checks import (
+    check_choice,
+    check_dtype,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 from optorth.ns import _objectives as obj
 from optorth.ns._engine import SPECTRAL_MARGIN
 from optorth.ns._generators import polar_express_schedule
-from optorth.ns._presets import PRESETS, resolve_schedule
-from optorth.ns._schedule import PRECONDITIONS, Schedule, check_table
+from optorth.ns._presets import PRESETS, as_schedule, resolve_schedule
+from optorth.ns._schedule import (
+    PRECONDITIONS,
+    Schedule,
+    check_below,
+    check_safety,
+    check_table,
+    matrix_shape,
+)
 from optorth.ns._validate import ScheduleReport, validate_schedule
 
 OBJECTIVES = ("scalar", "band", "matrix")
@@ -111,7 +124,12 @@ def sample_spectra(family: str, shape, count: int, *, sigma_min: float = 1e-3, s
       >>> s.shape, float(s[:, 0].max())
       ((3, 8), 1.0)
     """
-    m, n = sorted(int(d) for d in shape[-2:])
+    who = "sample_spectra"
+    check_choice(who, "family", family, SPECTRUM_FAMILIES)
+    m, n = sorted(matrix_shape(who, shape))
+    count = check_positive_int(who, "count", count)
+    sigma_min = check_below(who, "sigma_min", sigma_min)
+    check_positive(who, "power", power)
     rng = np.random.default_rng(seed)
     if family == "log_uniform":
         s = np.exp(rng.uniform(np.log(sigma_min), 0.0, size=(count, m)))
@@ -149,7 +167,7 @@ def _pooled(values: np.ndarray, sigma_min: float, source: str) -> _Data:
     fit the same array shapes (one compilation for all data sources)."""
     values = np.sort(values[np.isfinite(values) & (values > 0)])
     if values.size == 0:
-        raise ValueError("spectra contain no positive finite singular values.")
+        raise ValueError("fit_schedule: spectra contain no positive finite singular values.")
     hi = float(values.max())
     lo = max(float(values.min()), sigma_min * hi)
     ranks = (np.arange(_GRID_POINTS) + 0.5) * values.size / _GRID_POINTS
@@ -161,11 +179,11 @@ def _pooled(values: np.ndarray, sigma_min: float, source: str) -> _Data:
 def _scalar_data(sigma_min, shape, spectra, spectrum, precondition, seed, power) -> _Data:
     if spectra is not None:
         if len(spectra) == 0:
-            raise ValueError("spectra=[] holds no spectra; record some with "
+            raise ValueError("fit_schedule: spectra=[] holds no spectra; record some with "
                              "optorth.record_spectra or pass spectra=None.")
         if precondition != "frobenius":
-            raise ValueError("Recorded spectra are relative to the Frobenius norm; use "
-                             "precondition='frobenius' with spectra=... .")
+            raise ValueError("fit_schedule: recorded spectra are relative to the Frobenius "
+                             "norm; use precondition='frobenius' with spectra=... .")
         values = np.concatenate([np.ravel(np.asarray(s, np.float64)) for s in spectra])
         return _pooled(values, sigma_min, f"recorded ({len(spectra)} spectra)")
     if shape is None:
@@ -362,22 +380,49 @@ def matrix_data(shape, count, *, spectrum="log_uniform", spectra=None, sigma_min
 
 
 # ----- public API ------------------------------------------------------------------------------
-def _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype):
-    check_positive_int("fit_schedule", "steps", steps)
-    check_choice("fit_schedule", "objective", objective, OBJECTIVES)
-    if not 0.0 < float(sigma_min) < 1.0:
-        raise ValueError(f"sigma_min must lie in (0, 1); got {sigma_min!r}.")
-    if precondition not in PRECONDITIONS:
-        raise ValueError(f"precondition={precondition!r}; expected one of {PRECONDITIONS}.")
-    if not float(safety) >= 1.0:
-        raise ValueError(f"safety must be >= 1; got {safety!r}.")
-    if shape is not None and (len(shape) != 2 or min(shape) < 1):
-        raise ValueError(f"shape must be a matrix shape (m, n); got {shape!r}.")
+def _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype, *, init=None,
+                spectra=None, spectrum="log_uniform", power=1.0, delta=0.3, mean_weight=1.0,
+                worst_weight=1.0, iterations=None, learning_rate=None, num_matrices=4,
+                search=0, seed=0, name=None):
+    """Every argument of :func:`fit_schedule`, checked before any work (ValueError)."""
+    who = "fit_schedule"
+    check_positive_int(who, "steps", steps)
+    check_choice(who, "objective", objective, OBJECTIVES)
+    check_below(who, "sigma_min", sigma_min)
+    check_choice(who, "precondition", precondition, PRECONDITIONS)
+    check_safety(who, safety)
+    if shape is not None:
+        shape = matrix_shape(who, shape)
     if objective == "matrix" and shape is None:
-        raise ValueError("objective='matrix' needs shape=(m, n) of the matrices to fit on.")
+        raise ValueError(f"{who}: objective='matrix' needs shape=(m, n) of the matrices to fit "
+                         f"on.")
     if dtype is not None and objective != "matrix":
-        raise ValueError(f"dtype={dtype!r} only affects objective='matrix' (the scalar "
+        raise ValueError(f"{who}: dtype={dtype!r} only affects objective='matrix' (the scalar "
                          f"objectives are exact arithmetic); pass objective='matrix'.")
+    check_dtype(who, "dtype", dtype)
+    check_choice(who, "spectrum", spectrum, SPECTRUM_FAMILIES)
+    check_positive(who, "power", power)
+    check_positive(who, "delta", delta)
+    check_nonnegative(who, "mean_weight", mean_weight)
+    check_nonnegative(who, "worst_weight", worst_weight)
+    if not float(mean_weight) + float(worst_weight) > 0:
+        raise ValueError(f"{who}: mean_weight and worst_weight are both 0; nothing to fit.")
+    check_positive_int(who, "iterations", iterations, allow_none=True)
+    if learning_rate is not None:
+        check_positive(who, "learning_rate", learning_rate)
+    check_positive_int(who, "num_matrices", num_matrices)
+    if isinstance(search, bool) or not isinstance(search, (int, np.integer)) or search < 0:
+        raise ValueError(f"{who}: search must be an int >= 0 (0 disables it); got {search!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"{who}: seed must be an int; got {seed!r}.")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"{who}: name must be a string or None; got {name!r}.")
+    if spectra is not None and (isinstance(spectra, (str, bytes))
+                                or not hasattr(spectra, "__len__")):
+        raise ValueError(f"{who}: spectra must be a list of 1-D arrays of singular values; got "
+                         f"{type(spectra).__name__}.")
+    if isinstance(init, str):
+        as_schedule(who, init)
 
 
 def _provenance(objective, shape, dtype, seed, sigma_min, precondition, source, extra):
@@ -494,7 +539,11 @@ def fit_schedule(
       >>> optorth.newton_schulz(jnp.eye(4, 8), sched).shape
       (4, 8)
     """
-    _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype)
+    _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype, init=init,
+                spectra=spectra, spectrum=spectrum, power=power, delta=delta,
+                mean_weight=mean_weight, worst_weight=worst_weight, iterations=iterations,
+                learning_rate=learning_rate, num_matrices=num_matrices, search=search,
+                seed=seed, name=name)
     if objective == "matrix":
         return _fit_matrix(steps, sigma_min=sigma_min, shape=shape, dtype=dtype,
                            precondition=precondition, safety=safety, init=init, seed=seed,

@@ -36,7 +36,7 @@ from optorth._checks import (
 )
 from optorth.ns import _objectives as obj
 from optorth.ns._engine import SPECTRAL_MARGIN, newton_schulz_table
-from optorth.ns._schedule import PRECONDITIONS, check_table
+from optorth.ns._schedule import PRECONDITIONS, check_safety, check_table
 
 ONLINE_OBJECTIVES = ("orthogonality", "spectrum")
 _WHO = "OnlineLearning"
@@ -243,11 +243,22 @@ def refine_coefficients(
       >>> new.shape, bool(info.refined)
       ((5, 3), True)
     """
-    coeffs = jnp.asarray(check_table("refine_coefficients", coeffs), jnp.float32)
-    check_choice("refine_coefficients", "precondition", precondition, PRECONDITIONS)
+    who = "refine_coefficients"
+    coeffs = jnp.asarray(check_table(who, coeffs), jnp.float32)
+    check_choice(who, "precondition", precondition, PRECONDITIONS)
+    check_safety(who, safety)
+    check_positive(who, "eps", eps)
     if not isinstance(config, OnlineLearning):
-        raise ValueError(f"refine_coefficients: config must be an optorth.OnlineLearning; got "
+        raise ValueError(f"{who}: config must be an optorth.OnlineLearning; got "
                          f"{type(config).__name__}. Example: optorth.OnlineLearning(every=100).")
+    if isinstance(matrices, (str, bytes, np.ndarray, jax.Array)) or not isinstance(
+            matrices, Sequence):
+        raise ValueError(f"{who}: matrices must be a list of (..., m, n) arrays; got "
+                         f"{type(matrices).__name__}. Wrap a single array as [x].")
+    for i, m in enumerate(matrices):
+        if not (hasattr(m, "ndim") and m.ndim >= 2):
+            raise ValueError(f"{who}: matrices[{i}] must be an array of shape (..., m, n); got "
+                             f"{getattr(m, 'shape', type(m).__name__)}.")
     engine = {"precondition": precondition, "safety": float(safety), "method": method,
               "eps": eps, "dtype": config.dtype if config.dtype is not None else dtype}
     matrices = [m for m in matrices if m.ndim >= 2 and min(m.shape[-2:]) >= 1]

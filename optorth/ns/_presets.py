@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from optorth.ns._schedule import Schedule, check_table
+from optorth.ns._schedule import Schedule, check_table, matrix_shape
 
 _JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 
@@ -128,7 +128,7 @@ def root_schedule(shape) -> Schedule:
       >>> optorth.ns.root_schedule((3072, 2048)).table[0]
       (3.4509, -4.579, 1.9325)
     """
-    key = tuple(sorted(_matrix_shape("root", shape)))
+    key = tuple(sorted(matrix_shape("root_schedule", shape)))
     row = ROOT_ROWS.get(key, _JORDAN_ROW)
     source = "ROOT arXiv 2511.20626" if key in ROOT_ROWS else "Jordan (ROOT fallback)"
     return Schedule(
@@ -188,14 +188,15 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
         return schedule
     if not isinstance(schedule, str):
         raise ValueError(
-            f"schedule must be a preset name, an optorth.Schedule or a (T, 3) array; got "
+            f"resolve_schedule: schedule must be a preset name or an optorth.Schedule; got "
             f"{type(schedule).__name__}."
         )
     if schedule in PRESETS:
         return PRESETS[schedule]
     if schedule in PER_SHAPE_PRESETS:
         if shape is None:
-            raise ValueError(f"Preset {schedule!r} is per shape; pass the matrix shape.")
+            raise ValueError(f"Preset {schedule!r} keeps one table per matrix shape; pass "
+                             f"shape=(m, n).")
         return PER_SHAPE_PRESETS[schedule](shape)
     from optorth.ns import _fitted
 
@@ -217,19 +218,6 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
         f"pass an optorth.Schedule, a (T, 3) array, or a generator such as "
         f"optorth.ns.polar_express_schedule(steps)."
     )
-
-
-def _matrix_shape(name: str, shape) -> tuple[int, int]:
-    """The last two entries of ``shape`` as positive ints (a matrix shape)."""
-    try:
-        dims = tuple(int(d) for d in tuple(shape)[-2:])
-        if len(dims) == 2 and all(d >= 1 and d == float(e) for d, e in
-                                  zip(dims, tuple(shape)[-2:], strict=True)):
-            return dims
-    except (TypeError, ValueError):
-        pass
-    raise ValueError(f"Preset {name!r} looks its table up by matrix shape; shape must end in two "
-                     f"positive ints (m, n); got {shape!r}.")
 
 
 def as_schedule(who: str, schedule, *, shape=None) -> Schedule:

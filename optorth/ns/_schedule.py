@@ -24,6 +24,9 @@ from optorth._checks import check_choice, check_positive, check_positive_int
 #: ``"truncate"``: fewer steps take the first rows; more steps raise.
 #: ``"fixed"``: only the schedule's own length is allowed.
 EXTEND_RULES = ("repeat_last", "truncate", "fixed")
+#: No schedule runs more steps (the tables converge in 5–10; more is a typo, and a table of
+#: 10⁹ rows would not fit in memory).
+MAX_STEPS = 1000
 PRECONDITIONS = ("frobenius", "spectral", "aol", "schatten")
 
 
@@ -82,12 +85,26 @@ def check_below(who: str, name: str, value, upper: float = 1.0) -> float:
 
 
 def check_safety(who: str, value) -> float:
-    """``value`` as a float if it is a finite safety factor ≥ 1."""
+    """``value`` as a float if it is a finite safety factor ≥ 1 (traced values pass)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
     number = float(check_positive(who, "safety", value))
     if not number >= 1.0:
         raise ValueError(f"{who}: safety must be a finite number >= 1 (the normalizer is "
                          f"multiplied by it); got {value!r}.")
     return number
+
+
+def matrix_shape(who: str, shape) -> tuple[int, int]:
+    """The last two entries of ``shape`` as positive ints ``(m, n)`` (a matrix shape)."""
+    try:
+        dims = tuple(shape)[-2:]
+        if len(dims) == 2 and all(not isinstance(d, bool) and int(d) == d >= 1 for d in dims):
+            return int(dims[0]), int(dims[1])
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{who}: shape must be a matrix shape ending in two positive ints (m, n); "
+                     f"got {shape!r}.")
 
 
 def _frozen(value):
@@ -170,6 +187,9 @@ class Schedule:
         if steps is None:
             return table
         steps = check_positive_int(f"Schedule {self.name!r}", "steps", steps)
+        if steps > MAX_STEPS:
+            raise ValueError(f"Schedule {self.name!r}: steps={steps} is more than {MAX_STEPS}; "
+                             f"Newton–Schulz tables converge in 5–10 steps.")
         if steps == self.steps:
             return table
         if steps < self.steps and self.extend in ("repeat_last", "truncate"):
@@ -208,6 +228,9 @@ class Schedule:
     def from_dict(cls, data: Mapping[str, Any]) -> "Schedule":
         """Rebuild a schedule from :meth:`to_dict` output."""
         known = {"name", "table", "safety", "precondition", "extend", "provenance"}
+        if not isinstance(data, Mapping) or "table" not in data:
+            raise ValueError(f"Schedule.from_dict expects a mapping with a 'table' entry (the "
+                             f"output of Schedule.to_dict()); got {data!r:.200}.")
         unknown = set(data) - known
         if unknown:
             raise ValueError(
@@ -224,4 +247,8 @@ class Schedule:
     @classmethod
     def from_json(cls, text: str) -> "Schedule":
         """Parse a schedule from :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Schedule.from_json: not valid JSON ({err}).") from None
+        return cls.from_dict(data)

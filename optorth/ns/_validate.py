@@ -96,7 +96,10 @@ class ScheduleReport:
 
 def _positive_roots_in_y(coeffs) -> np.ndarray:
     """Sorted x > 0 with q(x²) = 0 for a polynomial q in y given highest power first."""
-    roots = np.roots(np.asarray(coeffs, dtype=np.float64)) if np.any(coeffs) else []
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    if not np.all(np.isfinite(coeffs)):  # overflowing rows: the composed map reports it
+        return np.zeros(0)
+    roots = np.roots(coeffs) if np.any(coeffs) else []
     real = [r.real for r in roots if abs(r.imag) <= 1e-12 * max(1.0, abs(r)) and r.real > 0]
     return np.sqrt(np.sort(np.asarray(real, dtype=np.float64)))
 
@@ -272,6 +275,9 @@ def validate_schedule(schedule, *, sigma_min: float = 1e-3, steps: int | None = 
     ok = not escapes and not sign_flip and finite and lo > 0.0
     if not finite and not (escapes or sign_flip):
         reason = "overflow: the composed map is not finite on [sigma_min, 1]."
+    elif not ok and not (escapes or sign_flip):
+        reason = (f"collapse: some σ ∈ [{sigma_min:g}, 1] are mapped to {lo:.4g} ≤ 0, not "
+                  f"towards 1.")
     return ScheduleReport(
         name=sched.name,
         steps=len(rows),
