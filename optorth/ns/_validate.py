@@ -271,6 +271,7 @@ def validate_schedule(schedule, *, sigma_min: float = 1e-3, steps: int | None = 
         escapes, sign_flip, reason = _stability(sched, safety)
         errors = np.abs(values - 1.0)
         slope = float(np.prod(rows[:, 0]) / safety)
+        mean_error = float(np.mean(errors))
     finite = bool(np.isfinite([lo, hi]).all())
     ok = not escapes and not sign_flip and finite and lo > 0.0
     if not finite and not (escapes or sign_flip):
@@ -286,7 +287,7 @@ def validate_schedule(schedule, *, sigma_min: float = 1e-3, steps: int | None = 
         band=(lo, hi),
         slope_at_zero=slope,
         max_error=max(abs(lo - 1.0), abs(hi - 1.0)),
-        mean_error=float(np.mean(errors)),
+        mean_error=mean_error,
         peak=float(peak),
         escapes=escapes,
         sign_flip=sign_flip,
