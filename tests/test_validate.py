@@ -244,7 +244,9 @@ def test_bad_inputs_raise():
         optorth.validate_schedule(np.ones((5, 2)))
     with pytest.raises(ValueError, match=r"validate_schedule: .*non-finite entries"):
         optorth.validate_schedule([(1.0, float("nan"), 0.0)])
-    with pytest.raises(ValueError, match=r"validate_schedule: Unknown schedule 'jordn'.*'jordan'"):
+    with pytest.raises(ValueError,
+                       match=r"validate_schedule: Unknown schedule 'jordn'.*Did you mean 'jordan'"):
         optorth.validate_schedule("jordn")
-    with pytest.raises(ValueError, match=r"validate_schedule: Preset .root. keeps one table per matrix shape"):
+    with pytest.raises(ValueError,
+                       match=r"validate_schedule: Preset .root. keeps one table per matrix shape"):
         optorth.validate_schedule("root")

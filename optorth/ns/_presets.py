@@ -214,9 +214,9 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
     close = difflib.get_close_matches(schedule, preset_names() + tuple(_GENERATORS), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
-        f"Unknown schedule {schedule!r}.{hint} Known presets: {', '.join(preset_names())}; or "
-        f"pass an optorth.Schedule, a (T, 3) array, or a generator such as "
-        f"optorth.ns.polar_express_schedule(steps)."
+        f"Unknown schedule {schedule!r}. Known presets: {', '.join(preset_names())}; or pass an "
+        f"optorth.Schedule, a (T, 3) array, or a generator such as "
+        f"optorth.ns.polar_express_schedule(steps).{hint}"
     )
 
 
