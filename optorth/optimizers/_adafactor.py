@@ -33,7 +33,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth._checks import check_decay, check_dtype, check_learning_rate, check_nonnegative
+from optorth._checks import (
+    check_decay,
+    check_dtype,
+    check_learning_rate,
+    check_nonnegative,
+    check_positive,
+)
 from optorth.blocks._block_rms import clip_by_rms, scale_by_param_rms
 from optorth.blocks._compute_dtype import with_compute_dtype
 from optorth.blocks._factored import scale_by_factored_rms
@@ -121,6 +127,12 @@ def adafactor(
     who = "optorth.adafactor"
     learning_rate = relative_step_schedule(1e-2) if learning_rate is None else learning_rate
     check_learning_rate(who, learning_rate)
+    check_nonnegative(who, "decay_rate", decay_rate)
+    check_positive(who, "eps", eps)
+    check_positive(who, "min_scale", min_scale)
+    if clipping_threshold is not None:
+        check_positive(who, "clipping_threshold", clipping_threshold)
+    dtype = check_dtype(who, "mu_dtype", mu_dtype)  # checked even when unused (no beta)
     specs = route_specs(rules)
     chain = [scale_by_factored_rms(decay_rate=decay_rate, epsilon1=eps, specs=specs,
                                    min_dim_size_to_factor=min_dim_size_to_factor)]
@@ -130,7 +142,6 @@ def adafactor(
         chain.append(scale_by_param_rms(min_scale, specs=specs))
     if beta is not None:
         check_decay(who, "beta", beta)
-        dtype = check_dtype(who, "mu_dtype", mu_dtype)
         chain.append(optax.ema(beta, debias=False, accumulator_dtype=dtype))
     if weight_decay is not None:
         check_nonnegative(who, "weight_decay", weight_decay)

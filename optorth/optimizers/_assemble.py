@@ -21,7 +21,7 @@ import optax
 from optorth._checks import check_dtype, check_learning_rate, check_nonnegative
 from optorth.blocks._compute_dtype import with_compute_dtype
 from optorth.blocks._shape_scale import scale_by_shape
-from optorth.matrices._paths import dtype_of, flatten_with_paths, shape_of
+from optorth.matrices._paths import dtype_of, flatten_with_paths, path_to_str, shape_of
 from optorth.matrices._resolve import route_specs
 from optorth.matrices._routing import route
 from optorth.matrices._specs import MatrixSpec
@@ -98,6 +98,29 @@ def _state_mismatch(expected, state) -> str | None:
     return None
 
 
+def _is_numeric(dtype) -> bool:
+    return dtype is not None and (jnp.issubdtype(dtype, jnp.number)
+                                  or jnp.issubdtype(dtype, jnp.bool_)
+                                  or dtype == jax.dtypes.float0)
+
+
+def _as_arrays(tree, who: str):
+    """``tree`` with Python scalar leaves (``1.0``, ``3``) as arrays, as optax treats them;
+    raises ``ValueError`` naming the first leaf that is neither a number nor an array."""
+
+    def convert(path, leaf):
+        if isinstance(leaf, (bool, int, float, complex, np.number)):
+            return jnp.asarray(leaf)
+        if not _is_numeric(dtype_of(leaf)):
+            raise ValueError(
+                f"{who}: leaf {path_to_str(path)!r} is {leaf!r} ({type(leaf).__name__}), not "
+                f"an array or a number. Pass only the trainable arrays (e.g. "
+                f"nnx.state(model, nnx.Param)); keep other values out of the tree.")
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(convert, tree)
+
+
 def _zero_integer_updates(updates, params):
     def fix(u, p):
         return jnp.zeros(np.shape(p), dtype_of(p)) if _is_integer(p) else u
@@ -109,26 +132,32 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
     """``inner`` for float leaves, a zero update for integer leaves, and errors that name the
     optimizer: a missing ``params``, arguments passed in the wrong order, or a state built by
     another optimizer (or for other parameters) raise ``ValueError`` at trace time instead of
-    failing deep inside a block."""
+    failing deep inside a block. Python scalar leaves are taken as arrays (as optax does); a
+    leaf that is neither a number nor an array raises ``ValueError`` naming its path."""
     inner = optax.partition({"train": inner, FROZEN: optax.set_to_zero()}, _integer_labels)
+    who = f"optorth.{name}"
+
+    def init_fn(params):
+        return inner.init(_as_arrays(params, who))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(
-                f"optorth.{name}: update needs the parameters (weight decay and the fallback "
+                f"{who}: update needs the parameters (weight decay and the fallback "
                 f"read them). Call tx.update(grads, state, params).")
+        updates, params = _as_arrays(updates, who), _as_arrays(params, who)
         expected = jax.eval_shape(inner.init, params)
         mismatch = _state_mismatch(expected, state)
         if mismatch is not None:
             raise ValueError(
-                f"optorth.{name}: the state does not match this optimizer and these "
+                f"{who}: the state does not match this optimizer and these "
                 f"parameters ({mismatch}). Pass the arguments in optax's order, "
                 f"tx.update(grads, state, params), with the state from this optimizer's "
                 f"tx.init(params).")
         out, new_state = inner.update(updates, state, params)
         return _zero_integer_updates(out, params), new_state
 
-    return optax.GradientTransformation(inner.init, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,

@@ -11,6 +11,7 @@ from typing import Any
 
 import optax
 
+from optorth._checks import check_decay
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
 from optorth.blocks._soft_threshold import soft_threshold
@@ -71,6 +72,7 @@ def muon(
       Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
       Liu et al., "Muon is Scalable for LLM Training" (arXiv 2502.16982).
     """
+    check_decay("optorth.muon", "beta", beta)
     momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
     blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
     return assemble("muon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
@@ -119,6 +121,7 @@ def turbo_muon(
       Boissin et al., "Turbo-Muon: Accelerating Orthogonality-Based Optimization with
       Pre-Conditioning" (arXiv 2512.04632).
     """
+    check_decay("optorth.turbo_muon", "beta", beta)
     momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
     blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
     return assemble("turbo_muon", blocks, learning_rate=learning_rate,
@@ -168,6 +171,7 @@ def root(
     References:
       "ROOT: Robust Orthogonalized Optimizer for Neural Network Training" (arXiv 2511.20626).
     """
+    check_decay("optorth.root", "beta", beta)
     specs = route_specs(rules)
     blocks = [scale_by_momentum(beta, nesterov=nesterov, convention="sgd"),
               soft_threshold(quantile, specs=specs), orthogonalize(ns, specs=specs)]

@@ -11,6 +11,7 @@ from typing import Any
 
 import optax
 
+from optorth._checks import check_decay
 from optorth.blocks._dualize import dualize
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.matrices._resolve import route_specs
@@ -19,6 +20,7 @@ from optorth.optimizers._assemble import assemble
 
 
 def _norm_step(name, norm: Norm, momentum, *, adaptive=False, **assembly):
+    """momentum → dualize(norm) → the norm's scale, assembled as the ready optimizer ``name``."""
     blocks = [momentum, dualize(norm, adaptive=adaptive, specs=route_specs(assembly["rules"]))]
     return assemble(name, blocks, scale=norm.scale, **assembly)
 
@@ -66,6 +68,7 @@ def auon(
     if not isinstance(norm, AuON):
         raise ValueError(f"optorth.auon: norm must be an optorth.norms.AuON (or HybridAuON); "
                          f"got {norm!r}. For other norms use optorth.trust_region(norm=...).")
+    check_decay("optorth.auon", "beta", beta)
     return _norm_step("auon", norm, scale_by_momentum(beta, nesterov=nesterov),
                       learning_rate=learning_rate, weight_decay=weight_decay,
                       weight_decay_mask=weight_decay_mask, rules=rules, mu_dtype=mu_dtype,
@@ -112,6 +115,7 @@ def hybrid_auon(
     if not isinstance(norm, HybridAuON):
         raise ValueError(f"optorth.hybrid_auon: norm must be an optorth.norms.HybridAuON; got "
                          f"{norm!r}.")
+    check_decay("optorth.hybrid_auon", "beta", beta)
     return _norm_step("hybrid_auon", norm, scale_by_momentum(beta, nesterov=nesterov),
                       learning_rate=learning_rate, weight_decay=weight_decay,
                       weight_decay_mask=weight_decay_mask, rules=rules, mu_dtype=mu_dtype,
@@ -156,6 +160,7 @@ def normalized_sgdm(
     if not isinstance(norm, Frobenius):
         raise ValueError(f"optorth.normalized_sgdm: norm must be an optorth.norms.Frobenius; "
                          f"got {norm!r}. For other norms use optorth.trust_region(norm=...).")
+    check_decay("optorth.normalized_sgdm", "beta", beta)
     return _norm_step("normalized_sgdm", norm, scale_by_momentum(beta, nesterov=nesterov),
                       learning_rate=learning_rate, weight_decay=weight_decay,
                       weight_decay_mask=weight_decay_mask, rules=rules, mu_dtype=mu_dtype,
@@ -201,6 +206,7 @@ def signum(
     if not isinstance(norm, Sign):
         raise ValueError(f"optorth.signum: norm must be an optorth.norms.Sign; got {norm!r}. "
                          f"For other norms use optorth.trust_region(norm=...).")
+    check_decay("optorth.signum", "beta", beta)
     return _norm_step("signum", norm, scale_by_momentum(beta, nesterov=nesterov),
                       learning_rate=learning_rate, weight_decay=weight_decay,
                       weight_decay_mask=weight_decay_mask, rules=rules, mu_dtype=mu_dtype,
@@ -252,6 +258,7 @@ def trust_region(
       Kovalev, "Understanding Gradient Orthogonalization for Deep Learning via Non-Euclidean
       Trust-Region Optimization" (arXiv 2503.12645).
     """
+    check_decay("optorth.trust_region", "beta", beta)
     momentum = scale_by_momentum(beta, nesterov=False, warm_start=warm_start)
     return _norm_step("trust_region", as_norm(norm), momentum, adaptive=adaptive,
                       learning_rate=learning_rate, weight_decay=weight_decay,

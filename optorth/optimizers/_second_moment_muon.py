@@ -28,6 +28,7 @@ from typing import Any
 
 import optax
 
+from optorth._checks import check_decay, check_positive
 from optorth.blocks._factored import scale_by_factored_rms
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
@@ -42,6 +43,15 @@ from optorth.norms._shape_scale import ShapeScale
 from optorth.ns._config import NewtonSchulz
 from optorth.optimizers._adafactor import adafactor
 from optorth.optimizers._assemble import assemble
+
+
+def _check(name, *, beta, beta2, eps, rms=1.0):
+    """Refuses, where they enter, the values that can only give NaN or frozen updates."""
+    who = f"optorth.{name}"
+    check_decay(who, "beta", beta)
+    check_decay(who, "beta2", beta2)
+    check_positive(who, "eps", eps)
+    check_positive(who, "rms", rms)
 
 
 def normuon(
@@ -95,6 +105,7 @@ def normuon(
     References:
       Li et al., "NorMuon: Making Muon more efficient and scalable" (arXiv 2510.05491).
     """
+    _check("normuon", beta=beta, beta2=beta2, eps=eps)
     specs = route_specs(rules)
     normalize = scale_by_neuron_rms(beta2, eps, specs=specs)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
@@ -156,6 +167,7 @@ def adamuon(
     References:
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
     """
+    _check("adamuon", beta=beta, beta2=beta2, eps=eps, rms=rms)
     specs = route_specs(rules)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
               scale_by_elementwise_rms(beta2, eps, specs=specs),
@@ -227,6 +239,7 @@ def factored_muon(
       Shazeer & Stern, "Adafactor" (arXiv 1804.04235); Li et al., "NorMuon"
       (arXiv 2510.05491); Jordan et al., "Muon" (2024).
     """
+    _check("factored_muon", beta=beta, beta2=beta2, eps=eps)
     specs = route_specs(rules)
     factored = scale_by_factored_rms(decay_rate=0.8, epsilon1=eps, max_decay=beta2, specs=specs)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
