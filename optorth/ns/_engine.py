@@ -139,7 +139,7 @@ _PRECONDITIONERS = {
 }
 
 
-def _quintic(x, row, a_mat=None):
+def _quintic_step(x, row, a_mat=None):
     """One step X ← aX + (bA + cA²)X; ``a_mat`` reuses a precomputed A = XXᵀ."""
     a_mat = _gram(x) if a_mat is None else a_mat
     b_mat = row[1] * a_mat + row[2] * (a_mat @ a_mat)
@@ -148,10 +148,10 @@ def _quintic(x, row, a_mat=None):
 
 def _standard(x, coeffs, a_mat):
     if a_mat is not None:
-        x, coeffs = _quintic(x, coeffs[0], a_mat), coeffs[1:]
+        x, coeffs = _quintic_step(x, coeffs[0], a_mat), coeffs[1:]
     if coeffs.shape[0] == 0:
         return x
-    x, _ = jax.lax.scan(lambda x, row: (_quintic(x, row), None), x, coeffs)
+    x, _ = jax.lax.scan(lambda x, row: (_quintic_step(x, row), None), x, coeffs)
     return x
 
 
