@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: σ below sigma_min·σ_max are outside every schedule's design interval (REFERENCE §2).
+#: σ below sigma_min·σ_max are outside every schedule's design interval (Amsel et al., "The
+#: Polar Express", arXiv 2505.16932, §2: the tables are built for σ ∈ [1e-3, 1]).
 SIGMA_MIN = 1e-3
 
 

@@ -13,17 +13,19 @@ import pytest
 
 import optorth
 
-JORDAN = jnp.asarray(optorth.PRESETS["jordan"].rows(), jnp.float32)
+JORDAN = jnp.asarray(optorth.ns.PRESETS["jordan"].rows(), jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "precondition"))
 def refine(coeffs, mats, config, count=None, precondition="frobenius"):
     """One jitted entry point: equal (hashable) configs share a compilation."""
-    return optorth.refine_coefficients(coeffs, mats, config, count=count,
-                                       precondition=precondition)
+    return optorth.ns.refine_coefficients(coeffs, mats, config, count=count,
+                                          precondition=precondition)
 
 
 CONFIG = optorth.OnlineLearning(inner_steps=4, learning_rate=1e-3)
+#: The engine settings the learned tables run with (Frobenius, safety 1, plain iteration).
+ENGINE = optorth.NewtonSchulz("jordan", method="standard")
 
 
 def momentum_like(seed, shapes=((12, 20), (20, 12), (2, 8, 16))):
@@ -43,7 +45,7 @@ def np_orthogonality(coeffs, mats):
     """Mean ‖OOᵀ − I‖²_F / m with O from the engine, measured in float64."""
     total = []
     for m in mats:
-        o = np.asarray(optorth.newton_schulz(m, coeffs), np.float64)
+        o = np.asarray(optorth.newton_schulz(m, ENGINE, coeffs=coeffs), np.float64)
         o = o if o.shape[-2] <= o.shape[-1] else np.swapaxes(o, -1, -2)
         gram = o @ np.swapaxes(o, -1, -2)
         eye = np.eye(gram.shape[-1])
@@ -53,13 +55,43 @@ def np_orthogonality(coeffs, mats):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(every=0), "every"), (dict(inner_steps=2.0), "inner_steps"),
-     (dict(objective="polar"), "objective"), (dict(learning_rate=0.0), "learning_rate"),
-     (dict(sigma_min=1.5), "sigma_min"), (dict(max_matrices=0), "max_matrices")],
+    [(dict(every=0), "OnlineLearning: every must be a positive int; got 0"),
+     (dict(every=True), "every must be a positive int; got True"),
+     (dict(inner_steps=2.0), "inner_steps must be a positive int; got 2.0"),
+     (dict(objective="polar"), "objective='polar'; expected one of"),
+     (dict(learning_rate=0.0), "learning_rate must be a finite number > 0; got 0.0"),
+     (dict(learning_rate=-1), "learning_rate must be a finite number > 0; got -1"),
+     (dict(learning_rate=float("nan")), "learning_rate must be a finite number > 0"),
+     (dict(learning_rate="1e-3"), "learning_rate must be a real number"),
+     (dict(learning_rate=jnp.asarray(1e-3)), "learning_rate must be a Python number"),
+     (dict(sigma_min=1.5), r"sigma_min must lie in \(0, 1\); got 1.5"),
+     (dict(sigma_min=0.0), "sigma_min must be a finite number > 0"),
+     (dict(max_matrices=0), "max_matrices must be a positive int"),
+     (dict(max_error=0.0), "max_error must be a finite number > 0; got 0.0"),
+     (dict(max_error=float("inf")), "max_error must be a finite number > 0"),
+     (dict(margin=-0.1), "margin must be a finite number >= 0; got -0.1"),
+     (dict(margin=1.0), r"margin must lie in \[0, 1\)"),
+     (dict(dtype="int32"), "dtype=int32 is not a floating dtype"),
+     (dict(dtype="bf16"), "dtype='bf16' is not a dtype")],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         optorth.OnlineLearning(**kwargs)
+
+
+def test_config_is_normalized_and_hashable():
+    a = optorth.OnlineLearning(learning_rate=1, dtype=jnp.bfloat16, max_error=1)
+    b = optorth.OnlineLearning(learning_rate=1.0, dtype="bfloat16", max_error=1.0)
+    assert a == b and hash(a) == hash(b) and a.dtype == "bfloat16"
+
+
+def test_refine_rejects_bad_tables_and_configs():
+    with pytest.raises(ValueError, match=r"refine_coefficients: .*\(T, 3\).*\(5, 2\)"):
+        optorth.ns.refine_coefficients(JORDAN[:, :2], momentum_like(0), CONFIG)
+    with pytest.raises(ValueError, match="refine_coefficients: config must be an optorth"):
+        optorth.ns.refine_coefficients(JORDAN, momentum_like(0), {"every": 10})
+    with pytest.raises(ValueError, match="refine_coefficients: precondition='l2'"):
+        optorth.ns.refine_coefficients(JORDAN, momentum_like(0), CONFIG, precondition="l2")
 
 
 def test_gated_by_count_and_jittable():
@@ -118,7 +150,7 @@ def test_bf16_objective_runs_and_stays_valid():
     assert optorth.validate_schedule(np.asarray(new, np.float64)).ok
 
 
-# ----- inside the optimizer: orthogonalize(learn=...), jit and checkpointing ----------------
+# ----- inside the optimizer: NewtonSchulz(learn=...), jit and checkpointing --------------------
 def _stepper(opt, target):
     @jax.jit
     def step(params, state):
@@ -132,8 +164,9 @@ def _stepper(opt, target):
 
 def test_learn_refines_the_table_in_state_when_due():
     learn = dataclasses.replace(CONFIG, every=2)
-    tx = optorth.orthogonalize("jordan", learn=learn, specs=optorth.route_specs())
-    plain = optorth.orthogonalize("jordan", specs=optorth.route_specs())
+    specs = optorth.matrices.route_specs()
+    tx = optorth.orthogonalize(optorth.NewtonSchulz("jordan", learn=learn), specs=specs)
+    plain = optorth.orthogonalize(optorth.NewtonSchulz("jordan"), specs=specs)
     mats = {"w": momentum_like(4, shapes=((12, 20),))[0], "b": jnp.ones(3)}
     state, plain_state = tx.init(mats), plain.init(mats)
     assert int(state.count) == 0 and plain_state.count is None
@@ -148,18 +181,20 @@ def test_learn_refines_the_table_in_state_when_due():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"schedule": "root"}, "one table per matrix shape"),
-    ({"learn": {"every": 10}}, "must be an optorth.OnlineLearning"),
+    ({"schedule": "root"}, "NewtonSchulz: learn= refines one .* one table per matrix shape"),
+    ({"learn": {"every": 10}}, "NewtonSchulz: learn must be an optorth.OnlineLearning"),
+    ({"learn": "yes"}, "learn must be an optorth.OnlineLearning or None; got str"),
 ])
 def test_learn_rejects_what_it_cannot_learn(kwargs, match):
     kwargs = {"learn": CONFIG, **kwargs}
     with pytest.raises(ValueError, match=match):
-        optorth.orthogonalize(**kwargs)
+        optorth.NewtonSchulz(**kwargs)
 
 
 def test_muon_learns_online_under_jit_and_orbax_checkpoint(tmp_path):
     import orbax.checkpoint as ocp
-    opt = optorth.muon(learning_rate=0.05, learn=dataclasses.replace(CONFIG, every=2))
+    ns = optorth.NewtonSchulz(learn=dataclasses.replace(CONFIG, every=2))
+    opt = optorth.muon(learning_rate=0.05, ns=ns)
     params = {"w": jnp.ones((8, 12)), "v": jnp.ones((6, 6)), "b": jnp.zeros(4)}
     target = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape),
                           params)
@@ -179,6 +214,6 @@ def test_muon_learns_online_under_jit_and_orbax_checkpoint(tmp_path):
         p1, s1 = step(p1, s1)
         p2, s2 = step(p2, s2)
     jax.tree.map(np.testing.assert_array_equal, (p1, s1), (p2, s2))
-    ((_, learned),) = optorth.coefficient_states(s1)
+    ((_, learned),) = optorth.checkpoint.coefficient_states(s1)
     assert int(learned.count) == 8 and not np.array_equal(learned.coeffs, JORDAN)
     assert optorth.validate_schedule(np.asarray(learned.coeffs, np.float64)).ok
