@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import optorth
-from optorth.ns._engine import newton_schulz_table
 
 DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 
@@ -80,7 +79,7 @@ _ENGINES = {}
 def _engine(precondition: str, safety: float, dtype):
     key = (precondition, safety, dtype)
     if key not in _ENGINES:
-        _ENGINES[key] = jax.jit(lambda x, c: newton_schulz_table(
+        _ENGINES[key] = jax.jit(lambda x, c: optorth.ns.newton_schulz_table(
             x, c, precondition=precondition, safety=safety, dtype=dtype))
     return _ENGINES[key]
 

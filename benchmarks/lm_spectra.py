@@ -32,7 +32,6 @@ import numpy as np
 from lm import Config, train
 
 import optorth
-from optorth.ns._engine import newton_schulz_table
 
 
 def record(cfg: Config, every: int):
@@ -76,7 +75,7 @@ def engine_errors(sched: optorth.Schedule, mats, dtype):
         by_shape.setdefault(m.shape, []).append(m)
     key = (sched.precondition, sched.safety, dtype)
     if key not in _ENGINES:
-        _ENGINES[key] = jax.jit(lambda x, c: newton_schulz_table(
+        _ENGINES[key] = jax.jit(lambda x, c: optorth.ns.newton_schulz_table(
             x, c, precondition=key[0], safety=key[1], dtype=key[2]))
     coeffs = jnp.asarray(sched.rows(), jnp.float32)
     for group in by_shape.values():

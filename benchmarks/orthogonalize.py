@@ -43,7 +43,6 @@ from _timing import Timing, time_interleaved
 from optax.contrib._muon import MuonDimensionNumbers, orthogonalize_via_newton_schulz
 
 import optorth
-from optorth.ns._engine import default_restart, newton_schulz_table
 
 JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))
@@ -77,8 +76,9 @@ def _ns(schedule, *, method="standard", restart=None, **kwargs):
         return lambda x: optorth.newton_schulz(x, ns)
     safety, precondition = ns.normalization()
     table = jnp.asarray(ns.table(), jnp.float32)
-    return lambda x: newton_schulz_table(x, table, safety=safety, precondition=precondition,
-                                         method=method, dtype=ns.compute_dtype, restart=restart)
+    return lambda x: optorth.ns.newton_schulz_table(
+        x, table, safety=safety, precondition=precondition, method=method,
+        dtype=ns.compute_dtype, restart=restart)
 
 
 def build_configs() -> list[Config]:
@@ -130,7 +130,7 @@ def ns_flops(m: int, n: int, cfg: Config) -> float:
     m, n = sorted((m, n))
     if method == "standard" or m == 1:
         return cfg.steps * (4 * m * m * n + 2 * m**3)
-    restart = default_restart(cfg.dtype) if cfg.restart is None else cfg.restart
+    restart = optorth.ns.default_restart(cfg.dtype) if cfg.restart is None else cfg.restart
     bounds = list(range(0, cfg.steps, restart)) if restart else [0]
     chunks = np.diff(bounds + [cfg.steps])
     return sum((8 * length - 6) * m**3 + 4 * m * m * n for length in chunks)

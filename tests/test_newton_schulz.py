@@ -33,8 +33,7 @@ from _ns_reference import (
 from optax.contrib._muon import MuonDimensionNumbers, orthogonalize_via_newton_schulz
 
 import optorth
-from optorth.ns import PRESETS
-from optorth.ns._engine import default_restart, newton_schulz_table
+from optorth.ns import PRESETS, default_restart, newton_schulz_table
 
 F32_TOL = 5e-4
 PRESET_NAMES = ("jordan", "you", "you6", "polar_express", "polar_express5", "turbo")

@@ -27,8 +27,7 @@ from _ns_reference import (
 )
 
 import optorth
-from optorth.ns import PRESETS
-from optorth.ns._engine import newton_schulz_table
+from optorth.ns import PRESETS, newton_schulz_table
 from optorth.ns._schedule import PRECONDITIONS
 
 BF16_TOL = 0.15

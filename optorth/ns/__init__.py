@@ -2,7 +2,9 @@
 
 - The engine: :func:`newton_schulz` with a :class:`NewtonSchulz` configuration (schedule,
   steps, normalization, iteration form, compute dtype, online learning), validated at
-  construction; :func:`polar` and :func:`polar_numpy` (SVD references); :func:`choose_method`.
+  construction; :func:`polar` and :func:`polar_numpy` (SVD references); :func:`choose_method`;
+  :func:`newton_schulz_table`, the iteration on a raw (possibly traced) table, and
+  :func:`default_restart`, the Gram iteration's restart period.
 - Schedules as data: :class:`Schedule`, the presets (:data:`PRESETS`, :func:`preset_names`,
   :func:`resolve_schedule`, :func:`root_schedule`), minimax generators
   (:func:`polar_express_schedule`, :func:`cans_schedule`) and the exact scalar oracle
@@ -22,6 +24,8 @@ from optorth.ns._config import NewtonSchulz as NewtonSchulz
 from optorth.ns._config import newton_schulz as newton_schulz
 from optorth.ns._engine import GRAM_CROSSOVER as GRAM_CROSSOVER
 from optorth.ns._engine import choose_method as choose_method
+from optorth.ns._engine import default_restart as default_restart
+from optorth.ns._engine import newton_schulz_table as newton_schulz_table
 from optorth.ns._engine import polar as polar
 from optorth.ns._engine import polar_numpy as polar_numpy
 from optorth.ns._fingerprint import STATE_VERSION as STATE_VERSION
@@ -49,7 +53,8 @@ __all__ = [
     "GRAM_CROSSOVER", "OBJECTIVES", "PER_SHAPE_PRESETS", "PRESETS", "SPECTRUM_FAMILIES",
     "STATE_VERSION", "FitError", "NewtonSchulz", "OnlineLearning", "RefineInfo", "Schedule",
     "ScheduleReport", "cans_schedule", "choose_method", "coefficient_fingerprint",
-    "fit_schedule", "newton_schulz", "polar", "polar_express_schedule", "polar_numpy",
+    "default_restart", "fit_schedule", "newton_schulz", "newton_schulz_table", "polar",
+    "polar_express_schedule", "polar_numpy",
     "preset_names", "refine_coefficients", "resolve_schedule", "root_schedule",
     "sample_spectra", "validate_schedule",
 ]

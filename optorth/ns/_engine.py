@@ -212,6 +212,11 @@ def default_restart(dtype) -> int:
     (TF32 / bf16 passes) behaves like 16-bit: on an H200 (jax 0.11.2) Gram without restarts
     diverged and every 3 steps left band errors of 5e-2 against 2.6e-2 every 2 steps
     (standard: 9e-3), so float32 restarts every 2 steps unless matmuls are full float32.
+
+    Example:
+      >>> import optorth, jax.numpy as jnp
+      >>> optorth.ns.default_restart(jnp.bfloat16), optorth.ns.default_restart(jnp.float64)
+      (2, 0)
     """
     itemsize = jnp.dtype(dtype).itemsize
     if itemsize <= 2 or (itemsize == 4 and not _full_float32_matmuls()):
@@ -282,9 +287,9 @@ def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from optorth.ns._engine import newton_schulz_table
+      >>> import optorth
       >>> table = jnp.asarray([(3.4445, -4.7750, 2.0315)] * 5)
-      >>> newton_schulz_table(jnp.eye(4, 8) * 3.0, table, method="gram").shape
+      >>> optorth.ns.newton_schulz_table(jnp.eye(4, 8) * 3.0, table, method="gram").shape
       (4, 8)
     """
     who = "newton_schulz_table"
