@@ -82,7 +82,7 @@ OPTIMIZERS = {
     "normalized_sgdm": lambda: optorth.normalized_sgdm(0.1, rules=RULES),
     "signum": lambda: optorth.signum(0.1, rules=RULES),
     "trust_region": lambda: optorth.trust_region(0.1, rules=RULES),
-    "adafactor": lambda: optorth.adafactor(),
+    "adafactor": lambda: optorth.adafactor(rules=RULES),
     "normuon": lambda: optorth.normuon(rules=RULES),
     "adamuon": lambda: optorth.adamuon(rules=RULES),
     "factored_muon": lambda: optorth.factored_muon(rules=RULES),

@@ -5,9 +5,7 @@ from __future__ import annotations
 import optax
 
 from optorth.blocks._orthogonalize import orthogonalize, scale_by_dual
-from optorth.matrices._resolve import Specs, resolve_specs
-from optorth.matrices._sharding import sharded_map_matrix_groups
-from optorth.matrices._specs import map_matrices
+from optorth.matrices import Specs, map_matrices, resolve_specs
 from optorth.norms._objects import Norm, Spectral, as_norm
 
 
@@ -54,10 +52,10 @@ def dualize(norm: Norm | str, *, adaptive: bool = False, specs: Specs = None,
 
     def update_fn(updates, state, params=None):
         del params
-        specs_tree = resolve_specs(specs, updates)
+        specs_tree = resolve_specs(specs, updates, who="dualize")
         if norm.whole_matrix:  # matrix products: stack and distribute as Newton–Schulz does
-            return sharded_map_matrix_groups(lambda _, m: direction(m), updates, specs_tree,
-                                             transpose_tall=True, distribute=distribute), state
-        return map_matrices(direction, updates, specs_tree), state
+            return map_matrices(direction, updates, specs_tree, transpose_tall=True,
+                                distribute=distribute), state
+        return map_matrices(direction, updates, specs_tree, distribute=False), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

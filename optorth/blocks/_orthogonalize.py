@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth.matrices._resolve import Specs, matrix_shapes, resolve_specs
-from optorth.matrices._sharding import call_replicated, sharded_map_matrix_groups
-from optorth.matrices._specs import map_matrices
+from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
+from optorth.matrices._resolve import matrix_shapes
+from optorth.matrices._sharding import call_replicated
 from optorth.ns._config import NewtonSchulz, as_newton_schulz
 from optorth.ns._fingerprint import STATE_VERSION, coefficient_fingerprint
 from optorth.ns._online import refine_coefficients
@@ -86,8 +86,9 @@ def check_state(ns: NewtonSchulz, coeffs) -> None:
 
 def _learned_coeffs(ns: NewtonSchulz, state, updates, specs_tree):
     """``state.coeffs`` refined on this update's matrices when due (``optorth.ns``)."""
-    mats = []
-    map_matrices(lambda m: mats.append(m) or m, updates, specs_tree)
+    spec_leaves, treedef = jax.tree.flatten(specs_tree)
+    mats = [g for s, x in zip(spec_leaves, treedef.flatten_up_to(updates), strict=True)
+            if isinstance(s, MatrixSpec) for g in s.to_groups(x)]
     if not mats:
         return state.coeffs
     safety, precondition = ns.normalization(mats[0].shape[-2:])
@@ -152,7 +153,7 @@ def orthogonalize(
                          f"False.")
 
     def init_fn(params):
-        specs_tree = resolve_specs(specs, params)
+        specs_tree = resolve_specs(specs, params, who="orthogonalize")
         shapes = matrix_shapes(specs_tree, params)
         with jax.ensure_compile_time_eval():  # concrete tables (for the fingerprint) under jit
             coeffs = _initial_coeffs(ns, shapes)
@@ -163,7 +164,7 @@ def orthogonalize(
     def update_fn(updates, state, params=None):
         del params
         check_state(ns, state.coeffs)
-        specs_tree = resolve_specs(specs, updates)
+        specs_tree = resolve_specs(specs, updates, who="orthogonalize")
         if ns.learn is not None:
             coeffs = _learned_coeffs(ns, state, updates, specs_tree)
             state = state._replace(coeffs=coeffs, count=state.count + 1)
@@ -172,7 +173,7 @@ def orthogonalize(
             out = ns.apply(mats, _coeffs_for(coeffs, mats.shape))
             return scale_by_dual(mats, out) if adaptive else out
 
-        return sharded_map_matrix_groups(direction, updates, specs_tree, consts=state.coeffs,
-                                         transpose_tall=True, distribute=distribute), state
+        return map_matrices(direction, updates, specs_tree, consts=state.coeffs,
+                            transpose_tall=True, distribute=distribute), state
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import optax
 
-from optorth.matrices._resolve import Specs, resolve_specs
-from optorth.matrices._specs import map_matrices
+from optorth.matrices import Specs, map_matrices, resolve_specs
 from optorth.norms._shape_scale import ShapeScale, as_shape_scale
 
 
@@ -45,6 +44,7 @@ def scale_by_shape(scale: ShapeScale | str = "keller", *,
 
     def update_fn(updates, state, params=None):
         del params
-        return map_matrices(apply, updates, resolve_specs(specs, updates)), state
+        specs_tree = resolve_specs(specs, updates, who="scale_by_shape")
+        return map_matrices(apply, updates, specs_tree, distribute=False), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from optorth._checks import check_fraction
-from optorth.matrices._resolve import Specs, resolve_specs
-from optorth.matrices._sharding import sharded_map_matrix_groups
+from optorth.matrices import Specs, map_matrices, resolve_specs
 
 
 def clip_at_quantile(mats, quantile):
@@ -48,8 +47,8 @@ def soft_threshold(quantile: float = 0.9, *, specs: Specs = None
         del params
         # A quantile sorts each whole matrix: stack and distribute (see
         # optorth.matrices); it and the clip commute with transposition.
-        return sharded_map_matrix_groups(lambda _, m: clip_at_quantile(m, quantile), updates,
-                                         resolve_specs(specs, updates),
-                                         transpose_tall=True), state
+        specs_tree = resolve_specs(specs, updates, who="soft_threshold")
+        return map_matrices(lambda m: clip_at_quantile(m, quantile), updates, specs_tree,
+                            transpose_tall=True), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -172,16 +172,6 @@ def map_stacks(
     return treedef.unflatten(new_leaves)
 
 
-def map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, transpose_tall: bool = False,
-                      wrap_stack: Callable[[Group, Callable], Callable] | None = None):
-    """Transitional: :func:`optorth.matrices.map_matrices` without resolution or sharding.
-
-    ``specs`` must already be a specs tree (a prefix of ``tree``); ``fn(stack, *rest_stacks)``.
-    """
-    return map_stacks(fn, tree, specs, rest, transpose_tall=transpose_tall,
-                      wrap_stack=wrap_stack)
-
-
 def describe_groups(tree, specs=None, *, transpose_tall: bool = False) -> str:
     """One line per stack :func:`optorth.matrices.map_matrices` would form, for logs and docs.
 

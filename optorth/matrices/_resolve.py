@@ -82,7 +82,7 @@ def _check_matrix_leaf(spec: MatrixSpec, keys, leaf, who: str) -> None:
         raise ValueError(f"{who}: {err}") from None
 
 
-def resolve_specs(specs: Specs, tree, *, who: str = "resolve_specs"):
+def resolve_specs(specs: Specs, tree, *, who: str):
     """The specs of every leaf of ``tree``: a tree like it of ``MatrixSpec`` / ``"fallback"``.
 
     See the module docstring for the forms ``specs`` takes and how they are matched to

@@ -190,16 +190,6 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
     return jax.sharding.auto_axes(run, out_sharding=out_shardings)(consts, tree, *rest)
 
 
-def sharded_map_matrix_groups(fn: Callable[..., Any], tree, specs, *rest, consts=None,
-                              transpose_tall: bool = False, distribute: bool | None = None):
-    """Transitional: :func:`optorth.matrices.map_matrices` with ``fn(consts, *stacks)`` always.
-
-    ``specs`` must already be a specs tree (a prefix of ``tree``).
-    """
-    return map_sharded(fn, tree, specs, rest, consts=consts, transpose_tall=transpose_tall,
-                       distribute=distribute)
-
-
 def call_replicated(fn: Callable[..., Any], *args):
     """``fn(*args)`` for a small side computation with an unsharded (replicated) result.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -298,45 +298,3 @@ class MatrixSpec:
 def is_spec_leaf(x) -> bool:
     """Leaves of a specs tree: a :class:`MatrixSpec`, the string ``"fallback"`` or ``None``."""
     return x is None or isinstance(x, (MatrixSpec, str))
-
-
-def map_matrices(fn: Callable[..., Any], tree, specs, *rest):
-    """Applies ``fn`` to the matrices of every leaf that has a :class:`MatrixSpec`.
-
-    For each leaf ``x`` with spec ``s``, ``fn`` receives each ``(B, m, n)`` group of
-    ``s.to_groups(x)`` (one group unless the spec has blocks of different shapes), plus the
-    matching groups of the leaves of ``rest`` (trees with the structure of ``tree``), and must
-    return an array of the same shape; the results are put back with ``s.from_groups``. Leaves
-    whose spec is ``"fallback"`` or ``None``, and ``optax.MaskedNode`` entries, are returned
-    unchanged.
-
-    Args:
-      fn: ``fn(mats, *rest_mats) -> mats``, a function of ``(B, m, n)`` arrays.
-      tree: the pytree to transform (e.g. updates).
-      specs: a pytree of ``MatrixSpec`` / ``"fallback"`` / ``None`` with ``tree``'s structure
-        (or a prefix of it), e.g. from :func:`optorth.route`.
-      *rest: further pytrees with ``tree``'s structure, converted with the same specs.
-
-    Returns:
-      A pytree with ``tree``'s structure.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> tree = {"w": jnp.ones((2, 3, 4)), "b": jnp.ones(4)}
-      >>> specs = {"w": MatrixSpec.stacked(), "b": "fallback"}
-      >>> out = map_matrices(lambda m: m / m.shape[-1], tree, specs)
-    """
-
-    def leaf(spec, x, *others):
-        if not isinstance(spec, MatrixSpec) or not hasattr(x, "shape"):
-            return x
-        groups = spec.to_groups(x)
-        other_groups = [spec.to_groups(o) for o in others]
-        results = [fn(g, *og) for g, *og in zip(groups, *other_groups, strict=True)]
-        for g, r in zip(groups, results, strict=True):
-            if tuple(r.shape) != tuple(g.shape):
-                raise ValueError(f"map_matrices: fn changed a matrix batch of shape {g.shape} "
-                                 f"into {r.shape}; it must keep the shape.")
-        return spec.from_groups(results, x.shape)
-
-    return jax.tree.map(leaf, specs, tree, *rest, is_leaf=is_spec_leaf)
