@@ -19,9 +19,15 @@ import numpy as np
 import optax
 
 from optorth._checks import check_dtype, check_learning_rate, check_nonnegative
-from optorth.blocks._compute_dtype import with_compute_dtype
+from optorth.blocks._compute_dtype import check_updates_match_params, with_compute_dtype
 from optorth.blocks._shape_scale import scale_by_shape
-from optorth.matrices._paths import dtype_of, flatten_with_paths, path_to_str, shape_of
+from optorth.matrices._paths import (
+    dtype_of,
+    flatten_with_paths,
+    is_variable,
+    path_to_str,
+    shape_of,
+)
 from optorth.matrices._resolve import route_specs
 from optorth.matrices._routing import route
 from optorth.matrices._specs import MatrixSpec
@@ -95,6 +101,13 @@ def _state_mismatch(expected, state) -> str | None:
     for (path, w), (_, g) in zip(want, got, strict=True):
         if shape_of(w) != shape_of(g):
             return f"leaf {path!r} has shape {shape_of(g)}, expected {shape_of(w)}"
+    # Same leaves, other containers: e.g. a chain with one more stateless block.
+    want_tree = jax.tree.structure(expected, is_leaf=is_variable)
+    got_tree = jax.tree.structure(state, is_leaf=is_variable)
+    if want_tree != got_tree:
+        return (f"its leaves match but its structure differs: {got_tree.num_nodes} nodes, "
+                f"expected {want_tree.num_nodes}; another chain of blocks with the same "
+                f"buffers, e.g. another norm or scale")
     return None
 
 
@@ -154,6 +167,10 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
                 f"parameters ({mismatch}). Pass the arguments in optax's order, "
                 f"tx.update(grads, state, params), with the state from this optimizer's "
                 f"tx.init(params).")
+        try:
+            check_updates_match_params(updates, params)
+        except ValueError as err:
+            raise ValueError(f"{who}: {err}") from None
         out, new_state = inner.update(updates, state, params)
         return _zero_integer_updates(out, params), new_state
 
