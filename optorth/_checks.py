@@ -133,3 +133,10 @@ def check_choice(who: str, name: str, value, choices) -> Any:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"{who}: {name}={value!r}; expected one of {tuple(choices)}.{hint}")
     return value
+
+
+def check_bool(who: str, name: str, value) -> bool:
+    """``value`` if it is a bool (a truthy string such as ``"no"`` is not silently ``True``)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{who}: {name} must be True or False; got {value!r}.")
+    return bool(value)

@@ -105,19 +105,8 @@ def _nonfinite_adamw_moments(state) -> set[str]:
     return nonfinite
 
 
-# ROOT's per-shape table lookup refuses the zero-sized matrices (0, 16) and (0, 4) at init
-# (root_schedule: "shape must be a matrix shape ending in two positive ints"); they worked
-# before the 1.0 surface and still work in every other optimizer. Reported to the lead.
-ROOT_EMPTY = pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "root(): NewtonSchulz('root').table(shape) refuses zero-sized matrix shapes at init"))
-
-
-def _with_root_xfail(names):
-    return [pytest.param(n, marks=ROOT_EMPTY) if n == "root" else n for n in names]
-
-
 # ----- values: every ready optimizer, one compilation each -------------------------------------
-@pytest.mark.parametrize("name", _with_root_xfail(NAMES))
+@pytest.mark.parametrize("name", NAMES)
 def test_edge_values_for_every_ready_optimizer(name):
     params = _params()
     tx = optax.apply_if_finite(build(name, RULES, weight_decay=WEIGHT_DECAY),
@@ -183,7 +172,7 @@ LOW_PRECISION = ("muon", "normuon", "factored_muon", "adafactor")
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize("name", [n if n in LOW_PRECISION else pytest.param(
-    n, marks=(pytest.mark.slow, ROOT_EMPTY) if n == "root" else pytest.mark.slow) for n in NAMES])
+    n, marks=pytest.mark.slow) for n in NAMES])
 def test_low_precision_parameters(name, dtype):
     """bf16: 1e-30 and 1e30 gradients; float16: its own extremes (6e-8, 1.5e4) and plain ones.
 

@@ -21,6 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
+from optorth._checks import check_positive
 from optorth.matrices._per_matrix import leaf_rms, statistics_leaves
 
 
@@ -51,6 +52,7 @@ def clip_by_rms(threshold: float = 1.0, *, specs: Any = None) -> optax.GradientT
     References:
       Shazeer & Stern, "Adafactor" (arXiv 1804.04235), section 6.
     """
+    check_positive("clip_by_rms", "threshold", threshold)
 
     def update_fn(updates, state, params=None):
         del params
@@ -91,6 +93,7 @@ def scale_by_param_rms(
     References:
       Shazeer & Stern, "Adafactor" (arXiv 1804.04235), section 8.
     """
+    check_positive("scale_by_param_rms", "min_scale", min_scale)
 
     def update_fn(updates, state, params=None):
         if params is None:

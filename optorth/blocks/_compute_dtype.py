@@ -14,7 +14,8 @@ from optorth.matrices._paths import flatten_with_paths, shape_of
 
 def _cast_floats(tree, dtype):
     def cast(x):
-        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+        floating = jnp.issubdtype(jnp.result_type(x), jnp.floating)
+        return jnp.asarray(x).astype(dtype) if floating else x
 
     return jax.tree.map(cast, tree)
 
@@ -66,8 +67,10 @@ def with_compute_dtype(inner: optax.GradientTransformation,
         else:
             inner_updates = updates
         out, new_state = inner.update(inner_updates, state, params)
-        new_state = jax.tree.map(lambda n, o: n.astype(o.dtype) if hasattr(o, "dtype") else n,
-                                 new_state, state)
-        return jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates), new_state
+        new_state = jax.tree.map(
+            lambda n, o: jnp.asarray(n).astype(o.dtype) if hasattr(o, "dtype") else n,
+            new_state, state)
+        back = jax.tree.map(lambda o, u: jnp.asarray(o).astype(jnp.result_type(u)), out, updates)
+        return back, new_state
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optax
 
+from optorth._checks import check_bool
 from optorth.blocks._orthogonalize import orthogonalize, scale_by_dual
 from optorth.matrices import Specs, map_matrices, resolve_specs
 from optorth.norms._objects import Norm, Spectral, as_norm
@@ -43,6 +44,7 @@ def dualize(norm: Norm | str, *, adaptive: bool = False, specs: Specs = None,
       Trust-Region Optimization" (arXiv 2503.12645).
     """
     norm = as_norm(norm)
+    check_bool("dualize", "adaptive", adaptive)
     if isinstance(norm, Spectral):  # the lmo keeps its coefficient table in the state
         return orthogonalize(norm.ns, specs=specs, adaptive=adaptive, distribute=distribute)
 

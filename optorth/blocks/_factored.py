@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optorth._checks import check_decay, check_nonnegative, check_positive
 from optorth.matrices._per_matrix import matrix_shape, statistics_leaves, to_view
 
 _WHO = "scale_by_factored_rms"
@@ -137,7 +138,7 @@ def scale_by_factored_rms(
     *,
     decay_rate: float = 0.8,
     step_offset: int = 0,
-    epsilon1: float = 1e-30,
+    eps: float = 1e-30,
     specs: Any = None,
     min_dim_size_to_factor: int | None = None,
     max_decay: float | None = None,
@@ -152,7 +153,7 @@ def scale_by_factored_rms(
       decay_rate: c in β̂2_t = 1 − t^(−c) (paper: 0.8).
       step_offset: the step at which the decay schedule restarts (fine-tuning); steps before
         it use β̂2 = 0. Never produces non-finite values.
-      epsilon1: ε1 added to G² (paper: 1e-30).
+      eps: ε1 added to G² (paper: 1e-30).
       specs: which matrices each leaf holds, read by ``optorth.matrices.resolve_specs``:
         ``None`` (``optorth.route``), a pytree (or prefix) of ``optorth.MatrixSpec`` /
         ``"fallback"`` / ``None``, or a callable ``tree -> such a pytree``. A ``MatrixSpec``
@@ -184,6 +185,10 @@ def scale_by_factored_rms(
       (arXiv 1804.04235).
     """
     _check_hparams(decay_rate, min_dim_size_to_factor)
+    check_positive(_WHO, "eps", eps)
+    check_nonnegative(_WHO, "step_offset", step_offset)
+    if max_decay is not None:
+        check_decay(_WHO, "max_decay", max_decay)
     stats_dtype = jnp.dtype(stats_dtype)
 
     def init_fn(params):
@@ -207,7 +212,7 @@ def scale_by_factored_rms(
         cols = treedef.flatten_up_to(state.v_col)
         fulls = treedef.flatten_up_to(state.v)
         beta = factored_decay(state.count, decay_rate, step_offset, max_decay)
-        eps1 = jnp.asarray(epsilon1, jnp.float32)
+        eps1 = jnp.asarray(eps, jnp.float32)
         out_u, out_r, out_c, out_v = [], [], [], []
         for g, s, r, c, v in zip(leaves, specs_, rows, cols, fulls, strict=True):
             if isinstance(v, optax.MaskedNode):

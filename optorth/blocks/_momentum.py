@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth._checks import check_choice, check_decay, check_dtype
+from optorth._checks import check_bool, check_choice, check_decay, check_dtype
 
 CONVENTIONS = ("ema", "sgd")
 
@@ -41,8 +41,11 @@ class MomentumState(NamedTuple):
     mu: Any
 
 
-def _check(beta, convention, bias_correction, warm_start):
+def _check(beta, convention, nesterov, bias_correction, warm_start):
     check_decay("scale_by_momentum", "beta", beta)
+    for name, flag in (("nesterov", nesterov), ("bias_correction", bias_correction),
+                       ("warm_start", warm_start)):
+        check_bool("scale_by_momentum", name, flag)
     check_choice("scale_by_momentum", "convention", convention, CONVENTIONS)
     if convention == "sgd" and bias_correction:
         raise ValueError("bias_correction applies to the 'ema' convention only; the SGD-style "
@@ -101,7 +104,7 @@ def scale_by_momentum(
       Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
       Sutskever et al., "On the importance of initialization and momentum" (ICML 2013).
     """
-    _check(beta, convention, bias_correction, warm_start)
+    _check(beta, convention, nesterov, bias_correction, warm_start)
     mu_dtype = check_dtype("scale_by_momentum", "mu_dtype", mu_dtype)
 
     def init_fn(params):

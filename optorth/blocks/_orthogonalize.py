@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optorth._checks import check_bool
 from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
 from optorth.matrices._resolve import matrix_shapes
 from optorth.matrices._sharding import call_replicated
@@ -45,8 +46,9 @@ def _shape_key(shape) -> str:
 
 
 def _initial_coeffs(ns: NewtonSchulz, shapes):
-    if ns.per_shape:
-        return {_shape_key(s): jnp.asarray(ns.table(s), jnp.float32) for s in sorted(shapes)}
+    if ns.per_shape:  # zero-sized matrices have nothing to orthogonalize and need no table
+        return {_shape_key(s): jnp.asarray(ns.table(s), jnp.float32)
+                for s in sorted(shapes) if min(s) > 0}
     return jnp.asarray(ns.table(), jnp.float32)
 
 
@@ -148,6 +150,7 @@ def orthogonalize(
       Bernstein & Newhouse, "Old Optimizer, New Norm: An Anthology" (arXiv 2409.20325).
     """
     ns = as_newton_schulz(ns)
+    check_bool("orthogonalize", "adaptive", adaptive)
     if distribute not in (None, True, False):
         raise ValueError(f"orthogonalize: distribute={distribute!r}; expected None, True or "
                          f"False.")
@@ -170,6 +173,8 @@ def orthogonalize(
             state = state._replace(coeffs=coeffs, count=state.count + 1)
 
         def direction(coeffs, mats):
+            if mats.size == 0:
+                return mats
             out = ns.apply(mats, _coeffs_for(coeffs, mats.shape))
             return scale_by_dual(mats, out) if adaptive else out
 

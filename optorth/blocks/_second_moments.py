@@ -37,6 +37,7 @@ import chex
 import jax.numpy as jnp
 import optax
 
+from optorth._checks import check_decay, check_dtype, check_positive
 from optorth.matrices._per_matrix import matrix_shape, statistics_leaves, to_view
 from optorth.matrices._specs import MatrixSpec
 
@@ -67,7 +68,7 @@ class ScaleByNeuronRMSState(NamedTuple):
 
 
 def scale_by_neuron_rms(
-    b2: float = 0.95,
+    beta2: float = 0.95,
     eps: float = 1e-10,
     *,
     specs: Any = None,
@@ -79,7 +80,7 @@ def scale_by_neuron_rms(
     correction: a common factor that :func:`keep_matrix_norm` removes);  O ← O / (√v + ε).
 
     Args:
-      b2: β2 of the EMA (NorMuon: 0.95).
+      beta2: β2 of the EMA (NorMuon: 0.95).
       eps: ε added to √v (NorMuon: 1e-10).
       specs: see the module docstring.
       stats_dtype: dtype of v (default float32).
@@ -91,8 +92,10 @@ def scale_by_neuron_rms(
     References:
       Li et al., "NorMuon" (arXiv 2510.05491).
     """
-    stats_dtype = jnp.dtype(stats_dtype)
     who = "scale_by_neuron_rms"
+    check_decay(who, "beta2", beta2)
+    check_positive(who, "eps", eps)
+    stats_dtype = jnp.dtype(check_dtype(who, "stats_dtype", stats_dtype))
 
     def init_fn(params):
         leaves, treedef, specs_ = _specs_for(params, specs, who)
@@ -107,7 +110,8 @@ def scale_by_neuron_rms(
         chex.assert_shape(v, view.shape[:-2] + view.shape[-1:])
         o = view.astype(jnp.float32)
         fan_in = max(o.shape[-2], 1)  # an empty fan-in axis gives 0, not mean([]) = NaN
-        v32 = b2 * v.astype(jnp.float32) + (1.0 - b2) * jnp.sum(jnp.square(o), axis=-2) / fan_in
+        neuron_mean = jnp.sum(jnp.square(o), axis=-2) / fan_in
+        v32 = beta2 * v.astype(jnp.float32) + (1.0 - beta2) * neuron_mean
         out = o / (jnp.sqrt(v32)[..., None, :] + eps)
         return back(out).astype(u.dtype), v32.astype(v.dtype)
 
@@ -136,7 +140,7 @@ class ScaleByElementwiseRMSState(NamedTuple):
 
 
 def scale_by_elementwise_rms(
-    b2: float = 0.999,
+    beta2: float = 0.999,
     eps: float = 1e-8,
     *,
     bias_correction: bool = True,
@@ -148,7 +152,7 @@ def scale_by_elementwise_rms(
     v ← β2 v + (1 − β2) O²;  v̂ = v / (1 − β2^t) (if ``bias_correction``);  O ← O / (√v̂ + ε).
 
     Args:
-      b2: β2 (AdaMuon: 0.999).
+      beta2: β2 (AdaMuon: 0.999).
       eps: ε added to √v̂ (AdaMuon: 1e-8).
       bias_correction: divide v by 1 − β2^t.
       specs: see the module docstring (only leaves with a ``MatrixSpec`` are scaled).
@@ -161,8 +165,10 @@ def scale_by_elementwise_rms(
     References:
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
     """
-    stats_dtype = jnp.dtype(stats_dtype)
     who = "scale_by_elementwise_rms"
+    check_decay(who, "beta2", beta2)
+    check_positive(who, "eps", eps)
+    stats_dtype = jnp.dtype(check_dtype(who, "stats_dtype", stats_dtype))
 
     def init_fn(params):
         leaves, treedef, specs_ = _specs_for(params, specs, who)
@@ -177,12 +183,12 @@ def scale_by_elementwise_rms(
         leaves, treedef, specs_ = _specs_for(updates, specs, who)
         vs = treedef.flatten_up_to(state.v)
         count = optax.safe_increment(state.count)
-        debias = 1.0 - b2 ** count.astype(jnp.float32) if bias_correction else 1.0
+        debias = 1.0 - beta2 ** count.astype(jnp.float32) if bias_correction else 1.0
         out_u, out_v = [], []
         for u, s, v in zip(leaves, specs_, vs, strict=True):
             if s is not None:
                 o = u.astype(jnp.float32)
-                v32 = b2 * v.astype(jnp.float32) + (1.0 - b2) * jnp.square(o)
+                v32 = beta2 * v.astype(jnp.float32) + (1.0 - beta2) * jnp.square(o)
                 u, v = (o / (jnp.sqrt(v32 / debias) + eps)).astype(u.dtype), v32.astype(v.dtype)
             out_u.append(u)
             out_v.append(v)
@@ -210,6 +216,7 @@ def keep_matrix_norm(
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with ``inner``'s state.
     """
+    check_positive("keep_matrix_norm", "eps", eps)
     inner = optax.with_extra_args_support(inner)
 
     def leaf(before, after, s):
@@ -252,6 +259,8 @@ def scale_to_rms(
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
       Liu et al., "Muon is Scalable for LLM Training" (arXiv 2502.16982).
     """
+    check_positive("scale_to_rms", "rms", rms)
+    check_positive("scale_to_rms", "eps", eps)
 
     def leaf(u, s):
         if s is None:

@@ -117,13 +117,13 @@ def check_matrix_leaf(spec: MatrixSpec, path: str, shape, dtype) -> None:
 
 
 def _check_rules(rules) -> list[tuple[re.Pattern, Any, str]]:
-    if isinstance(rules, (str, MatrixSpec)) or (
-            isinstance(rules, tuple) and len(rules) == 2 and isinstance(rules[0], str)):
-        raise ValueError(f"rules={rules!r}: expected a list of (regex, target) pairs, e.g. "
-                         f"rules=[(r'^layers/kernel$', optorth.MatrixSpec.stacked())].")
     if isinstance(rules, dict):
         raise ValueError(f"rules={rules!r}: expected a list of (regex, target) pairs; for a "
                          f"dict pass rules=list(rules.items()).")
+    if isinstance(rules, (str, MatrixSpec)) or not isinstance(rules, (list, tuple, type(None))) or (
+            isinstance(rules, tuple) and len(rules) == 2 and isinstance(rules[0], str)):
+        raise ValueError(f"rules={rules!r}: expected a list of (regex, target) pairs, e.g. "
+                         f"rules=[(r'^layers/kernel$', optorth.MatrixSpec.stacked())].")
     checked = []
     for i, rule in enumerate(rules or ()):
         if not (isinstance(rule, (tuple, list)) and len(rule) == 2

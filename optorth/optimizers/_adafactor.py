@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from optorth._checks import (
+    check_bool,
     check_decay,
     check_dtype,
     check_learning_rate,
@@ -127,6 +128,7 @@ def adafactor(
     who = "optorth.adafactor"
     learning_rate = relative_step_schedule(1e-2) if learning_rate is None else learning_rate
     check_learning_rate(who, learning_rate)
+    check_bool(who, "multiply_by_parameter_scale", multiply_by_parameter_scale)
     check_nonnegative(who, "decay_rate", decay_rate)
     check_positive(who, "eps", eps)
     check_positive(who, "min_scale", min_scale)
@@ -134,7 +136,7 @@ def adafactor(
         check_positive(who, "clipping_threshold", clipping_threshold)
     dtype = check_dtype(who, "mu_dtype", mu_dtype)  # checked even when unused (no beta)
     specs = route_specs(rules)
-    chain = [scale_by_factored_rms(decay_rate=decay_rate, epsilon1=eps, specs=specs,
+    chain = [scale_by_factored_rms(decay_rate=decay_rate, eps=eps, specs=specs,
                                    min_dim_size_to_factor=min_dim_size_to_factor)]
     if clipping_threshold is not None:
         chain.append(clip_by_rms(clipping_threshold, specs=specs))

@@ -156,8 +156,8 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(
-                f"{who}: update needs the parameters (weight decay and the fallback "
-                f"read them). Call tx.update(grads, state, params).")
+                f"{who}: update needs the parameters (weight decay, the fallback and "
+                f"relative steps read them). Call tx.update(grads, state, params).")
         updates, params = _as_arrays(updates, who), _as_arrays(params, who)
         expected = jax.eval_shape(inner.init, params)
         mismatch = _state_mismatch(expected, state)

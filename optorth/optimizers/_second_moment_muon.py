@@ -241,7 +241,7 @@ def factored_muon(
     """
     _check("factored_muon", beta=beta, beta2=beta2, eps=eps)
     specs = route_specs(rules)
-    factored = scale_by_factored_rms(decay_rate=0.8, epsilon1=eps, max_decay=beta2, specs=specs)
+    factored = scale_by_factored_rms(decay_rate=0.8, eps=eps, max_decay=beta2, specs=specs)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
               keep_matrix_norm(factored, eps=1e-10, specs=specs)]
     return assemble("factored_muon", blocks, learning_rate=learning_rate,
