@@ -16,7 +16,7 @@ schedule (``optorth/data/fitted_schedules.json``; ``--fit`` also fits fresh ones
   ``optorth.newton_schulz`` with the schedule's own normalization (Frobenius: the normalized
   σ then lie in [2.3e-4, 0.23] for 256×1024), in float32 and bf16.
 
-It then checks the targets of issue 4 and saves a plot of φ(σ) (log-x) per step count to
+It then checks the learned-coefficient targets and saves a plot of φ(σ) (log-x) per step count to
 ``--out`` (default ``out/coefficients.png``).
 """
 
@@ -202,7 +202,7 @@ def _compare(a: dict | None, b: dict | None) -> str:
 
 def check_targets(results: dict[int, list[dict]]) -> None:
     """Prints the issue-4 targets with the numbers behind them."""
-    print("\nTargets (issue 4):")
+    print("\nTargets (learned coefficients vs presets):")
     if 4 in results and 5 in results:
         jordan5 = next(r for r in results[5] if r["row"].label == "jordan")
         je = jordan5["exact"]

@@ -10,7 +10,7 @@ output head, 124,439,808 parameters)::
 
 For optimizers built on ``optax.partition`` the state is also split by label (``matrix`` /
 ``fallback`` for optorth, ``muon`` / ``adam`` for optax), so a routing mistake (for example
-every leaf silently sent to the fallback) shows up in the table. Targets from issue 5:
+every leaf silently sent to the fallback) shows up in the table. Targets:
 adafactor ≤ 0.01, factored_muon ≤ 1.01 (float32 momentum) and ≤ 0.51 (bf16 momentum),
 AdamW 2.0. Run::
 

@@ -16,10 +16,10 @@ Sections (every ratio is measured in this process, timings interleaved round-rob
 3. step time: one whole update (momentum, orthogonalization, AdamW for the rest) of optorth
    ``muon`` (default and every qualifying configuration; the fastest is named) divided by
    ``optax.contrib.muon(0.02)``; the ratio is also printed per interleaved round. optax's default
-   routing sends every 2-D leaf, the 50257×768 embedding included, to Newton–Schulz
-   (REFERENCE §6.1); optorth sends embeddings to AdamW. Both ratios are printed: against
-   the default, and against optax with the same routing (``muon_weight_dimension_numbers``
-   with the embeddings set to ``None``), the like-for-like one.
+   routing sends every 2-D leaf, the 50257×768 embedding included, to Newton–Schulz;
+   optorth sends embeddings to AdamW. Both ratios are printed: against the default, and
+   against optax with the same routing (``muon_weight_dimension_numbers`` with the
+   embeddings set to ``None``), the like-for-like one.
 4. memory: ``jax.jit(update).lower(...).compile().memory_analysis()`` of each update: peak
    temporary bytes (``temp_size_in_bytes``), arguments and outputs.
 
@@ -88,7 +88,7 @@ class Candidate:
 def candidates(quick: bool) -> list[Candidate]:
     pe = optorth.ns.polar_express_schedule
     out = [
-        Candidate("jordan standard (default)", {}, 5),
+        Candidate("jordan standard (previous default)", dict(method="standard"), 5),
         Candidate("jordan auto (gram n/m≥2)", dict(method="auto"), 5, "auto"),
         Candidate("turbo auto (aol, 4 steps)", dict(schedule="turbo", method="auto"), 4, "auto"),
         Candidate("pe(4,5e-3) auto spectral",

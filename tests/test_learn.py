@@ -253,7 +253,7 @@ def test_shipped_fitted_schedules_are_valid_and_usable_by_name():
 
 
 def test_shipped_fitted4_wins_the_mean_and_the_worst_case_is_out_of_reach():
-    """A 4-step table against Jordan ×5 on σ ∈ [1e-3, 1] (issue 4's target), exactly.
+    """A 4-step table against Jordan ×5 on σ ∈ [1e-3, 1] (the learned-coefficient target), exactly.
 
     The greedy minimax composition (Polar Express without cushion or safety factor) is optimal
     among all compositions of T odd quintics (Amsel et al., arXiv 2505.16932, Thm 4.1), so its

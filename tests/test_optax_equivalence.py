@@ -95,7 +95,7 @@ def test_matches_optax_contrib_muon_for_20_steps(variant):
 
 
 def test_default_routing_differs_from_optax_where_it_should():
-    """optax sends 2-D embeddings to Muon and 3-D/4-D kernels to AdamW (REFERENCE §6.1)."""
+    """optax 0.2.8 sends 2-D embeddings to Muon and 3-D/4-D kernels to AdamW by default."""
     params = _params()
     routes = optorth.route(params, RULES[:1])
     assert routes["embed"]["embedding"] == "fallback"

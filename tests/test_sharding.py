@@ -203,7 +203,7 @@ def test_two_axis_mesh_and_forced_distribution():
 @needs_devices
 @pytest.mark.skipif(optax.__version__ != "0.2.8", reason="documents optax 0.2.8 behaviour")
 def test_incumbent_fails_on_fsdp_under_explicit_axes_and_we_do_not():
-    """REFERENCE §6.5: optax.contrib.muon raises for a 2-D weight sharded on a matrix axis."""
+    """optax.contrib.muon (0.2.8) raises for a 2-D weight sharded on a matrix axis."""
     mesh = _mesh(AxisType.Explicit)
     for spec in (P("x", None), P(None, "x")):
         params = {"w": jax.device_put(jnp.ones((64, 32)) + jnp.eye(64, 32),
