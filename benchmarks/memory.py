@@ -91,7 +91,7 @@ def optimizers() -> list[tuple[str, optax.GradientTransformation, float | None]]
         ("optorth.muon", optorth.muon(), None),
         ("optorth.muon bf16 state", optorth.muon(mu_dtype="bfloat16"), None),
         ("optorth.adafactor", optorth.adafactor(), 0.01),
-        ("optorth.adafactor + momentum", optorth.adafactor(momentum=0.9), None),
+        ("optorth.adafactor + momentum", optorth.adafactor(beta=0.9), None),
         ("optorth.normuon", optorth.normuon(), None),
         ("optorth.adamuon", optorth.adamuon(), None),
         ("optorth.factored_muon", optorth.factored_muon(), 1.01),
