@@ -29,7 +29,8 @@ Newton–Schulz and schedules: :func:`newton_schulz`, :func:`validate_schedule`,
 
 Submodules hold the rest: :mod:`optorth.ns` (engine, presets, generators, fitting),
 :mod:`optorth.matrices` (specs, routing, grouping, sharding), :mod:`optorth.norms`,
-:mod:`optorth.blocks`, :mod:`optorth.optimizers`, :mod:`optorth.checkpoint`.
+:mod:`optorth.blocks`, :mod:`optorth.optimizers`, :mod:`optorth.checkpoint`,
+:mod:`optorth.contrib` (neighbouring methods from the literature).
 
 Example:
   >>> import jax, jax.numpy as jnp, optax, optorth
@@ -43,6 +44,7 @@ Example:
 
 from optorth import blocks as blocks
 from optorth import checkpoint as checkpoint
+from optorth import contrib as contrib
 from optorth import matrices as matrices
 from optorth import norms as norms
 from optorth import ns as ns

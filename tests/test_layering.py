@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "norms": 2,
     "blocks": 3,
     "optimizers": 4,
+    "contrib": 4,
     "checkpoint": 5,
     "__init__": 6,
 }
