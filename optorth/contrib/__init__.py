@@ -4,6 +4,28 @@ Gradient surgery, orthogonal projection for continual learning, adaptive step si
 hyperparameter scaling rules that users of orthogonalized optimizers reach for. Each is an
 ``optax.GradientTransformation`` (or ``GradientTransformationExtraArgs`` where it needs the
 loss value or a second gradient) that chains with the rest of optorth and optax.
+
+Offered:
+
+* :func:`bloop` (:class:`BloopState`): gradient surgery, the auxiliary gradient projected
+  orthogonally to an EMA of the main gradient (Hsieh et al. 2024, arXiv 2402.02998).
+* :func:`diffgrad`, :func:`scale_by_diffgrad` (:class:`DiffGradState`): Adam damped by the
+  friction sigmoid(|g_{t−1} − g_t|) (Dubey et al. 2019, arXiv 1909.11015).
+* :func:`sqrt_scaling_rule` (:class:`ScaledHyperparams`): Adam's hyperparameters for a batch
+  size × κ by the square-root rule (Malladi et al. 2022, arXiv 2205.10287); no Muon analogue
+  is derived (its docstring says why).
 """
 
-__all__: list[str] = []
+from optorth.contrib._bloop import BloopState, bloop
+from optorth.contrib._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
+from optorth.contrib._scaling_rules import ScaledHyperparams, sqrt_scaling_rule
+
+__all__: list[str] = [
+    "BloopState",
+    "DiffGradState",
+    "ScaledHyperparams",
+    "bloop",
+    "diffgrad",
+    "scale_by_diffgrad",
+    "sqrt_scaling_rule",
+]
