@@ -14,18 +14,28 @@ Offered:
 * :func:`sqrt_scaling_rule` (:class:`ScaledHyperparams`): Adam's hyperparameters for a batch
   size × κ by the square-root rule (Malladi et al. 2022, arXiv 2205.10287); no Muon analogue
   is derived (its docstring says why).
+* :func:`aegd` (:class:`AEGDState`): gradient descent scaled by a per-coordinate energy that
+  never increases, with an optional preconditioner (Liu & Tian, arXiv 2010.05109).
+* :func:`polyak_momentum` (:class:`PolyakMomentumState`): heavy ball with the generalized
+  Polyak step size, ALR-MAG / ALR-SMAG (Wang, Johansson & Zhang 2023, arXiv 2305.12939).
 """
 
+from optorth.contrib._aegd import AEGDState, aegd
 from optorth.contrib._bloop import BloopState, bloop
 from optorth.contrib._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
+from optorth.contrib._polyak import PolyakMomentumState, polyak_momentum
 from optorth.contrib._scaling_rules import ScaledHyperparams, sqrt_scaling_rule
 
 __all__: list[str] = [
+    "AEGDState",
     "BloopState",
     "DiffGradState",
+    "PolyakMomentumState",
     "ScaledHyperparams",
+    "aegd",
     "bloop",
     "diffgrad",
+    "polyak_momentum",
     "scale_by_diffgrad",
     "sqrt_scaling_rule",
 ]
