@@ -18,12 +18,17 @@ Offered:
   never increases, with an optional preconditioner (Liu & Tian, arXiv 2010.05109).
 * :func:`polyak_momentum` (:class:`PolyakMomentumState`): heavy ball with the generalized
   Polyak step size, ALR-MAG / ALR-SMAG (Wang, Johansson & Zhang 2023, arXiv 2305.12939).
+* :func:`rogo` (:class:`RogoState`), :func:`add_task_subspace`, :func:`relax_subspace`:
+  continual learning by gradient projection, GPM's frozen input subspaces with ROGO's
+  restricted relaxation (Saha et al. 2021, arXiv 2103.09762; Yang et al. 2023,
+  arXiv 2301.12131).
 """
 
 from optorth.contrib._aegd import AEGDState, aegd
 from optorth.contrib._bloop import BloopState, bloop
 from optorth.contrib._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
 from optorth.contrib._polyak import PolyakMomentumState, polyak_momentum
+from optorth.contrib._rogo import RogoState, add_task_subspace, relax_subspace, rogo
 from optorth.contrib._scaling_rules import ScaledHyperparams, sqrt_scaling_rule
 
 __all__: list[str] = [
@@ -31,11 +36,15 @@ __all__: list[str] = [
     "BloopState",
     "DiffGradState",
     "PolyakMomentumState",
+    "RogoState",
     "ScaledHyperparams",
+    "add_task_subspace",
     "aegd",
     "bloop",
     "diffgrad",
     "polyak_momentum",
+    "relax_subspace",
+    "rogo",
     "scale_by_diffgrad",
     "sqrt_scaling_rule",
 ]
