@@ -15,9 +15,10 @@ representations x live in the m-dimensional fan-in space and every projection ac
 torch's ``grad @ (M Mᵀ)`` on an ``(out, in)`` weight): an update ΔW with Mᵀ ΔW = 0 leaves
 x ΔW = 0 for every old input x ∈ span(M), whatever the output side does.
 
-Equations followed (per matrix; reconstructed from the paper and its official code, which
-trains the reparametrized layer W_eff = (I − S Sᵀ + S Λ Sᵀ) W with a learned k × k "scale" Λ,
-initialised at I, penalised by β ‖Λ − I‖²_F, and folds Λ into W at the end of each task):
+Equations followed (per matrix): those of the authors' released code (PyTorch, built on
+GPM's), which trains the reparametrized layer W_eff = (I − S Sᵀ + S Λ Sᵀ) W with a learned
+k × k "scale" Λ, initialised at I, penalised by β ‖Λ − I‖²_F, and folds Λ into W at the end
+of each task):
 
 * update (here W denotes the effective weight, the parameter optax sees; G = ∂L/∂W; A = Sᵀ W₀
   is the *anchor*, the weight's action on S when S was relaxed, stored in the state)::
