@@ -140,3 +140,16 @@ def check_bool(who: str, name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{who}: {name} must be True or False; got {value!r}.")
     return bool(value)
+
+
+def check_loss_value(who: str, value) -> None:
+    """Raises unless ``value`` (the ``value=`` extra argument of an update) is a scalar loss."""
+    if value is None:
+        raise ValueError(
+            f"{who}: update needs the loss value at the current params as the keyword "
+            f"argument value, e.g. loss, grads = jax.value_and_grad(loss_fn)(params); "
+            f"tx.update(grads, state, params, value=loss). Inside optax.chain pass value= to "
+            f"the chain's update, which hands it on.")
+    if np.ndim(value) != 0:
+        raise ValueError(f"{who}: value must be the scalar loss; got an array of shape "
+                         f"{np.shape(value)} (reduce the per-example losses, e.g. .mean()).")

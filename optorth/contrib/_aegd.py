@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth._checks import check_learning_rate, check_positive, concrete_float
+from optorth._checks import check_learning_rate, check_loss_value, check_positive, concrete_float
 
 _WHO = "aegd"
 
@@ -33,15 +33,7 @@ def _state_dtype(dtype):
 
 
 def _check_value(value, c) -> None:
-    if value is None:
-        raise ValueError(
-            f"{_WHO}: update needs the loss value at the current params as the keyword "
-            f"argument value, e.g. loss, grads = jax.value_and_grad(loss_fn)(params); "
-            f"tx.update(grads, state, params, value=loss). Inside optax.chain pass value= to "
-            f"the chain's update, which hands it on.")
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"{_WHO}: value must be the scalar loss; got an array of shape "
-                         f"{jnp.shape(value)} (reduce the per-example losses, e.g. .mean()).")
+    check_loss_value(_WHO, value)
     v, cc = concrete_float(value), concrete_float(c)
     if v is not None and cc is not None and not v + cc > 0:
         raise ValueError(

@@ -20,6 +20,7 @@ from optorth._checks import (
     check_bool,
     check_choice,
     check_decay,
+    check_loss_value,
     check_nonnegative,
     check_positive,
     concrete_float,
@@ -42,15 +43,7 @@ def _state_dtype(dtype):
 
 
 def _check_value(value, f_star) -> None:
-    if value is None:
-        raise ValueError(
-            f"{_WHO}: update needs the loss value at the current params as the keyword "
-            f"argument value, e.g. loss, grads = jax.value_and_grad(loss_fn)(params); "
-            f"tx.update(grads, state, params, value=loss). Inside optax.chain pass value= to "
-            f"the chain's update, which hands it on.")
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"{_WHO}: value must be the scalar loss; got an array of shape "
-                         f"{jnp.shape(value)} (reduce the per-example losses, e.g. .mean()).")
+    check_loss_value(_WHO, value)
     v, f = concrete_float(value), concrete_float(f_star)
     if v is not None and f is not None and v < f:
         raise ValueError(
