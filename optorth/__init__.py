@@ -30,7 +30,8 @@ Newton–Schulz and schedules: :func:`newton_schulz`, :func:`validate_schedule`,
 Submodules hold the rest: :mod:`optorth.ns` (engine, presets, generators, fitting),
 :mod:`optorth.matrices` (specs, routing, grouping, sharding), :mod:`optorth.norms`,
 :mod:`optorth.blocks`, :mod:`optorth.optimizers`, :mod:`optorth.checkpoint`,
-:mod:`optorth.contrib` (neighbouring methods from the literature).
+:mod:`optorth.contrib` (neighbouring methods from the literature), :mod:`optorth.nn`
+(orthogonal fine-tuning adapters for Flax NNX: OFTv2, HRA, Givens).
 
 Example:
   >>> import jax, jax.numpy as jnp, optax, optorth
@@ -46,6 +47,7 @@ from optorth import blocks as blocks
 from optorth import checkpoint as checkpoint
 from optorth import contrib as contrib
 from optorth import matrices as matrices
+from optorth import nn as nn
 from optorth import norms as norms
 from optorth import ns as ns
 from optorth import optimizers as optimizers

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "_checks": 0,
     "ns": 1,
     "matrices": 1,
+    "nn": 1,
     "norms": 2,
     "blocks": 3,
     "optimizers": 4,

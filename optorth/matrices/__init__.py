@@ -10,7 +10,8 @@ Seeing a leaf as matrices
 Routing (which leaf takes which path)
   :func:`route`, :func:`routing_decisions`, :class:`Decision`, :func:`describe_routing`,
   :func:`nnx_attention_rules` and the default name patterns :data:`EMBEDDING_PATTERNS`,
-  :data:`HEAD_PATTERNS`, :data:`BIAS_PATTERNS`. ``FALLBACK`` is the target ``"fallback"``.
+  :data:`HEAD_PATTERNS`, :data:`BIAS_PATTERNS`, :data:`ADAPTER_PATTERNS`. ``FALLBACK`` is the
+  target ``"fallback"``.
 
 Specs (the one resolver)
   :func:`resolve_specs` reads the ``specs`` argument of every block the same way: ``None`` is
@@ -39,6 +40,7 @@ from optorth.matrices._grouping import describe_groups
 from optorth.matrices._map import map_matrices
 from optorth.matrices._resolve import Specs, resolve_specs, route_specs
 from optorth.matrices._routing import (
+    ADAPTER_PATTERNS,
     BIAS_PATTERNS,
     EMBEDDING_PATTERNS,
     FALLBACK,
@@ -52,6 +54,7 @@ from optorth.matrices._routing import (
 from optorth.matrices._specs import MatrixSpec
 
 __all__ = [
+    "ADAPTER_PATTERNS",
     "BIAS_PATTERNS",
     "EMBEDDING_PATTERNS",
     "FALLBACK",

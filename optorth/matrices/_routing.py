@@ -10,6 +10,12 @@ Decided from roles, not rank alone, in this order (the first that applies wins):
 2. scalars and vectors (rank ≤ 1) and non-float leaves (integer, complex) → fallback;
 3. a last path component matching ``bias_patterns`` (``bias``, ``scale``, ...) → fallback, so
    2-D biases such as NNX attention biases ``(heads, head_dim)`` are not taken for matrices;
+   likewise a last component matching :data:`ADAPTER_PATTERNS` (``oft_*``, ``hra_*``,
+   ``givens_*``, ``lora_*``: the parameters of :mod:`optorth.nn`'s orthogonal fine-tuning
+   adapters and of ``nnx.LoRA``). Those are coordinates of a transform (packed skew-symmetric
+   generators, rotation angles, reflection directions, low-rank factors), not linear maps
+   whose operator norm a matrix step controls, so they take the elementwise fallback as the
+   adapter papers train them (with AdamW);
 4. a path component matching ``embedding_patterns`` or ``head_patterns`` → fallback
    (embeddings and output heads; Muon reference practice);
 5. rank 2 → ``MatrixSpec()`` (a hidden dense kernel ``(in, out)``);
@@ -45,6 +51,9 @@ HEAD_PATTERNS: tuple[str, ...] = (
 )
 BIAS_PATTERNS: tuple[str, ...] = (r"bias", r"biases", r"b", r"scale", r"gain", r"gamma",
                                   r"beta")
+#: Last path components of adapter parameters (orthogonal fine-tuning, low rank): fallback.
+ADAPTER_PATTERNS: tuple[str, ...] = (r"(oft|hra|givens|lora)_.*",)
+_ADAPTERS = [re.compile(pattern, re.IGNORECASE) for pattern in ADAPTER_PATTERNS]
 
 
 class Decision(NamedTuple):
@@ -168,6 +177,8 @@ def _decide(path, leaf, rules, embed, head, bias) -> Decision:
     components = path.split("/") if path else []
     if components and _component_match(bias, components[-1:]):
         return Decision(path, shape, FALLBACK, f"bias/gain name {components[-1]!r}")
+    if components and _component_match(_ADAPTERS, components[-1:]):
+        return Decision(path, shape, FALLBACK, f"adapter parameter {components[-1]!r}")
     for patterns, role in ((embed, "embedding"), (head, "output head")):
         comp = _component_match(patterns, components)
         if comp is not None:

@@ -1,0 +1,28 @@
+"""Orthogonal fine-tuning adapters for Flax NNX.
+
+Each adapter wraps a pretrained ``nnx.Linear``, freezes its kernel and bias (:class:`Frozen`,
+not an ``nnx.Param``) and learns a transform ``M`` of the layer's input, applied to the input
+(``y = (x M) W + b``) so that ``M W`` is never formed while training. Every adapter starts at
+the identity (the wrapped model's output is unchanged at init) and ``merge()`` returns a plain
+``nnx.Linear`` with kernel ``M W`` for inference.
+
+Whole models: :func:`adapt` swaps the selected dense layers for adapters in place and
+:func:`merge` swaps them back for merged layers.
+
+Training: ``nnx.Optimizer(model, tx, wrt=optorth.nn.AdapterParam)`` trains the adapters alone;
+``wrt=nnx.Param`` trains the adapters and every non-adapted parameter (never the frozen bases).
+Under optorth's routing the adapter parameters (names ``oft_*``, ``hra_*``, ``givens_*``) take
+the fallback AdamW path: they are generator coordinates, angles and reflection directions, not
+linear maps of activations.
+"""
+
+from optorth.nn._adapter import AdapterParam, Frozen, OrthogonalAdapter
+from optorth.nn._model import adapt, merge
+
+__all__ = [
+    "AdapterParam",
+    "Frozen",
+    "OrthogonalAdapter",
+    "adapt",
+    "merge",
+]
