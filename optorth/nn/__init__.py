@@ -6,6 +6,18 @@ not an ``nnx.Param``) and learns a transform ``M`` of the layer's input, applied
 the identity (the wrapped model's output is unchanged at init) and ``merge()`` returns a plain
 ``nnx.Linear`` with kernel ``M W`` for inference.
 
+Adapters:
+
+* :class:`OFTLinear`: OFTv2, a block-diagonal rotation from skew-symmetric generators through
+  the Cayley–Neumann parameterization (Qiu et al., "Orthogonal Finetuning Made Scalable",
+  arXiv 2506.19847).
+* :class:`HRALinear`: a chain of ``r`` Householder reflections, exactly orthogonal and a
+  rank-``r`` update of the kernel (Yuan et al., "Bridging The Gap between Low-rank and
+  Orthogonal Adaptation via Householder Reflection Adaptation", arXiv 2405.17484).
+* :class:`GivensLinear`: ``d - 1`` Givens rotations in ``⌈log2 d⌉`` parallel layers, or their
+  quasi-orthogonal relaxation (Ma et al., "Parameter Efficient Quasi-Orthogonal Fine-Tuning
+  via Givens Rotation", arXiv 2404.04316).
+
 Whole models: :func:`adapt` swaps the selected dense layers for adapters in place and
 :func:`merge` swaps them back for merged layers.
 
@@ -17,11 +29,17 @@ linear maps of activations.
 """
 
 from optorth.nn._adapter import AdapterParam, Frozen, OrthogonalAdapter
+from optorth.nn._givens import GivensLinear
+from optorth.nn._hra import HRALinear
 from optorth.nn._model import adapt, merge
+from optorth.nn._oft import OFTLinear
 
 __all__ = [
     "AdapterParam",
     "Frozen",
+    "GivensLinear",
+    "HRALinear",
+    "OFTLinear",
     "OrthogonalAdapter",
     "adapt",
     "merge",
