@@ -24,11 +24,12 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from optorth import _checks
+from optorth._checks import check_bool, check_positive_int
 from optorth.nn._adapter import AdapterParam, OrthogonalAdapter, frozen_copy
 
 _WHO = "GivensLinear"
@@ -41,7 +42,7 @@ def givens_pairs(d: int) -> tuple[tuple[tuple[int, int], ...], ...]:
         One tuple per layer (``ceil(log2 d)`` of them, stride-1 layer first) of ``(i, j)``
         planes, ``j = i + 2**layer``; ``d - 1`` planes in all, disjoint within a layer.
     """
-    d = _checks.check_positive_int("givens_pairs", "d", d)
+    d = check_positive_int("givens_pairs", "d", d)
     if d < 2:
         raise ValueError(f"givens_pairs: d={d} has no plane to rotate; pass d >= 2")
     layers, stride, active = [], 1, d
@@ -80,6 +81,7 @@ def _rotation_blocks(angles):
     return jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)
 
 
+@jax.jit
 def _apply_layers(x, blocks):
     """``x P_1 P_2 ... P_L`` on the last axis of float32 ``x`` (``blocks``: ``(d - 1, 2, 2)``).
 
@@ -119,7 +121,7 @@ class GivensLinear(OrthogonalAdapter):
 
     def __init__(self, base: nnx.Linear, *, quasi: bool = False):
         self.base = frozen_copy(_WHO, base)
-        self.quasi = _checks.check_bool(_WHO, "quasi", quasi)
+        self.quasi = check_bool(_WHO, "quasi", quasi)
         d = self.base.in_features
         if d < 2:
             raise ValueError(f"{_WHO}: in_features={d} leaves no plane to rotate; Givens "
