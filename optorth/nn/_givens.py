@@ -22,7 +22,6 @@ stride-1 layer) and ``G(i, j; theta)`` with entries ``g_ii = g_jj = cos``, ``g_i
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -136,7 +135,7 @@ class GivensLinear(OrthogonalAdapter):
     @property
     def num_layers(self) -> int:
         """``ceil(log2 in_features)``: the parallel layers of disjoint rotations."""
-        return math.ceil(math.log2(self.in_features))
+        return (self.in_features - 1).bit_length()
 
     def blocks(self):
         """The ``(d - 1, 2, 2)`` float32 blocks of every rotation, layer after layer."""
