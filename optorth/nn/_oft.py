@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from optorth import _checks
+from optorth._checks import check_bool, check_positive_int
 from optorth.nn._adapter import AdapterParam, OrthogonalAdapter, check_width, frozen_copy
 from optorth.nn._cayley import cayley_exact, cayley_neumann, packed_size, skew_from_packed
 
@@ -29,7 +29,7 @@ def _nearest_divisors(width: int, value: int) -> str:
 
 
 def _check_block_size(who: str, block_size, width: int) -> int:
-    _checks.check_positive_int(who, "block_size", block_size)
+    check_positive_int(who, "block_size", block_size)
     if block_size < 2:
         raise ValueError(f"{who}: block_size={block_size} gives 1 × 1 blocks, whose only "
                          "rotation is the identity; choose block_size >= 2")
@@ -67,8 +67,8 @@ class OFTLinear(OrthogonalAdapter):
         who = "OFTLinear"
         self.base = frozen_copy(who, base)
         self.block_size = _check_block_size(who, block_size, base.in_features)
-        self.neumann_terms = _checks.check_positive_int(who, "neumann_terms", neumann_terms)
-        self.exact = _checks.check_bool(who, "exact", exact)
+        self.neumann_terms = check_positive_int(who, "neumann_terms", neumann_terms)
+        self.exact = check_bool(who, "exact", exact)
         blocks = base.in_features // self.block_size
         self.oft_skew = AdapterParam(
             jnp.zeros((blocks, packed_size(self.block_size)), jnp.float32))
@@ -111,7 +111,7 @@ class OFTLinear(OrthogonalAdapter):
         the dense block-diagonal ``R`` (``O(n d²)``, as the original OFT implementation);
         otherwise ``R W`` is formed block by block (``O(n d b)``).
         """
-        _checks.check_bool("OFTLinear.weight_centric_call", "dense", dense)
+        check_bool("OFTLinear.weight_centric_call", "dense", dense)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"OFTLinear: inputs have {x.shape[-1]} features on the last "
                              f"axis, the layer takes {self.in_features}")
