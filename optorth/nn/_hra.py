@@ -17,7 +17,8 @@ reverse order.)
 The vectors start in equal pairs (``u_{2j-1} = u_{2j}``; ``H_i H_i = I``), so the layer starts at
 the identity; that needs an even ``r``. Each pair is applied as one step,
 ``H_a H_b = I - 2 H_a K`` with ``e = b̂ - â`` and ``K = â eᵀ + e âᵀ + e eᵀ`` (the same product,
-written so that equal vectors give ``e = 0`` and the output equals the input bit for bit).
+written so that equal vectors give ``e = 0`` exactly and the output equals the input bit for
+bit), in ``O(r·d)`` per row; ``H`` itself is formed only by :meth:`HRALinear.transform`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from flax import nnx
 from optorth import _checks
 from optorth.nn._adapter import AdapterParam, OrthogonalAdapter, frozen_copy
 
-#: A vector shorter than this is divided by it instead of its norm: a zero vector then gives
-#: ``H_i = I`` (no reflection) and finite gradients instead of NaN.
+#: A vector shorter than this is divided by it instead of its norm, so a zero vector gives
+#: ``H_i = I`` (no reflection) and finite gradients instead of NaN; below the floor ``H_i`` is
+#: no longer orthogonal (vectors start at norm 1).
 NORM_FLOOR = 1e-6
 
 
@@ -46,11 +48,56 @@ def _dot(z, v):
 
 
 def _reflect_pair(z, pair):
-    """``z H_a H_b`` for unit ``a`` and ``e = b - a`` (``z`` rows on the last axis)."""
+    """``z H_a H_b`` for unit ``â`` and ``e = b̂ - â`` (``z`` rows on the last axis)."""
     a, e = pair
     w = z - 2.0 * _dot(z, a) * a                                   # z H_a
     wk = _dot(w, a) * e + _dot(w, e) * (a + e)                      # w K
     return z - 2.0 * wk, None
+
+
+def _pairs(vectors):
+    """``(â, e)`` for each pair ``(a, b)`` of columns, ``e = b̂ - â``, as ``(r/2, d)`` rows.
+
+    ``e`` is built from ``b - a`` and ``‖a‖² - ‖b‖² = -(b - a)·(b + a)``, so equal columns give
+    ``e = 0`` exactly however the compiler orders the sums of the two norms; of its two equal
+    forms ``sa (b - a) + (sb - sa) b`` and ``sb (b - a) + (sb - sa) a`` it takes the one without
+    cancellation (``s = 1 / max(‖·‖, NORM_FLOOR)``).
+    """
+    a, b = vectors[:, 0::2], vectors[:, 1::2]
+    step = b - a
+    floor = NORM_FLOOR ** 2
+    na, nb = jnp.sum(a * a, axis=0), jnp.sum(b * b, axis=0)
+    qa, qb = jnp.maximum(na, floor), jnp.maximum(nb, floor)
+    unfloored = (na > floor) & (nb > floor)
+    diff = jnp.where(unfloored, -jnp.sum(step * (a + b), axis=0), qa - qb)   # qa - qb
+    sa, sb = jax.lax.rsqrt(qa), jax.lax.rsqrt(qb)
+    ds = diff * jnp.square(sa * sb) / (sa + sb)                       # sb - sa
+    e = jnp.where(qa >= qb, sa * step + ds * b, sb * step + ds * a)
+    return (sa * a).T, e.T
+
+
+@jax.jit
+def _reflect(x, vectors):
+    """``x H_1 ⋯ H_r`` (float32) for the columns of ``vectors``, two reflections a step."""
+    pairs = _pairs(vectors.astype(jnp.float32))
+    z, _ = jax.lax.scan(_reflect_pair, x.astype(jnp.float32), pairs)
+    return z
+
+
+@jax.jit
+def _penalty(vectors):
+    """``‖I - ÛᵀÛ‖_F²`` for the floored unit columns ``Û`` of ``vectors``."""
+    units = _unit_columns(vectors.astype(jnp.float32))
+    gram = jnp.matmul(units.T, units, precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(jnp.square(jnp.eye(units.shape[1], dtype=jnp.float32) - gram))
+
+
+@jax.jit(static_argnums=(1, 2))
+def _paired_start(key, width, rank):
+    """``rank`` unit-norm Gaussian columns of length ``width``, each repeated once."""
+    half = jax.random.normal(key, (width, rank // 2), jnp.float32)
+    half = half / jnp.linalg.norm(half, axis=0, keepdims=True)
+    return jnp.repeat(half, 2, axis=1)
 
 
 class HRALinear(OrthogonalAdapter):
@@ -83,16 +130,14 @@ class HRALinear(OrthogonalAdapter):
             even = " or ".join(f"rank={r}" for r in (rank - 1, rank + 1) if 2 <= r <= width)
             raise ValueError(
                 f"{who}: rank={rank} is odd; the identity start repeats each vector once "
-                f"(u_2j-1 = u_2j, whose reflections cancel), which needs an even rank"
-                + f"; use {even or f'an even rank <= {width}'}")
+                f"(u_2j-1 = u_2j, whose reflections cancel), which needs an even rank; "
+                f"use {even or f'an even rank <= {width}'}")
         if rank > width:
             raise ValueError(
                 f"{who}: rank={rank} exceeds in_features={width} (r > d); any orthogonal "
                 f"{width}x{width} matrix is a product of at most {width} reflections, so "
                 f"choose an even rank <= {width}")
-        half = jax.random.normal(rngs.params(), (width, rank // 2), jnp.float32)
-        half = half / jnp.linalg.norm(half, axis=0, keepdims=True)
-        self.hra_vectors = AdapterParam(jnp.repeat(half, 2, axis=1))
+        self.hra_vectors = AdapterParam(_paired_start(rngs.params(), width, rank))
 
     @property
     def rank(self) -> int:
@@ -104,10 +149,7 @@ class HRALinear(OrthogonalAdapter):
 
     def transform_inputs(self, x):
         """``x H = x H_1 H_2 ⋯ H_r`` on the last axis, in float32, returned in ``x``'s dtype."""
-        units = self.unit_vectors()
-        first, second = units[:, 0::2].T, units[:, 1::2].T
-        z, _ = jax.lax.scan(_reflect_pair, x.astype(jnp.float32), (first, second - first))
-        return z.astype(x.dtype)
+        return _reflect(x, self.hra_vectors.get_value()).astype(x.dtype)
 
     def transform(self):
         """The dense orthogonal ``(in, in)`` matrix ``H`` (float32), for merging and tests."""
@@ -116,9 +158,8 @@ class HRALinear(OrthogonalAdapter):
     def orthogonality_penalty(self):
         """``‖I - ÛᵀÛ‖_F²`` (float32 scalar), the paper's regularizer without its ``λ``.
 
-        Zero when the vectors are orthogonal (then ``H`` is the reflection through their span);
-        at the paired start each pair contributes 2, so it begins at ``>= rank``.
+        Zero when the vectors are orthogonal (then ``H = I - 2 Û Ûᵀ`` negates their span); at
+        the paired start each pair contributes 2, so it begins at ``>= rank``. Use
+        ``loss = task_loss + λ * sum(layer.orthogonality_penalty() for each HRA layer)``.
         """
-        units = self.unit_vectors()
-        gram = jnp.matmul(units.T, units, precision=jax.lax.Precision.HIGHEST)
-        return jnp.sum(jnp.square(jnp.eye(self.rank, dtype=jnp.float32) - gram))
+        return _penalty(self.hra_vectors.get_value())
