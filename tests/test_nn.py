@@ -13,7 +13,7 @@ from optorth.nn import AdapterParam, Frozen, GivensLinear, HRALinear, OFTLinear
 WIDTH = 16
 
 ADAPTERS = {
-    "oft": lambda layer: OFTLinear(layer, block_size=4, neumann_terms=5),
+    "oft": lambda layer: OFTLinear(layer, block_size=4),
     "hra": lambda layer: HRALinear(layer, rank=4, rngs=nnx.Rngs(3)),
     "givens": lambda layer: GivensLinear(layer),
     "qgoft": lambda layer: GivensLinear(layer, quasi=True),

@@ -54,7 +54,10 @@ class OFTLinear(OrthogonalAdapter):
     Args:
       base: the pretrained ``nnx.Linear`` (copied; the copy's kernel and bias are frozen).
       block_size: ``b``, the side of each rotation block; must divide ``in_features``.
-      neumann_terms: ``k``, the number of Neumann terms after the identity.
+      neumann_terms: ``k``, the number of Neumann terms after the identity. Even values are
+        much closer to orthogonal than the odd value above them (the first-order error
+        cancels: at ``q = 0.3``, ``k = 4`` deviates by 6e-6 and ``k = 5`` by 1.5e-3), hence
+        the default 4.
       exact: use the exact Cayley transform (a linear solve per block) instead.
 
     Attributes:
@@ -62,7 +65,7 @@ class OFTLinear(OrthogonalAdapter):
         the skew-symmetric generators ``Q_i`` read row by row (an :class:`AdapterParam`).
     """
 
-    def __init__(self, base: nnx.Linear, *, block_size: int = 32, neumann_terms: int = 5,
+    def __init__(self, base: nnx.Linear, *, block_size: int = 32, neumann_terms: int = 4,
                  exact: bool = False):
         who = "OFTLinear"
         self.base = frozen_copy(who, base)
