@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from optorth import _checks
+from optorth._checks import check_positive_int
 from optorth.nn._adapter import AdapterParam, OrthogonalAdapter, frozen_copy
 
 #: A vector shorter than this is divided by it instead of its norm, so a zero vector gives
@@ -117,7 +117,7 @@ class HRALinear(OrthogonalAdapter):
 
     def __init__(self, base: nnx.Linear, *, rank: int = 8, rngs: nnx.Rngs):
         who = type(self).__name__
-        rank = _checks.check_positive_int(who, "rank", rank)
+        rank = check_positive_int(who, "rank", rank)
         if not isinstance(rngs, nnx.Rngs):
             raise ValueError(f"{who}: rngs must be an nnx.Rngs, got {type(rngs).__name__}; "
                              "pass rngs=nnx.Rngs(0)")
