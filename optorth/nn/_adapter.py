@@ -18,6 +18,7 @@ Variable types decide what an optimizer sees:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -90,7 +91,7 @@ class OrthogonalAdapter(nnx.Module):
         """The kernel ``M W`` the adapted layer applies, in the base kernel's dtype."""
         kernel = self.base.kernel.get_value()
         product = jnp.matmul(self.transform().astype(jnp.float32),
-                             kernel.astype(jnp.float32))
+                             kernel.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
         return product.astype(kernel.dtype)
 
     def merge(self) -> nnx.Linear:
