@@ -97,13 +97,19 @@ def _build_optax_muon(cfg, lr, fallback_lr, schedule):
 
 
 def _hidden_dimension_numbers(params):
-    """optax.contrib.muon dimension numbers: hidden 2-D kernels only (no embeddings/head)."""
+    """optax.contrib.muon dimension numbers as optorth routes by default: hidden 2-D kernels
+    and 4-D conv kernels ``(kh, kw, cin, cout)`` on Muon; embeddings and heads not."""
     from optax.contrib import MuonDimensionNumbers
 
     def leaf(path, x):
-        names = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-        hidden = x.ndim == 2 and "embed" not in names and "lm_head" not in names
-        return MuonDimensionNumbers(reduction_axis=0, output_axis=1) if hidden else None
+        parts = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        if any("embed" in part or part in ("head", "lm_head") for part in parts):
+            return None
+        if x.ndim == 2:
+            return MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+        if x.ndim == 4:
+            return MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+        return None
 
     return jax.tree_util.tree_map_with_path(leaf, params)
 
@@ -330,3 +336,69 @@ def build_soak_optimizer(name: str, cfg: Config, mu_dtype):
     kwargs.update(learning_rate=lr_schedule(peak, cfg), mu_dtype=mu_dtype,
                   fallback=fallback_adamw(cfg, lr_schedule(SOAK_FALLBACK_LR, cfg)))
     return getattr(optorth, factory)(**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# The learning-rate sweep (benchmarks/sweep.py): any ready optimizer at a given peak lr
+# --------------------------------------------------------------------------------------
+
+#: Baselines of the sweep besides optorth's ready optimizers, built through :data:`REGISTRY`.
+SWEEP_BASELINES = ("adamw", "optax_muon_routed")
+#: Centre of adafactor's sweep over explicit learning rates: its relative-step default
+#: ``min(1e-2, 1/√t)`` is 1e-2 for the first 10,000 steps.
+ADAFACTOR_RELATIVE_LR = 1e-2
+
+
+def sweep_optimizers() -> tuple[str, ...]:
+    """Every optimizer of the sweep: ``optorth.optimizers.READY`` and :data:`SWEEP_BASELINES`."""
+    from optorth.optimizers import READY
+
+    return tuple(READY) + SWEEP_BASELINES
+
+
+def sweep_centre_lr(name: str) -> float:
+    """Centre of ``name``'s learning-rate grid: the optimizer's own default where it has one,
+    the registry lr for the baselines, the soak value (update RMS matched to Muon's) for
+    normalized SGD, Signum and the trust-region method, :data:`ADAFACTOR_RELATIVE_LR`."""
+    import optorth
+
+    if name in SWEEP_BASELINES:
+        return REGISTRY[name].lr
+    if name == "adafactor":
+        return ADAFACTOR_RELATIVE_LR
+    if name not in sweep_optimizers():
+        raise ValueError(f"{name!r} is not a sweep optimizer; choose from "
+                         f"{', '.join(sweep_optimizers())}")
+    default = inspect.signature(getattr(optorth, name)).parameters["learning_rate"].default
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return float(default)
+    return SOAK_OPTIMIZERS[name][1]
+
+
+def build_sweep_optimizer(name: str, cfg, lr: float | None, *,
+                          fallback_lr: float = _FALLBACK_LR) -> optax.GradientTransformation:
+    """The sweep optimizer ``name`` at peak learning rate ``lr`` with the main job's lr shape.
+
+    Args:
+      name: one of :func:`sweep_optimizers`.
+      cfg: the run's :class:`Config` or any object with ``steps``, ``warmup_frac``,
+        ``final_lr_frac`` and ``weight_decay`` (e.g. the CNN task's config).
+      lr: peak learning rate of the main path (of every parameter for ``adamw`` and
+        ``adafactor``); ``None`` only for ``adafactor``: its relative-step default.
+      fallback_lr: peak lr of the AdamW fallback path (the main job's 3e-3).
+
+    Every routed optorth optimizer gets the main job's AdamW fallback and ``cfg.weight_decay``
+    (0 by default, also for root and adamuon whose own default is 0.1).
+    """
+    import optorth
+
+    if lr is None and name != "adafactor":
+        raise ValueError(f"{name!r} needs a learning rate; only adafactor has a default "
+                         "(relative step size)")
+    if name in SWEEP_BASELINES:
+        return build_optimizer(name, cfg, lr=lr, fallback_lr=fallback_lr)
+    if name == "adafactor":
+        return optorth.adafactor(learning_rate=None if lr is None else lr_schedule(lr, cfg),
+                                 weight_decay=cfg.weight_decay or None)
+    sweep_centre_lr(name)  # validates the name
+    return _optorth_builder(name)(cfg, lr_schedule(lr, cfg), lr_schedule(fallback_lr, cfg), None)
