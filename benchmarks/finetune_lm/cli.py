@@ -80,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
           f"{pre_cfg.batch_size}x{pre_cfg.seq_len}; {jax.devices()[0].device_kind}")
     pretrained, pre_history = loop.pretrain(sources, pre_cfg, optimizer=optimizer,
                                             progress=progress)
-    a_before = loop.evaluate(pretrained, loop.eval_windows(sources.a_val, cfg))
+    a_before = loop.evaluate(pretrained, loop.eval_windows(sources.a_val, cfg, final=True))
     b_val_before = loop.evaluate(pretrained, loop.eval_windows(sources.b_val, cfg))
-    b_test_before = loop.evaluate(pretrained, loop.eval_windows(sources.b_test, cfg))
+    b_test_before = loop.evaluate(pretrained, loop.eval_windows(sources.b_test, cfg, final=True))
     print(f"pretrained ({lm_model.count_params(pretrained):,} params): A val {a_before:.4f}, "
           f"B val {b_val_before:.4f}, B test {b_test_before:.4f} nats/char")
 
@@ -108,7 +108,7 @@ def _report(results, sources, cfg, pre_cfg, pre_history, a_before, b_val_before,
             b_test_before, budget, args, out_dir, start):
     start_gap = max(abs(run.b_val[0] - b_val_before) for r in results for run in r.runs)
     print(f"\nidentity at start: max |B val at step 0 - pretrained B val| = {start_gap:.1e}")
-    windows = loop.eval_windows(sources.b_test, cfg)
+    windows = loop.eval_windows(sources.b_test, cfg, final=True)
     merge_gap, merge_lines = {}, []
     for r in results:
         adapted, merged = loop.merged_model(r)

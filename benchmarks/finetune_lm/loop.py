@@ -114,9 +114,17 @@ def evaluate(model: nnx.Module, windows, *, logits: bool = False):
     return (float(loss), first) if logits else float(loss)
 
 
-def eval_windows(data: np.ndarray, cfg: Config):
+#: Final scores (target test, source val, the pretrained model's) use this many times more
+#: windows than the curves and the learning-rate selection.
+FINAL_EVAL_FACTOR = 3
+
+
+def eval_windows(data: np.ndarray, cfg: Config, *, final: bool = False):
+    """Fixed evaluation windows ``(inputs, targets)``: ``cfg.eval_batches`` batches, or
+    ``FINAL_EVAL_FACTOR`` times as many for final scores."""
+    batches = cfg.eval_batches * (FINAL_EVAL_FACTOR if final else 1)
     return tuple(jnp.asarray(a) for a in lm_data.eval_windows(
-        data, cfg.eval_batches, cfg.batch_size, cfg.seq_len))
+        data, batches, cfg.batch_size, cfg.seq_len))
 
 
 def _adamw(cfg: Config):
@@ -147,8 +155,9 @@ def finetune(method: Method, pretrained, sources: Sources, cfg: Config, *,
     """Fine-tune ``pretrained`` on source B at every rate of ``method``."""
     tx = _adamw(cfg)
     batches = lm_data.Batches(sources.b_train, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.seed)
-    b_val, b_test = eval_windows(sources.b_val, cfg), eval_windows(sources.b_test, cfg)
-    a_val = eval_windows(sources.a_val, cfg)
+    b_val = eval_windows(sources.b_val, cfg)
+    b_test = eval_windows(sources.b_test, cfg, final=True)
+    a_val = eval_windows(sources.a_val, cfg, final=True)
     model, optimizer = _start(method, pretrained, tx, method.rates[0])
     graphdef, state = nnx.split((model, optimizer))
     model_graphdef = nnx.graphdef(model)

@@ -11,7 +11,6 @@ Givens adapters have no such knob: strict GOFT has ``d - 1`` angles per layer an
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 from collections.abc import Callable
 
@@ -65,14 +64,7 @@ class Method:
 
 def adapter_class(name: str):
     """``optorth.nn.<name>``, or ``None`` when the installed optorth lacks it."""
-    cls = getattr(optorth.nn, name, None)
-    if cls is None:  # adapters not yet re-exported: their defining modules
-        module = {"OFTLinear": "_oft", "HRALinear": "_hra", "GivensLinear": "_givens"}[name]
-        try:
-            cls = getattr(importlib.import_module(f"optorth.nn.{module}"), name, None)
-        except ImportError:
-            cls = None
-    return cls
+    return getattr(optorth.nn, name, None)
 
 
 def count(model: nnx.Module, wrt=optorth.nn.AdapterParam) -> int:
