@@ -138,7 +138,7 @@ def _report(results, sources, cfg, pre_cfg, pre_history, a_before, b_val_before,
           f"state: trained params + AdamW state; x full = ratio to full FT:")
     print(table)
     seconds = time.perf_counter() - start
-    png = report.plot(results, a_before, out_dir / "finetune.png")
+    png = report.plot(results, a_before, b_test_before, out_dir / "finetune.png")
     config = {"pretrain": vars(pre_cfg), "finetune": vars(cfg), "budget": budget,
               "args": vars(args), "hidden_layers": methods.HIDDEN_LAYERS,
               "device": str(jax.devices()[0].device_kind), "seconds": seconds}

@@ -70,8 +70,13 @@ def sweep_table(results: list[MethodResult]) -> str:
                     [row + [""] * (width + 1 - len(row)) for row in body])
 
 
-def plot(results: list[MethodResult], a_before: float, path: pathlib.Path) -> pathlib.Path:
-    """Target val loss vs step (chosen rate) and forgetting vs target loss (every rate)."""
+def plot(results: list[MethodResult], a_before: float, b_before: float,
+         path: pathlib.Path) -> pathlib.Path:
+    """Target val loss vs step (chosen rate) and forgetting vs target loss (every rate).
+
+    The scatter's axes cover the runs that improved the target loss (``b_test < b_before``);
+    runs that made it worse (a too-high rate) are left off-scale and counted in the title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,11 +96,22 @@ def plot(results: list[MethodResult], a_before: float, path: pathlib.Path) -> pa
     finals = [v for r in results for v in r.best.b_val[1:] if math.isfinite(v)]
     if finals:
         curves.set_ylim(min(finals) - 0.05, max(finals) + 0.1)
+    runs = [run for r in results for run in r.runs if math.isfinite(run.b_test)]
+    kept = [run for run in runs if run.b_test < b_before]
+    if kept:
+        xs, ys = [run.b_test for run in kept], [run.a_val - a_before for run in kept]
+        pad_x, pad_y = 0.05 * (max(xs) - min(xs) + 0.01), 0.05 * (max(ys) - min(ys) + 0.01)
+        trade.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+        trade.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    off = len(runs) - len(kept)
     curves.set(xlabel="fine-tuning step", ylabel="target (prose) val loss, nats/char",
                title="fine-tuning on source B (chosen rate)")
     trade.set(xlabel="target (prose) test loss, nats/char",
               ylabel="forgetting: source-A val loss increase",
-              title="forgetting vs target loss (large: chosen rate)")
+              title="forgetting vs target loss (large dot: chosen rate)")
+    if off:
+        trade.text(0.99, 0.99, f"{off} run(s) worse than no fine-tuning: off-scale",
+                   transform=trade.transAxes, ha="right", va="top", fontsize=8)
     for ax in (curves, trade):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
