@@ -2,8 +2,8 @@
 
 Ma et al., "Parameter Efficient Quasi-Orthogonal Fine-Tuning via Givens Rotation"
 (ICML 2024, arXiv 2404.04316). The input transform is a product of ``d - 1`` plane rotations
-(``d = in_features``) arranged in ``ceil(log2 d)`` layers of disjoint planes, so that each
-layer costs one gather and a few elementwise products on the last axis.
+(``d = in_features``) arranged in ``ceil(log2 d)`` layers of disjoint planes, applied with static
+slices, reshapes and elementwise products on the last axis (no gather, ``O(d)`` work per row).
 
 Pairing (paper Eq. 3, same as the authors' code). Layer ``l = 0, 1, ...`` has stride
 ``s = 2**l``; the coordinates still active are the multiples of ``s`` below ``d``, and the layer
@@ -21,11 +21,8 @@ stride-1 layer) and ``G(i, j; theta)`` with entries ``g_ii = g_jj = cos``, ``g_i
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from optorth._checks import check_bool, check_positive_int
@@ -51,48 +48,41 @@ def givens_pairs(d: int) -> tuple[tuple[tuple[int, int], ...], ...]:
     return tuple(layers)
 
 
-@functools.lru_cache(maxsize=None)
-def _schedule(d: int):
-    """Per layer, static gathers ``(partner, block, role)`` of length ``d``.
-
-    Coordinate ``c`` of a layer reads ``x[partner[c]]`` and block ``block[c]`` of the stacked
-    2x2 blocks in the role ``role[c]`` (0 for the plane's first axis, 1 for its second).
-    Coordinates outside every plane of the layer point at themselves and at an identity block
-    appended after the ``d - 1`` real ones.
-    """
-    schedule, offset = [], 0
-    for pairs in givens_pairs(d):
-        partner = np.arange(d)
-        block = np.full(d, d - 1)
-        role = np.zeros(d, dtype=np.int32)
-        for k, (i, j) in enumerate(pairs):
-            partner[i], partner[j] = j, i
-            block[i] = block[j] = offset + k
-            role[j] = 1
-        schedule.append((partner, block, role))
-        offset += len(pairs)
-    return tuple(schedule)
-
-
 def _rotation_blocks(angles):
     """``G(i, j; theta)`` restricted to its plane: ``[[cos, -sin], [sin, cos]]`` per angle."""
     cos, sin = jnp.cos(angles), jnp.sin(angles)
     return jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)
 
 
+def _rotate(x, blocks):
+    """``x P_1 P_2 ... P_L`` for the ``n = x.shape[-1]`` active coordinates, stride-1 first.
+
+    The stride-1 layer pairs neighbours ``(2k, 2k + 1)``; a plane with block ``B`` gives
+    ``y_i = x_i B_00 + x_j B_10`` and ``y_j = x_i B_01 + x_j B_11``. Each ``y_j`` is final, and
+    the ``y_i`` (plus the odd last coordinate, which sits the layer out) are exactly the
+    coordinates the next layers pair as neighbours, so they recurse on the rest of the blocks.
+    Only static slices, reshapes and elementwise products: no gather, ``O(n)`` work in all.
+    """
+    n = x.shape[-1]
+    if n == 1:
+        return x
+    half, lead = n // 2, x.shape[:-1]
+    pairs = x[..., :2 * half].reshape(*lead, half, 2)
+    first, second = pairs[..., 0], pairs[..., 1]
+    layer = blocks[:half]
+    kept = first * layer[:, 0, 0] + second * layer[:, 1, 0]
+    done = first * layer[:, 0, 1] + second * layer[:, 1, 1]
+    if n % 2:
+        kept = jnp.concatenate([kept, x[..., -1:]], axis=-1)
+    rest = _rotate(kept, blocks[half:])
+    woven = jnp.stack([rest[..., :half], done], axis=-1).reshape(*lead, 2 * half)
+    return jnp.concatenate([woven, rest[..., half:]], axis=-1) if n % 2 else woven
+
+
 @jax.jit
 def _apply_layers(x, blocks):
-    """``x P_1 P_2 ... P_L`` on the last axis of float32 ``x`` (``blocks``: ``(d - 1, 2, 2)``).
-
-    On a row vector a plane ``(i, j)`` with block ``B`` gives ``y_i = x_i B_00 + x_j B_10`` and
-    ``y_j = x_i B_01 + x_j B_11``: one gather of the partners and two products per layer.
-    """
-    blocks = jnp.concatenate([blocks, jnp.eye(2, dtype=blocks.dtype)[None]], axis=0)
-    for partner, block, role in _schedule(x.shape[-1]):
-        own = blocks[block, role, role]
-        cross = blocks[block, 1 - role, role]
-        x = x * own + x[..., partner] * cross
-    return x
+    """``x P_1 P_2 ... P_L`` on the last axis of float32 ``x`` (``blocks``: ``(d - 1, 2, 2)``)."""
+    return _rotate(x, blocks)
 
 
 class GivensLinear(OrthogonalAdapter):
