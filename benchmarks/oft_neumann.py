@@ -77,7 +77,8 @@ def layer(k: int, exact: bool, packed: np.ndarray) -> OFTLinear:
 def main():
     print(f"OFTLinear, {BLOCKS} blocks of {BLOCK}, each Q scaled to spectral norm q; "
           "deviation = max over blocks of ‖RᵀR − I‖₂\n")
-    rows, grid, sigma, checks = [], {}, {}, {"closed": 0.0, "over64": -1.0, "over32": -1.0, "gap": 0.0}
+    rows, grid, sigma = [], {}, {}
+    checks = {"closed": 0.0, "over64": -1.0, "over32": -1.0, "gap": 0.0}
     for norm in NORMS:
         packed = packed_blocks(norm, seed=int(norm * 100))
         exact_err = float(layer(1, True, packed).orthogonality_error())

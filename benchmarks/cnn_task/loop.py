@@ -9,35 +9,20 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
+from ..lm.loop import History
 from .config import CNNConfig
 from .data import ImageData, batch_indices, make_data
 from .model import loss_and_accuracy, loss_fn, make_model
 
 
 @dataclasses.dataclass
-class CNNHistory:
-    """The record of one run: training loss per step, validation loss and accuracy."""
+class CNNHistory(History):
+    """The record of one run (:class:`benchmarks.lm.loop.History`) plus validation accuracy."""
 
-    name: str
-    train_loss: list[float] = dataclasses.field(default_factory=list)
-    eval_steps: list[int] = dataclasses.field(default_factory=list)
-    val_loss: list[float] = dataclasses.field(default_factory=list)
     val_accuracy: list[float] = dataclasses.field(default_factory=list)
-    step_seconds: list[float] = dataclasses.field(default_factory=list)
-    nonfinite_step: int | None = None
-
-    @property
-    def finite(self) -> bool:
-        return self.nonfinite_step is None
-
-    def mean_step_seconds(self) -> float:
-        """Mean wall time of a training step, the first (compiling) step excluded."""
-        timed = self.step_seconds[1:]
-        return float(np.mean(timed)) if timed else float("nan")
 
 
 @functools.partial(jax.jit, static_argnums=0)
