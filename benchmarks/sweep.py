@@ -92,8 +92,7 @@ class LMTask:
             self._corpus = load_corpus(self.cfg.corpus_chars)
         history = lm_loop.train(tx, self.cfg.replace(seed=seed), corpus=self._corpus,
                                 progress=False)
-        return _outcome(history.val_loss, history.nonfinite_step,
-                        history.mean_step_seconds())
+        return _outcome(history, history.mean_step_seconds())
 
 
 class CNNTask:
@@ -111,13 +110,15 @@ class CNNTask:
         if self._data is None:
             self._data = cnn_task.make_data(self.cfg)
         history = cnn_task.train(tx, self.cfg.replace(seed=seed), data=self._data)
-        out = _outcome(history.val_loss, history.nonfinite_step, history.mean_step_seconds())
+        out = _outcome(history, history.mean_step_seconds())
         out["final_val_accuracy"] = history.val_accuracy[-1] if out["finite"] else None
         return out
 
 
-def _outcome(val_losses, nonfinite_step, step_seconds) -> dict:
-    """Final and best validation loss of a run; ``inf`` for a run that diverged."""
+def _outcome(history, step_seconds) -> dict:
+    """Final and best validation loss of a run (``inf`` for a run that diverged) and its
+    validation curve (``eval_steps``, ``val_losses``; for steps-to-a-target-loss comparisons)."""
+    val_losses, nonfinite_step = history.val_loss, history.nonfinite_step
     measured = [v for v in val_losses if math.isfinite(v)]
     finite = nonfinite_step is None and bool(val_losses) and math.isfinite(val_losses[-1])
     return {
@@ -126,6 +127,8 @@ def _outcome(val_losses, nonfinite_step, step_seconds) -> dict:
         "finite": finite,
         "nonfinite_step": nonfinite_step,
         "ms_per_step": 1e3 * step_seconds,
+        "eval_steps": list(history.eval_steps),
+        "val_losses": [float(v) for v in val_losses],
     }
 
 

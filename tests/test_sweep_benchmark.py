@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,14 +117,20 @@ def test_extension_plans_the_next_point_for_every_seed(tmp_path):
     assert sweep.plan(task, ["muon"], args, done, records) == [("muon", 0.08, 1)]
 
 
+def _history(val_loss, nonfinite_step=None):
+    return SimpleNamespace(val_loss=val_loss, nonfinite_step=nonfinite_step,
+                           eval_steps=[25 * i for i in range(len(val_loss))])
+
+
 def test_diverged_runs_are_recorded_as_inf():
-    out = sweep._outcome([2.3, 1.9, math.nan], None, 0.01)
+    out = sweep._outcome(_history([2.3, 1.9, math.nan]), 0.01)
     assert out["final_val_loss"] == math.inf and not out["finite"]
     assert out["best_val_loss"] == 1.9
-    out = sweep._outcome([2.3, 1.9], 7, 0.01)  # training stopped at a non-finite loss
+    out = sweep._outcome(_history([2.3, 1.9], 7), 0.01)  # stopped at a non-finite loss
     assert out["final_val_loss"] == math.inf and out["nonfinite_step"] == 7
-    out = sweep._outcome([2.3, 1.9], None, 0.01)
+    out = sweep._outcome(_history([2.3, 1.9]), 0.01)
     assert out["final_val_loss"] == 1.9 and out["finite"]
+    assert out["eval_steps"] == [0, 25] and out["val_losses"] == [2.3, 1.9]
 
 
 def test_grid_is_log_spaced_around_the_centre():
