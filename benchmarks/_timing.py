@@ -85,3 +85,8 @@ def time_interleaved(
         name: Timing(statistics.median(t), min(t), tuple(t), compile_s[name])
         for name, t in times.items()
     }
+
+
+def compiled_temp_bytes(fn: Callable[..., Any], *args) -> int:
+    """XLA's temporary buffer bytes of ``jax.jit(fn)`` compiled for ``args``."""
+    return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)

@@ -39,7 +39,7 @@ from flax import nnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks._timing import time_interleaved  # noqa: E402
+from benchmarks._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
 from optorth.nn._adapter import AdapterParam  # noqa: E402
 from optorth.nn._givens import GivensLinear, givens_pairs  # noqa: E402
 
@@ -110,10 +110,6 @@ def check(d: int, x):
             np.testing.assert_array_equal(np.asarray(out), np.asarray(xd))
 
 
-def temp_bytes(fn, *args) -> int:
-    return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
@@ -132,7 +128,7 @@ def main():
         fns, params = steps(d)
         timed = {name: functools.partial(fn, params[name]) for name, fn in fns.items()}
         timings = time_interleaved(timed, x, repeats=args.repeats)
-        memory = {name: temp_bytes(fn, params[name], x) for name, fn in fns.items()}
+        memory = {name: compiled_temp_bytes(fn, params[name], x) for name, fn in fns.items()}
         base_t, base_m = timings[BASELINE].median, max(memory[BASELINE], 1)
         for name in fns:
             print(f"| {d} | {name} | {timings[name].median * 1e3:.2f} | "

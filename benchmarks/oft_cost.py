@@ -34,7 +34,7 @@ from flax import nnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks._timing import time_interleaved  # noqa: E402
+from benchmarks._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
 from optorth.nn._adapter import AdapterParam  # noqa: E402
 from optorth.nn._oft import OFTLinear  # noqa: E402
 
@@ -70,10 +70,6 @@ def steps(d: int, n: int, b: int):
     return fns, params, rest
 
 
-def temp_bytes(fn, *args) -> int:
-    return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -90,7 +86,7 @@ def main():
         fns, params, rest = steps(d, n, b)
         x = jax.random.normal(jax.random.key(2), (tokens, d))
         timings = time_interleaved(fns, params, rest, x, repeats=args.repeats)
-        memory = {name: temp_bytes(fn, params, rest, x) for name, fn in fns.items()}
+        memory = {name: compiled_temp_bytes(fn, params, rest, x) for name, fn in fns.items()}
         base_t, base_m = timings[BASELINE].median, max(memory[BASELINE], 1)
         for name in fns:
             print(f"| {d} | {n} | {tokens} | {b} | {name} | {timings[name].median * 1e3:.2f} | "
