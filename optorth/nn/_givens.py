@@ -106,6 +106,16 @@ class GivensLinear(OrthogonalAdapter):
     Args:
         base: the pretrained ``nnx.Linear`` to adapt; needs ``in_features >= 2``.
         quasi: ``False`` for GOFT, ``True`` for qGOFT.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from optorth.nn import GivensLinear
+      >>> layer = GivensLinear(nnx.Linear(12, 4, rngs=nnx.Rngs(0)))
+      >>> layer.givens_angles.shape, layer.num_layers
+      ((11,), 4)
+      >>> bool(jnp.all(layer(jnp.ones((2, 12))) == layer.base(jnp.ones((2, 12)))))
+      True
     """
 
     def __init__(self, base: nnx.Linear, *, quasi: bool = False):

@@ -113,6 +113,17 @@ class HRALinear(OrthogonalAdapter):
         rank: the number of reflections ``r``: even, ``2 <= r <= in_features``.
         rngs: draws the initial vectors (``rngs.params()``), unit-norm Gaussian directions
             repeated in pairs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from optorth.nn import HRALinear
+      >>> layer = HRALinear(nnx.Linear(8, 4, rngs=nnx.Rngs(0)), rank=4, rngs=nnx.Rngs(1))
+      >>> layer.hra_vectors.shape
+      (8, 4)
+      >>> h = layer.transform()
+      >>> bool(jnp.allclose(h.T @ h, jnp.eye(8), atol=1e-5))
+      True
     """
 
     def __init__(self, base: nnx.Linear, *, rank: int = 8, rngs: nnx.Rngs):

@@ -92,6 +92,15 @@ def merge(model: nnx.Module) -> list[str]:
 
     Returns:
       The merged paths.
+
+    Example:
+      >>> from flax import nnx
+      >>> import optorth
+      >>> model = nnx.Sequential(nnx.Linear(8, 8, rngs=nnx.Rngs(0)))
+      >>> optorth.nn.adapt(model, optorth.nn.GivensLinear)
+      ['layers/0']
+      >>> optorth.nn.merge(model), type(model.layers[0]).__name__
+      (['layers/0'], 'Linear')
     """
     adapters = [(path, module) for path, module in nnx.iter_modules(model)
                 if isinstance(module, OrthogonalAdapter) and path]

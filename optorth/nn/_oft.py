@@ -63,6 +63,16 @@ class OFTLinear(OrthogonalAdapter):
     Attributes:
       oft_skew: ``(in_features // b, b (b − 1) / 2)`` float32, the strictly upper triangles of
         the skew-symmetric generators ``Q_i`` read row by row (an :class:`AdapterParam`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from optorth.nn import OFTLinear
+      >>> layer = OFTLinear(nnx.Linear(8, 4, rngs=nnx.Rngs(0)), block_size=4)
+      >>> layer.oft_skew.shape, layer.num_blocks
+      ((2, 6), 2)
+      >>> bool(jnp.all(layer.merge().kernel[...] == layer.base.kernel[...]))
+      True
     """
 
     def __init__(self, base: nnx.Linear, *, block_size: int = 32, neumann_terms: int = 4,
