@@ -12,11 +12,13 @@ for float32 state). Every ``--check-every`` steps and at the end, every paramete
 optimizer-state leaf is checked for non-finite values; training stops at the first
 non-finite loss, parameter or state value and the table names the step and the leaf.
 
-Each optimizer runs with its own defaults (learning rate where it has one, weight decay,
-betas); the routed ones get the main job's AdamW fallback (lr 3e-3, betas (0.9, 0.95)).
+Each optimizer runs with its own defaults (learning rate, weight decay, betas; adafactor at
+its recommended learning rate), the learning rate shaped like the main job's (warmup, cosine
+decay); the routed ones get the main job's AdamW fallback (lr 3e-3, betas (0.9, 0.95)).
 
 Resumable: results go to ``--out``/soak.jsonl, one line per finished optimizer; a rerun with
-the same settings skips optimizers already there (``--fresh`` starts over). While an
+the same settings skips optimizers already there at the same learning rate (``--fresh``
+starts over). While an
 optimizer runs, ``--out``/soak_partial.json holds its latest checked step, so an interrupted
 run still reports how far it got. The table printed at the end covers every finished and
 partial run with these settings.
@@ -37,6 +39,7 @@ import numpy as np
 from lm import Config, load_corpus, train
 from lm.registry import SOAK_OPTIMIZERS as OPTIMIZERS
 from lm.registry import build_soak_optimizer as build
+from lm.registry import soak_learning_rate
 
 
 @jax.jit
@@ -95,7 +98,8 @@ def run_one(name, cfg, corpus, args, settings, out_dir) -> dict:
     except StopTraining:
         pass
     seconds = time.perf_counter() - start
-    record = {"settings": settings, "optimizer": name, "complete": True, "seconds": seconds}
+    record = {"settings": settings, "optimizer": name, "lr": soak_learning_rate(name),
+              "complete": True, "seconds": seconds}
     if history is not None:
         losses = history.train_loss
         if history.nonfinite_step is not None:
@@ -121,16 +125,17 @@ def load_records(path: pathlib.Path, settings: dict) -> list[dict]:
 
 
 def table(records: list[dict], partial: dict | None) -> str:
-    header = ("optimizer", "steps", "non-finite", "final train", "final val", "ms/step")
+    header = ("optimizer", "peak lr", "steps", "non-finite", "final train", "final val",
+              "ms/step")
     rows = [header]
     for r in records:
         bad = r["nonfinite"]
-        rows.append((r["optimizer"], str(r["steps_run"]),
+        rows.append((r["optimizer"], f"{r['lr']:g}" if "lr" in r else "?", str(r["steps_run"]),
                      "none" if bad is None else f"step {bad['step']}: {bad['where']}",
                      f"{r['final_train']:.4f}", f"{r['final_val']:.4f}",
                      f"{r.get('ms_per_step', math.nan):.0f}"))
     if partial is not None:
-        rows.append((partial["optimizer"] + " (partial)", str(partial["checked_step"]),
+        rows.append((partial["optimizer"] + " (partial)", "", str(partial["checked_step"]),
                      "none so far", f"{partial['loss']:.4f} (last)", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
@@ -174,7 +179,8 @@ def main(argv=None) -> list[dict]:
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "soak.jsonl"
-    done = {} if args.fresh else {r["optimizer"]: r for r in load_records(results, settings)}
+    done = {} if args.fresh else {r["optimizer"]: r for r in load_records(results, settings)
+                                  if r.get("lr") == soak_learning_rate(r["optimizer"])}
     if args.report:
         partial_path = out_dir / "soak_partial.json"
         partial = json.loads(partial_path.read_text()) if partial_path.exists() else None

@@ -4,6 +4,8 @@
     python benchmarks/sweep.py --tasks cnn               # one task
     python benchmarks/sweep.py --optimizers muon,adamw --seeds 1
     python benchmarks/sweep.py --extend                  # + one point beyond each edge
+    python benchmarks/sweep.py --seeds 2 --focus 5       # 2nd seed at the 5 lrs around
+                                                         # each optimizer's best so far
     python benchmarks/sweep.py --report                  # table, plots, summary; no training
     python benchmarks/sweep.py --quick                   # smoke run: tiny models, 3 lrs, 1 seed,
                                                          # muon, adamw, adafactor
@@ -186,14 +188,25 @@ def plan(task, optimizers, args, done: dict, records: list[dict]) -> list[tuple]
     already recorded for these settings (finishing partial points), adafactor's default."""
     chash = config_hash(task, args.fallback_lr)
     mine = task_records(records, task.name, chash, args.seeds)
+    summaries = report.summarize(mine)
     todo = []
     for name in optimizers:
         lrs = set(grid(sweep_centre_lr(name), args.grid_points, args.spacing))
         lrs |= {r["lr"] for r in mine if r["optimizer"] == name and r["lr"] is not None}
+        best = summaries[name].best if name in summaries else None
+        if args.focus and best is not None:
+            lrs = focus_window(sorted(lrs), best.lr, args.focus)
         runs = sorted(lrs) + ([None] if name == "adafactor" else [])
         todo += [(name, lr, seed) for lr in runs for seed in range(args.seeds)
                  if record_key(task.name, name, lr, seed, chash) not in done]
     return todo
+
+
+def focus_window(lrs: list[float], best: float, points: int) -> list[float]:
+    """The ``points`` consecutive learning rates of sorted ``lrs`` centred on ``best``."""
+    i = lrs.index(best)
+    start = min(max(0, i - points // 2), max(0, len(lrs) - points))
+    return lrs[start:start + points]
 
 
 def extension(task, optimizers, args, records) -> list[tuple]:
@@ -289,6 +302,9 @@ def _parser() -> argparse.ArgumentParser:
         help="training steps of both tasks (300; quick: lm 24, cnn 120)")
     add("--fallback-lr", type=float, default=FALLBACK_LR,
         help=f"peak lr of the AdamW fallback path ({FALLBACK_LR})")
+    add("--focus", type=int, default=0,
+        help="run only the N learning rates centred on each optimizer's best so far "
+             "(e.g. more seeds where it matters); 0: every grid and recorded lr")
     add("--extend", type=int, nargs="?", const=1, default=0,
         help="rounds of one extra point beyond each edge best lr (1 if given alone)")
     add("--quick", action="store_true", help="tiny models, 3 lrs, 1 seed (smoke run)")

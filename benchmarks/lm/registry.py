@@ -296,46 +296,76 @@ def registry_help() -> str:
     return "\n".join(lines)
 
 
+#: adafactor's recommended peak learning rate for the main job: the best of the sweep (its
+#: no-argument default is the paper's relative step size, slow on short runs by design).
+ADAFACTOR_LEARNING_RATE = 0.08
+
+
+def default_learning_rate(factory: str) -> float:
+    """The default learning rate of ``optorth.<factory>`` (adafactor: the recommended
+    :data:`ADAFACTOR_LEARNING_RATE`)."""
+    import optorth
+
+    if factory == "adafactor":
+        return ADAFACTOR_LEARNING_RATE
+    default = inspect.signature(getattr(optorth, factory)).parameters["learning_rate"].default
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        raise ValueError(f"optorth.{factory} has no default learning rate")
+    return float(default)
+
+
+def build_default_optimizer(name: str, cfg, **overrides) -> optax.GradientTransformation:
+    """``optorth.<name>`` with every argument at its default (its own fallback, weight decay,
+    betas) except ``overrides`` and the learning rate: the default as the peak of the main
+    job's lr shape (warmup, cosine decay), as in every swept run."""
+    import optorth
+
+    peak = default_learning_rate(name)
+    return getattr(optorth, name)(learning_rate=lr_schedule(peak, cfg), **overrides)
+
+
 # --------------------------------------------------------------------------------------
 # The soak run (benchmarks/soak.py): every ready optorth optimizer, long, in low precision
 # --------------------------------------------------------------------------------------
 
-#: name → (optorth factory name, peak learning rate, extra keyword arguments). Learning rates
-#: are each optimizer's default where it has one; normalized SGD, Signum and the trust-region
-#: method have none, so they get a value whose update RMS matches Muon's on 128×512 matrices.
+#: name → (optorth factory name, extra keyword arguments). Every optimizer runs at its
+#: default learning rate (adafactor at :data:`ADAFACTOR_LEARNING_RATE`).
 SOAK_OPTIMIZERS = {
-    "muon": ("muon", 0.02, {}),
-    "muon_online": ("muon", 0.02, {"learn_every": 250}),  # learn=OnlineLearning(every=250)
-    "turbo_muon": ("turbo_muon", 0.02, {}),
-    "root": ("root", 1e-3, {}),
-    "auon": ("auon", 0.24, {}),
-    "hybrid_auon": ("hybrid_auon", 0.24, {}),
-    "normalized_sgdm": ("normalized_sgdm", 0.5, {}),
-    "signum": ("signum", 2e-3, {}),
-    "trust_region": ("trust_region", 0.05, {}),
-    "normuon": ("normuon", 0.02, {}),
-    "adamuon": ("adamuon", 6e-4, {}),
-    "factored_muon": ("factored_muon", 0.02, {}),
-    "adafactor": ("adafactor", None, {}),  # relative step size (its default)
+    "muon": ("muon", {}),
+    "muon_online": ("muon", {"learn_every": 250}),  # learn=OnlineLearning(every=250)
+    "turbo_muon": ("turbo_muon", {}),
+    "root": ("root", {}),
+    "auon": ("auon", {}),
+    "hybrid_auon": ("hybrid_auon", {}),
+    "normalized_sgdm": ("normalized_sgdm", {}),
+    "signum": ("signum", {}),
+    "trust_region": ("trust_region", {}),
+    "normuon": ("normuon", {}),
+    "adamuon": ("adamuon", {}),
+    "factored_muon": ("factored_muon", {}),
+    "adafactor": ("adafactor", {}),
 }
 #: Peak learning rate of the AdamW fallback path in the soak run.
 SOAK_FALLBACK_LR = 3e-3
+
+
+def soak_learning_rate(name: str) -> float:
+    """Peak learning rate of the soak optimizer ``name``."""
+    return default_learning_rate(SOAK_OPTIMIZERS[name][0])
 
 
 def build_soak_optimizer(name: str, cfg: Config, mu_dtype):
     """The soak optimizer ``name`` with the main job's lr shape and AdamW fallback."""
     import optorth
 
-    factory, peak, extra = SOAK_OPTIMIZERS[name]
-    kwargs = dict(extra)
+    factory, extra = SOAK_OPTIMIZERS[name]
+    kwargs = dict(extra, mu_dtype=mu_dtype)
     if "learn_every" in kwargs:
         learn = optorth.OnlineLearning(every=kwargs.pop("learn_every"))
         kwargs["ns"] = optorth.NewtonSchulz(learn=learn)
-    if name == "adafactor":
-        return optorth.adafactor(mu_dtype=mu_dtype, **kwargs)
-    kwargs.update(learning_rate=lr_schedule(peak, cfg), mu_dtype=mu_dtype,
-                  fallback=fallback_adamw(cfg, lr_schedule(SOAK_FALLBACK_LR, cfg)))
-    return getattr(optorth, factory)(**kwargs)
+    if name != "adafactor":
+        kwargs["fallback"] = fallback_adamw(cfg, lr_schedule(SOAK_FALLBACK_LR, cfg))
+    return build_default_optimizer(factory, cfg, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -344,9 +374,16 @@ def build_soak_optimizer(name: str, cfg: Config, mu_dtype):
 
 #: Baselines of the sweep besides optorth's ready optimizers, built through :data:`REGISTRY`.
 SWEEP_BASELINES = ("adamw", "optax_muon_routed")
-#: Centre of adafactor's sweep over explicit learning rates: its relative-step default
-#: ``min(1e-2, 1/√t)`` is 1e-2 for the first 10,000 steps.
-ADAFACTOR_RELATIVE_LR = 1e-2
+#: Centre of each ready optimizer's learning-rate grid: its default learning rate when the
+#: sweep was first run (adafactor: 1e-2, its relative step ``min(1e-2, 1/sqrt(t))`` for the
+#: first 10,000 steps; normalized SGD, Signum and the trust-region method had no default and
+#: got a value whose update RMS matched Muon's on 128x512 matrices). Fixed, so that the grid,
+#: and the finished runs it names, stay put when a default is later set from the sweep.
+SWEEP_CENTRES = {
+    "muon": 0.02, "turbo_muon": 0.02, "root": 1e-3, "normuon": 0.02, "adamuon": 6e-4,
+    "factored_muon": 0.02, "trust_region": 0.05, "normalized_sgdm": 0.5, "signum": 2e-3,
+    "auon": 0.24, "hybrid_auon": 0.24, "adafactor": 1e-2,
+}
 
 
 def sweep_optimizers() -> tuple[str, ...]:
@@ -357,22 +394,14 @@ def sweep_optimizers() -> tuple[str, ...]:
 
 
 def sweep_centre_lr(name: str) -> float:
-    """Centre of ``name``'s learning-rate grid: the optimizer's own default where it has one,
-    the registry lr for the baselines, the soak value (update RMS matched to Muon's) for
-    normalized SGD, Signum and the trust-region method, :data:`ADAFACTOR_RELATIVE_LR`."""
-    import optorth
-
+    """Centre of ``name``'s learning-rate grid: the registry lr for the baselines, else
+    :data:`SWEEP_CENTRES`."""
     if name in SWEEP_BASELINES:
         return REGISTRY[name].lr
-    if name == "adafactor":
-        return ADAFACTOR_RELATIVE_LR
-    if name not in sweep_optimizers():
+    if name not in sweep_optimizers() or name not in SWEEP_CENTRES:
         raise ValueError(f"{name!r} is not a sweep optimizer; choose from "
-                         f"{', '.join(sweep_optimizers())}")
-    default = inspect.signature(getattr(optorth, name)).parameters["learning_rate"].default
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        return float(default)
-    return SOAK_OPTIMIZERS[name][1]
+                         f"{', '.join(n for n in sweep_optimizers() if n in SWEEP_CENTRES)}")
+    return SWEEP_CENTRES[name]
 
 
 def build_sweep_optimizer(name: str, cfg, lr: float | None, *,
