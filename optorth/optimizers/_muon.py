@@ -130,7 +130,7 @@ def turbo_muon(
 
 
 def root(
-    learning_rate: Any = 1e-3,
+    learning_rate: Any = 0.016,
     beta: float = 0.95,
     *,
     nesterov: bool = True,
@@ -150,6 +150,8 @@ def root(
     (Jordan's for shapes it does not list); Moonlight scaling 0.2·sqrt(max(m, n)).
     ROOT's published table for 2048×2048 matrices escapes past its repelling fixed point;
     ``init`` refuses it with a ``ValueError`` (pass ``ns=optorth.NewtonSchulz("jordan")``).
+    Default lr 0.016: the best of a learning-rate sweep of a small transformer
+    (``benchmarks/sweep.py``), 16x the paper's 1e-3 for billion-parameter pretraining.
 
     Args:
       learning_rate: step size of the matrix path (a float or an optax schedule).

@@ -26,7 +26,7 @@ def _norm_step(name, norm: Norm, momentum, *, adaptive=False, **assembly):
 
 
 def auon(
-    learning_rate: Any = 0.24,
+    learning_rate: Any = 0.03,
     beta: float = 0.95,
     *,
     nesterov: bool = True,
@@ -42,8 +42,9 @@ def auon(
     Linear time. Honest note: since ‖X‖_F = 1 the cosh factor r satisfies
     r − 1 ≤ sinh²(γ)/(2N) for N entries (≈2e-6 at 512×512), so AuON is, to that accuracy,
     Frobenius-normalized momentum SGD (:func:`normalized_sgdm` with Nesterov and Keller
-    scaling); in its own tables it trails AdamW and Muon. Defaults from its training script
-    (lr 0.24, β 0.95, γ 1, Keller scaling).
+    scaling); in its own tables it trails AdamW and Muon. β 0.95, γ 1 and Keller scaling are
+    from its training script; its lr 0.24 was 8x too large in a learning-rate sweep of a
+    small transformer (``benchmarks/sweep.py``), whose best, 0.03, is the default.
 
     Args:
       learning_rate: step size of the matrix path (a float or an optax schedule).
@@ -76,7 +77,7 @@ def auon(
 
 
 def hybrid_auon(
-    learning_rate: Any = 0.24,
+    learning_rate: Any = 0.06,
     beta: float = 0.95,
     *,
     nesterov: bool = True,
@@ -91,7 +92,8 @@ def hybrid_auon(
 
     Follows the paper's description ("applies a single Newton–Schulz iteration"): the
     direction is AuON's scaling of one Frobenius-normalized Jordan step of the momentum. It
-    is a feasible point of the Frobenius ball, not the lmo of a norm.
+    is a feasible point of the Frobenius ball, not the lmo of a norm. Default lr 0.06: the
+    best of a learning-rate sweep of a small transformer (``benchmarks/sweep.py``).
 
     Args:
       learning_rate: step size of the matrix path (a float or an optax schedule).
@@ -123,7 +125,7 @@ def hybrid_auon(
 
 
 def normalized_sgdm(
-    learning_rate: Any,
+    learning_rate: Any = 0.03,
     beta: float = 0.9,
     *,
     nesterov: bool = False,
@@ -137,7 +139,8 @@ def normalized_sgdm(
     """Normalized SGD with momentum: p ← p − lr·M/‖M‖_F per matrix (Frobenius lmo).
 
     Each matrix step has Frobenius norm ``lr`` (RMS lr/sqrt(mn)), so the learning rate is not
-    comparable with Muon's; no published default, hence required.
+    comparable with Muon's and grows with the matrix size. No published default; 0.03 is the
+    best of a learning-rate sweep of a small transformer (``benchmarks/sweep.py``).
 
     Args:
       learning_rate: step size of the matrix path (a float or an optax schedule).
@@ -168,7 +171,7 @@ def normalized_sgdm(
 
 
 def signum(
-    learning_rate: Any,
+    learning_rate: Any = 2.5e-4,
     beta: float = 0.9,
     *,
     nesterov: bool = False,
@@ -181,8 +184,9 @@ def signum(
 ) -> optax.GradientTransformation:
     """Signum: p ← p − lr·sign(m), m the EMA of gradients (lmo of the entrywise max norm).
 
-    The update has RMS 1 per entry, like Adam's; no published default learning rate, hence
-    required.
+    The update has RMS 1 per entry, like Adam's. No published default learning rate; 2.5e-4
+    is the best of a learning-rate sweep of a small transformer (``benchmarks/sweep.py``;
+    a small CNN preferred 4e-3, so tune it per task).
 
     Args:
       learning_rate: step size of the matrix path (a float or an optax schedule).
@@ -214,7 +218,7 @@ def signum(
 
 
 def trust_region(
-    learning_rate: Any,
+    learning_rate: Any = 0.025,
     *,
     norm: Norm | str = Spectral(),
     beta: float = 0.95,
@@ -234,7 +238,8 @@ def trust_region(
 
     with η = ``learning_rate`` and λ = ``weight_decay`` (decoupled weight decay shrinks the
     trust-region centre; the iterates then stay in the ball ‖X‖ ≤ 1/λ). The norm's shape
-    ``scale`` is applied after the lmo (``None`` by default: the pure method).
+    ``scale`` is applied after the lmo (``None`` by default: the pure method). Default radius
+    0.025: the best of a learning-rate sweep of a small transformer (``benchmarks/sweep.py``).
 
     Args:
       learning_rate: the trust-region radius η (a float or an optax schedule).

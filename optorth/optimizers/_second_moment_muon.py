@@ -116,7 +116,7 @@ def normuon(
 
 
 def adamuon(
-    learning_rate: Any = 6e-4,
+    learning_rate: Any = 0.01,
     beta: float = 0.95,
     beta2: float = 0.999,
     *,
@@ -138,9 +138,10 @@ def adamuon(
         Ô = O / (√v̂ + 1e-8);  Ô ← 0.2·sqrt(mn)·Ô / (‖Ô‖_F + 1e-8)        (RMS 0.2)
         p ← p − lr·(Ô + wd·p)
 
-    The RMS alignment makes the learning rate and weight decay AdamW's: the defaults
-    (lr 6e-4, wd 0.1) are those of the authors' GPT-2-small configuration; β 0.95, β2 0.999,
-    ε 1e-8 those of their optimizer code. There is no separate shape scale (``rms`` sets it).
+    The RMS alignment makes the learning rate and weight decay AdamW's: wd 0.1 is the
+    authors' GPT-2-small configuration (lr 6e-4 there); β 0.95, β2 0.999, ε 1e-8 those of
+    their optimizer code. Default lr 0.01: the best of a learning-rate sweep of a small
+    transformer (``benchmarks/sweep.py``). There is no separate shape scale (``rms`` sets it).
 
     State: per m × n matrix, m·n momentum values (``mu_dtype``) + m·n float32 + a count; the
     AdamW fallback keeps 2 values per element.
@@ -205,9 +206,11 @@ def factored_muon(
     Drop-in for :func:`optorth.muon` and :func:`normuon` (same lr and scale conventions);
     with only the column factor C it would be NorMuon. Not a published method.
 
-    Fallback: by default ``optorth.adafactor()`` (the paper's relative step) for embeddings,
-    output heads, biases and gains, so that no leaf keeps a full-size second moment; pass
-    e.g. ``fallback=optorth.adafactor(1e-3, weight_decay=0.1)`` to change it. An AdamW
+    Fallback: by default ``optorth.adafactor(learning_rate=0.03)`` for embeddings, output
+    heads, biases and gains, so that no leaf keeps a full-size second moment (its lr scales
+    with each leaf's RMS; the paper's relative step, ``adafactor()``, left a small
+    transformer 0.2 nats/char behind in 300 steps, ``benchmarks/defaults.py``); pass e.g.
+    ``fallback=optorth.adafactor(1e-3, weight_decay=0.1)`` to change it. An AdamW
     fallback would add 2 values per embedding entry (≈ 0.64 of GPT-2 small's parameters).
 
     State: per m × n matrix, m·n momentum values (``mu_dtype``) + (m + n) float32; fallback
@@ -227,7 +230,8 @@ def factored_muon(
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
       rules: routing rules (:func:`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
-      fallback: optimizer of the non-matrix leaves (``None``: ``optorth.adafactor()``).
+      fallback: optimizer of the non-matrix leaves (``None``:
+        ``optorth.adafactor(learning_rate=0.03)``).
 
     Example:
       >>> import jax.numpy as jnp, optorth
@@ -247,4 +251,4 @@ def factored_muon(
     return assemble("factored_muon", blocks, learning_rate=learning_rate,
                     weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
                     scale=scale, rules=rules, mu_dtype=mu_dtype,
-                    fallback=fallback or adafactor(rules=rules))
+                    fallback=fallback or adafactor(learning_rate=0.03, rules=rules))
