@@ -77,7 +77,7 @@ def auon(
 
 
 def hybrid_auon(
-    learning_rate: Any = 0.06,
+    learning_rate: Any = 0.03,
     beta: float = 0.95,
     *,
     nesterov: bool = True,
@@ -92,7 +92,7 @@ def hybrid_auon(
 
     Follows the paper's description ("applies a single Newton–Schulz iteration"): the
     direction is AuON's scaling of one Frobenius-normalized Jordan step of the momentum. It
-    is a feasible point of the Frobenius ball, not the lmo of a norm. Default lr 0.06: the
+    is a feasible point of the Frobenius ball, not the lmo of a norm. Default lr 0.03: the
     best of a learning-rate sweep of a small transformer (``benchmarks/sweep.py``).
 
     Args:
