@@ -99,9 +99,7 @@ def table(names, runs: dict, best: dict, tolerance: float) -> tuple[str, dict]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sweep.doc_parser(__doc__)
     add = parser.add_argument
     add("--optimizers", default=None, help="comma-separated subset of READY (all)")
     add("--seeds", type=int, default=None, help="seeds 0..N-1 (2; quick 1)")

@@ -18,10 +18,9 @@ decay); the routed ones get the main job's AdamW fallback (lr 3e-3, betas (0.9, 
 
 Resumable: results go to ``--out``/soak.jsonl, one line per finished optimizer; a rerun with
 the same settings skips optimizers already there at the same learning rate (``--fresh``
-starts over). While an
-optimizer runs, ``--out``/soak_partial.json holds its latest checked step, so an interrupted
-run still reports how far it got. The table printed at the end covers every finished and
-partial run with these settings.
+starts over). While an optimizer runs, ``--out``/soak_partial.json holds its latest checked
+step, so an interrupted run still reports how far it got. The table printed at the end
+covers every finished and partial run with these settings.
 """
 
 from __future__ import annotations

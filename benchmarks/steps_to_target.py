@@ -132,9 +132,7 @@ def plot(configs, runs: dict, seeds: int, path: pathlib.Path) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sweep.doc_parser(__doc__)
     add = parser.add_argument
     add("--configs", default=None, help="name@lr,... instead of the sweep's best")
     add("--top", type=int, default=3, help="how many of the sweep's best configs (3)")

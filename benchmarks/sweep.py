@@ -286,10 +286,16 @@ def write_report(tasks, args, records, out_dir: pathlib.Path) -> dict:
 # --------------------------------------------------------------------------- CLI
 
 
+def doc_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser whose description is the first paragraph of a script's ``doc`` and whose
+    epilog is the rest, verbatim (the benchmark scripts' ``--help``)."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   epilog="\n\n".join(doc.split("\n\n")[1:]),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser(__doc__)
     add = parser.add_argument
     add("--tasks", default="lm,cnn", help="comma-separated subset of lm,cnn (both)")
     add("--optimizers", default=None,

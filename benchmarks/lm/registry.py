@@ -398,9 +398,9 @@ def sweep_centre_lr(name: str) -> float:
     :data:`SWEEP_CENTRES`."""
     if name in SWEEP_BASELINES:
         return REGISTRY[name].lr
-    if name not in sweep_optimizers() or name not in SWEEP_CENTRES:
+    if name not in SWEEP_CENTRES:
         raise ValueError(f"{name!r} is not a sweep optimizer; choose from "
-                         f"{', '.join(n for n in sweep_optimizers() if n in SWEEP_CENTRES)}")
+                         f"{', '.join(sweep_optimizers())}")
     return SWEEP_CENTRES[name]
 
 
