@@ -208,10 +208,10 @@ def factored_muon(
 
     Fallback: by default ``optorth.adafactor(learning_rate=0.03)`` for embeddings, output
     heads, biases and gains, so that no leaf keeps a full-size second moment (its lr scales
-    with each leaf's RMS; the paper's relative step, ``adafactor()``, left a small
-    transformer 0.2 nats/char behind in 300 steps, ``benchmarks/defaults.py``); pass e.g.
-    ``fallback=optorth.adafactor(1e-3, weight_decay=0.1)`` to change it. An AdamW
-    fallback would add 2 values per embedding entry (≈ 0.64 of GPT-2 small's parameters).
+    with each leaf's RMS). With the paper's relative step, ``adafactor()``, as the fallback,
+    the main job's tiny test model ended at 3.97 nats/char after 40 steps against 2.89 with
+    this one. Pass e.g. ``fallback=optorth.adafactor(1e-3, weight_decay=0.1)`` to change it.
+    An AdamW fallback would add 2 values per embedding entry (≈ 0.64 of GPT-2 small's parameters).
 
     State: per m × n matrix, m·n momentum values (``mu_dtype``) + (m + n) float32; fallback
     matrices m + n float32, fallback vectors one float32 per element. On GPT-2 small about
