@@ -87,12 +87,13 @@ def table(names, runs: dict, best: dict, tolerance: float) -> tuple[str, dict]:
         point = best.get(name)
         gap = mean - point.mean if point else math.nan
         ok = bool(point) and gap <= tolerance
-        rows[name] = {"lr": default_learning_rate(name), "loss": mean, "losses": losses,
+        lr = default_learning_rate(name)
+        rows[name] = {"lr": lr, "loss": mean, "losses": losses,
                       "best_lr": point.lr if point else None,
                       "best_loss": point.mean if point else None, "gap": gap, "ok": ok}
         spread = f" ± {np.std(losses):.4f}" if len(losses) > 1 else ""
         lines.append(
-            f"| {name} | {default_learning_rate(name):g} | {mean:.4f}{spread} | {len(losses)} | "
+            f"| {name} | {lr:g} | {mean:.4f}{spread} | {len(losses)} | "
             + (f"{point.lr:g} | {point.mean:.4f} ({len(point.losses)} seeds) | {gap:+.4f} | "
                f"{'yes' if ok else 'NO'} |" if point else "— | — | — | — |"))
     return "\n".join(lines), rows

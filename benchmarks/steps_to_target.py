@@ -1,6 +1,6 @@
 """Steps to reach the correctly routed ``optax.contrib.muon``'s final loss on the main job.
 
-    python benchmarks/steps_to_target.py                      # top 3 optorth configs, 2 seeds
+    python benchmarks/steps_to_target.py                      # top 3 optorth optimizers, 2 seeds
     python benchmarks/steps_to_target.py --configs adamuon@0.0096,muon@0.02
     python benchmarks/steps_to_target.py --report             # table and plot only
     python benchmarks/steps_to_target.py --quick              # smoke run: tiny model
@@ -8,8 +8,8 @@
 The target of seed s is the final validation loss of ``optax_muon_routed`` (``optax.contrib
 .muon`` with optorth's routing: hidden matrices on Muon, AdamW 3e-3 for the rest) at its
 best learning rate of the sweep, trained on seed s (same initial weights and batches as
-every other run of seed s). Each candidate, by default the ``--top`` optorth configurations
-(optimizer, peak lr) of lowest mean final loss in the sweep's ``lm`` records (``--sweep``),
+every other run of seed s). Each candidate, by default the ``--top`` optorth optimizers of
+lowest mean final loss in the sweep's ``lm`` records (``--sweep``), each at its best peak lr,
 is trained on the same seeds, evaluated every ``--eval-every`` steps; its steps to the target
 are the first evaluation at or below it, interpolated linearly in the step between that
 evaluation and the previous one, reported as a fraction of the run (``—``: never reached).
@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import sweep  # noqa: E402
 from benchmarks import sweep_report as report  # noqa: E402
+from benchmarks.lm.registry import SWEEP_BASELINES  # noqa: E402
 
 BASELINE = "optax_muon_routed"
 
@@ -66,7 +67,11 @@ def choose_configs(args, task) -> list[tuple[str, float]]:
     if args.configs:
         chosen = [(c.split("@")[0], float(c.split("@")[1])) for c in args.configs.split(",")]
     else:
-        chosen = [(n, lr) for n, lr, _ in ranking if n not in sweep.SWEEP_BASELINES][:args.top]
+        best = {}  # each optimizer at its best swept lr, in ranking order
+        for n, lr, _ in ranking:
+            if n not in SWEEP_BASELINES:
+                best.setdefault(n, lr)
+        chosen = list(best.items())[:args.top]
     base = [(n, lr) for n, lr, _ in ranking if n == BASELINE][:1] or [(BASELINE, 0.02)]
     return base + chosen
 
@@ -76,11 +81,10 @@ def run_all(task, configs, seeds: int, path: pathlib.Path) -> dict:
     chash = sweep.config_hash(task, sweep.FALLBACK_LR)
     done = {(r["optimizer"], r["lr"], r["seed"]): r for r in sweep.load_records(path)
             if r["config_hash"] == chash}
-    args = argparse.Namespace(fallback_lr=sweep.FALLBACK_LR)
     for name, lr in configs:
         for seed in range(seeds):
             if (name, lr, seed) not in done:
-                record = sweep.run_one(task, name, lr, seed, args)
+                record = sweep.run_one(task, name, lr, seed, sweep.FALLBACK_LR)
                 with path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 done[(name, lr, seed)] = record
@@ -135,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = sweep.doc_parser(__doc__)
     add = parser.add_argument
     add("--configs", default=None, help="name@lr,... instead of the sweep's best")
-    add("--top", type=int, default=3, help="how many of the sweep's best configs (3)")
+    add("--top", type=int, default=3, help="how many of the sweep's best optimizers (3)")
     add("--seeds", type=int, default=2, help="seeds 0..N-1 (2)")
     add("--eval-every", type=int, default=10, help="evaluation interval in steps (10)")
     add("--sweep", default="out/sweep/sweep.jsonl", help="the sweep's records")

@@ -221,10 +221,10 @@ def extension(task, optimizers, args, records) -> list[tuple]:
 # --------------------------------------------------------------------------- running
 
 
-def run_one(task, name: str, lr, seed: int, args) -> dict:
+def run_one(task, name: str, lr, seed: int, fallback_lr: float) -> dict:
     """Train one run and return its record (a diverged run has loss ``inf``)."""
     start = time.perf_counter()
-    tx = build_sweep_optimizer(name, task.cfg, lr, fallback_lr=args.fallback_lr)
+    tx = build_sweep_optimizer(name, task.cfg, lr, fallback_lr=fallback_lr)
     try:
         outcome = task.run(tx, seed)
     except FloatingPointError as err:  # jax_debug_nans or a checked non-finite value
@@ -232,7 +232,7 @@ def run_one(task, name: str, lr, seed: int, args) -> dict:
                    "nonfinite_step": None, "error": str(err)[:200]}
     jax.clear_caches()  # every run compiles its own step; keep the process small
     return {"task": task.name, "optimizer": name, "lr": lr, "seed": seed,
-            "centre_lr": sweep_centre_lr(name), "config_hash": config_hash(task, args.fallback_lr),
+            "centre_lr": sweep_centre_lr(name), "config_hash": config_hash(task, fallback_lr),
             "steps": task.cfg.steps, **outcome, "seconds": time.perf_counter() - start}
 
 
@@ -240,7 +240,7 @@ def execute(task, runs, args, results: pathlib.Path, records: list[dict], done: 
     """Run ``runs`` of ``task``, appending each finished record to ``results``."""
     seconds = []
     for i, (name, lr, seed) in enumerate(runs, 1):
-        record = run_one(task, name, lr, seed, args)
+        record = run_one(task, name, lr, seed, args.fallback_lr)
         with results.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         records.append(record)

@@ -3,6 +3,7 @@ that decide what is reported (no training here: the sweep's own tests cover the 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -48,3 +49,20 @@ def test_defaults_table_compares_with_the_best_swept_point():
     lines = text.splitlines()
     assert lines[0].startswith("| optimizer | default lr |") and len(lines) == 4
     assert lines[3].endswith("| NO |") and math.isclose(rows["muon"]["lr"], 0.02)
+
+
+def test_steps_to_target_picks_each_optimizers_best_rate_behind_the_baseline(tmp_path):
+    task = sweep.make_tasks(["lm"], quick=True, steps=None)["lm"]
+    chash = sweep.config_hash(task, sweep.FALLBACK_LR)
+    runs = [("adamuon", 0.02, 1.81), ("adamuon", 0.01, 1.812), ("normuon", 0.04, 1.82),
+            ("muon", 0.04, 1.84), ("adamw", 0.002, 1.80), ("optax_muon_routed", 0.04, 1.821),
+            ("optax_muon_routed", 0.02, 1.827), ("root", 0.016, float("inf"))]
+    path = tmp_path / "sweep.jsonl"
+    path.write_text("".join(
+        json.dumps({"task": "lm", "optimizer": n, "lr": lr, "seed": 0, "centre_lr": lr,
+                    "config_hash": chash, "final_val_loss": loss}) + "\n"
+        for n, lr, loss in runs))
+    args = steps_to_target._parser().parse_args(["--sweep", str(path), "--top", "2"])
+    # AdamW is a baseline, not a candidate; AdaMuon appears once, at its best rate
+    assert steps_to_target.choose_configs(args, task) == [
+        ("optax_muon_routed", 0.04), ("adamuon", 0.02), ("normuon", 0.04)]
