@@ -15,9 +15,12 @@ are the first evaluation at or below it, interpolated linearly in the step betwe
 evaluation and the previous one, reported as a fraction of the run (``—``: never reached).
 A fraction of 0.8 means 20% fewer steps to the same loss.
 
-Every run uses the sweep's construction (``build_sweep_optimizer``: main job's lr shape,
-AdamW fallback 3e-3, no weight decay). Writes ``--out``/runs.jsonl (resumable),
-``steps_to_target.md`` and ``steps_to_target.png`` (validation loss against step).
+Candidates run with the sweep's construction (``build_sweep_optimizer``: main job's lr
+shape, AdamW fallback 3e-3, no weight decay); each optimizer of ``--defaults`` (by default
+the candidates) also runs with all its defaults, as ``benchmarks/defaults.py`` builds it
+(own fallback and weight decay, default lr as the peak of the same shape). Writes
+``--out``/runs.jsonl (resumable), ``steps_to_target.md`` and ``steps_to_target.png``
+(validation loss against step).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ if __package__ in (None, ""):  # run as `python benchmarks/steps_to_target.py`
 
 import numpy as np  # noqa: E402
 
-from benchmarks import sweep  # noqa: E402
+from benchmarks import defaults, sweep  # noqa: E402
 from benchmarks import sweep_report as report  # noqa: E402
-from benchmarks.lm.registry import SWEEP_BASELINES  # noqa: E402
+from benchmarks.lm.registry import SWEEP_BASELINES, default_learning_rate  # noqa: E402
 
 BASELINE = "optax_muon_routed"
+DEFAULTS = "defaults"  # in place of a learning rate: the optimizer with all its defaults
 
 
 def steps_to(target: float, steps: list[int], losses: list[float]) -> float | None:
@@ -61,8 +65,9 @@ def sweep_ranking(path: pathlib.Path, task) -> list[tuple[str, float, float]]:
     return sorted(points, key=lambda p: p[2])
 
 
-def choose_configs(args, task) -> list[tuple[str, float]]:
-    """The baseline at its best swept lr, then the candidates."""
+def choose_configs(args, task) -> list[tuple[str, float | str]]:
+    """The baseline at its best swept lr, the candidates, then ``(name, DEFAULTS)`` for each
+    optimizer of ``--defaults`` (by default the candidates') with all its defaults."""
     ranking = sweep_ranking(pathlib.Path(args.sweep), task)
     if args.configs:
         chosen = [(c.split("@")[0], float(c.split("@")[1])) for c in args.configs.split(",")]
@@ -73,22 +78,42 @@ def choose_configs(args, task) -> list[tuple[str, float]]:
                 best.setdefault(n, lr)
         chosen = list(best.items())[:args.top]
     base = [(n, lr) for n, lr, _ in ranking if n == BASELINE][:1] or [(BASELINE, 0.02)]
-    return base + chosen
+    names = dict.fromkeys(n for n, _ in chosen) if args.defaults is None else [
+        n.strip() for n in args.defaults.split(",") if n.strip()]
+    return base + chosen + [(n, DEFAULTS) for n in names]
+
+
+def record_key(record: dict) -> tuple:
+    lr = DEFAULTS if record.get("build") == DEFAULTS else record["lr"]
+    return record["optimizer"], lr, record["seed"]
+
+
+def train(task, name: str, lr: float | str, seed: int) -> dict:
+    """One run: the sweep's construction at ``lr``, or ``name`` with all its defaults."""
+    if lr == DEFAULTS:
+        return {**defaults.run_one(task, name, seed), "build": DEFAULTS}
+    return sweep.run_one(task, name, lr, seed, sweep.FALLBACK_LR)
+
+
+def label(name: str, lr: float | str) -> str:
+    if lr == DEFAULTS:
+        return f"{name} (all defaults, lr {default_learning_rate(name):g})"
+    return f"{name} @ {lr:g}"
 
 
 def run_all(task, configs, seeds: int, path: pathlib.Path) -> dict:
     """``{(optimizer, lr, seed): record}``, training what ``path`` does not hold yet."""
     chash = sweep.config_hash(task, sweep.FALLBACK_LR)
-    done = {(r["optimizer"], r["lr"], r["seed"]): r for r in sweep.load_records(path)
-            if r["config_hash"] == chash}
+    done = {record_key(r): r for r in sweep.load_records(path) if r["config_hash"] == chash
+            and (r.get("build") != DEFAULTS or r["lr"] == default_learning_rate(r["optimizer"]))}
     for name, lr in configs:
         for seed in range(seeds):
             if (name, lr, seed) not in done:
-                record = sweep.run_one(task, name, lr, seed, sweep.FALLBACK_LR)
+                record = train(task, name, lr, seed)
                 with path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 done[(name, lr, seed)] = record
-                print(f"{name} lr={lr:g} seed={seed}: final {record['final_val_loss']:.4f}, "
+                print(f"{label(name, lr)} seed={seed}: final {record['final_val_loss']:.4f}, "
                       f"{record['seconds']:.0f} s", flush=True)
     return done
 
@@ -98,8 +123,8 @@ def table(configs, runs: dict, seeds: int, steps: int) -> tuple[str, list[dict]]
     targets = [runs[(base_name, base_lr, s)]["final_val_loss"] for s in range(seeds)]
     lines = [f"Target: {base_name} at lr {base_lr:g}, final validation loss per seed "
              f"{', '.join(f'{t:.4f}' for t in targets)} (mean {np.mean(targets):.4f}).", "",
-             "| optimizer | peak lr | final loss (mean) | steps to target per seed | "
-             "fraction of the run (mean) |", "|---|---|---|---|---|"]
+             "| optimizer @ peak lr | final loss (mean) | steps to target per seed | "
+             "fraction of the run (mean) |", "|---|---|---|---|"]
     rows = []
     for name, lr in configs:
         recs = [runs[(name, lr, s)] for s in range(seeds)]
@@ -109,7 +134,7 @@ def table(configs, runs: dict, seeds: int, steps: int) -> tuple[str, list[dict]]
         mean = None if None in fractions else float(np.mean(fractions))
         rows.append({"optimizer": name, "lr": lr, "steps": reached, "fraction": mean,
                      "final": float(np.mean([r["final_val_loss"] for r in recs]))})
-        lines.append(f"| {name} | {lr:g} | {rows[-1]['final']:.4f} | "
+        lines.append(f"| {label(name, lr)} | {rows[-1]['final']:.4f} | "
                      f"{', '.join('—' if s is None else f'{s:.0f}' for s in reached)} | "
                      f"{'—' if mean is None else f'{mean:.3f}'} |")
     return "\n".join(lines), rows
@@ -125,7 +150,7 @@ def plot(configs, runs: dict, seeds: int, path: pathlib.Path) -> None:
     for name, lr in configs:
         recs = [runs[(name, lr, s)] for s in range(seeds)]
         ax.plot(recs[0]["eval_steps"], np.mean([r["val_losses"] for r in recs], axis=0),
-                label=f"{name} @ {lr:g}")
+                label=label(name, lr))
     target = np.mean([runs[(*configs[0], s)]["final_val_loss"] for s in range(seeds)])
     ax.axhline(target, color="k", ls=":", label="target")
     ax.set(xlabel="step", ylabel="validation loss (nats/char, mean over seeds)",
@@ -140,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--configs", default=None, help="name@lr,... instead of the sweep's best")
     add("--top", type=int, default=3, help="how many of the sweep's best optimizers (3)")
+    add("--defaults", default=None,
+        help="optimizers to run with all their defaults too (the candidates'; '' for none)")
     add("--seeds", type=int, default=2, help="seeds 0..N-1 (2)")
     add("--eval-every", type=int, default=10, help="evaluation interval in steps (10)")
     add("--sweep", default="out/sweep/sweep.jsonl", help="the sweep's records")

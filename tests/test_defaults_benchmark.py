@@ -62,7 +62,20 @@ def test_steps_to_target_picks_each_optimizers_best_rate_behind_the_baseline(tmp
         json.dumps({"task": "lm", "optimizer": n, "lr": lr, "seed": 0, "centre_lr": lr,
                     "config_hash": chash, "final_val_loss": loss}) + "\n"
         for n, lr, loss in runs))
-    args = steps_to_target._parser().parse_args(["--sweep", str(path), "--top", "2"])
-    # AdamW is a baseline, not a candidate; AdaMuon appears once, at its best rate
+    parse = steps_to_target._parser().parse_args
+    args = parse(["--sweep", str(path), "--top", "2"])
+    # AdamW is a baseline, not a candidate; AdaMuon appears once, at its best rate; each
+    # candidate also runs with all its defaults
     assert steps_to_target.choose_configs(args, task) == [
-        ("optax_muon_routed", 0.04), ("adamuon", 0.02), ("normuon", 0.04)]
+        ("optax_muon_routed", 0.04), ("adamuon", 0.02), ("normuon", 0.04),
+        ("adamuon", "defaults"), ("normuon", "defaults")]
+    args = parse(["--sweep", str(path), "--configs", "muon@0.02", "--defaults", ""])
+    assert steps_to_target.choose_configs(args, task) == [
+        ("optax_muon_routed", 0.04), ("muon", 0.02)]
+
+
+def test_steps_to_target_keys_default_runs_apart_from_swept_runs():
+    swept = {"optimizer": "muon", "lr": 0.02, "seed": 1}
+    assert steps_to_target.record_key(swept) == ("muon", 0.02, 1)
+    assert steps_to_target.record_key({**swept, "build": "defaults"}) == ("muon", "defaults", 1)
+    assert steps_to_target.label("muon", "defaults") == "muon (all defaults, lr 0.02)"
