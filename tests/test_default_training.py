@@ -11,7 +11,7 @@ checked on its own:
   0.17-0.21; a zero learning rate by exactly 0);
 - the default fallbacks, with the matrix path's learning rate 0: ``default_fallback()``
   (through ``muon``) and ``factored_muon``'s Adafactor must end below ``THRESHOLD`` (2.73
-  and 2.89 when set);
+  and 2.70 when set);
 - ``adafactor()``, the paper's relative step (slow on short runs by design), must end below
   ``ADAFACTOR_THRESHOLD`` (4.05 when set).
 

@@ -1,5 +1,6 @@
-"""Tests of the pieces of benchmarks/defaults.py, steps_to_target.py and sweep.py's --focus
-that decide what is reported (no training here: the sweep's own tests cover the runs)."""
+"""Tests of the pieces of benchmarks/defaults.py, steps_to_target.py, fallback_sweep.py and
+sweep.py's --focus that decide what is reported (no training here: the sweep's own tests
+cover the runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import defaults, steps_to_target, sweep
+from benchmarks import defaults, fallback_sweep, steps_to_target, sweep
 from benchmarks import sweep_report as report
 
 
@@ -79,3 +80,16 @@ def test_steps_to_target_keys_default_runs_apart_from_swept_runs():
     assert steps_to_target.record_key(swept) == ("muon", 0.02, 1)
     assert steps_to_target.record_key({**swept, "build": "defaults"}) == ("muon", "defaults", 1)
     assert steps_to_target.label("muon", "defaults") == "muon (all defaults, lr 0.02)"
+
+
+def test_fallback_sweep_parses_its_grid_and_tabulates_means_per_fallback():
+    assert fallback_sweep.parse(" adafactor_abs@0.003, adamw@1e-3 ,") == [
+        ("adafactor_abs", 0.003), ("adamw", 0.001)]
+    assert len(fallback_sweep.parse(fallback_sweep.GRID)) == 7
+    with pytest.raises(ValueError, match="unknown fallback kind 'sgd'"):
+        fallback_sweep.parse("sgd@0.1")
+    runs = {("adamw", 0.003, 0): {"final_val_loss": 1.8},
+            ("adamw", 0.003, 1): {"final_val_loss": 1.9},
+            ("adafactor_abs", 0.003, 0): {"final_val_loss": 1.7}}
+    lines = fallback_sweep.table([("adamw", 0.003), ("adafactor_rel", 0.03)], runs).splitlines()
+    assert lines[2] == "| adamw | 0.003 | 1.8500 | 1.8000, 1.9000 |" and len(lines) == 3
