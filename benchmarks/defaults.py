@@ -7,18 +7,19 @@
 
 Trains the main job (``benchmarks/lm`` at its default ``Config``: the ``lm`` task of
 ``benchmarks/sweep.py``) with every optimizer of ``optorth.optimizers.READY`` called with all
-its defaults (its own AdamW fallback ``optorth.optimizers.default_fallback()``, weight decay,
-betas, Newton–Schulz), except that the default learning rate is the peak of the main job's
-learning-rate shape (warmup, cosine decay to 10%), as in every swept run. ``adafactor`` runs at
-its recommended learning rate (``ADAFACTOR_LEARNING_RATE`` in ``benchmarks/lm/registry.py``;
-its no-argument default, the relative step size, is a row of the sweep's table).
+its defaults (its own fallback: ``optorth.optimizers.default_fallback()``'s AdamW, or
+``factored_muon``'s Adafactor; weight decay, betas, Newton–Schulz), except that the default
+learning rate is the peak of the main job's learning-rate shape (warmup, cosine decay to
+10%), as in every swept run. ``adafactor`` runs at its recommended learning rate
+(``ADAFACTOR_LEARNING_RATE`` in ``benchmarks/lm/registry.py``; its no-argument default, the
+relative step size, is a row of the sweep's table).
 
 The table sets the mean final validation loss over seeds beside the optimizer's best run of
 the sweep (``--sweep``, the same task settings): gap = defaults − best swept, ``ok`` when
 the gap is at most ``--tolerance`` (0.05 nats). Resumable: one line per finished run in
 ``--out``/defaults.jsonl; a run is redone when the optimizer's default learning rate
-changes. Cost: one run per optimizer and seed, about 40 s each on an idle 2-core CPU
-(24 runs, about 16 min).
+changes (after a change of another default, delete the optimizer's lines). Cost: one run
+per optimizer and seed, about 40 s each on an idle 2-core CPU (24 runs, about 16 min).
 """
 
 from __future__ import annotations
