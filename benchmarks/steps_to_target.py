@@ -23,7 +23,7 @@ shape, AdamW fallback 3e-3, no weight decay); each optimizer of ``--defaults`` (
 the candidates) also runs with all its defaults, as ``benchmarks/defaults.py`` builds it
 (own fallback and weight decay, default lr as the peak of the same shape). Writes
 ``--out``/runs.jsonl (resumable), ``steps_to_target.md`` and ``steps_to_target.png``
-(validation loss against step).
+(validation loss against step; ``steps_to_target_h0.8.*`` with ``--horizon 0.8``).
 """
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ def choose_configs(args, task) -> list[tuple[str, float | str]]:
     base = [(n, lr) for n, lr, _ in ranking if n == BASELINE][:1] or [(BASELINE, 0.02)]
     names = dict.fromkeys(n for n, _ in chosen) if args.defaults is None else [
         n.strip() for n in args.defaults.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(defaults.ready_optimizers()))
+    if unknown:
+        raise SystemExit(f"--defaults: unknown optimizers {unknown}; choose from "
+                         f"{', '.join(defaults.ready_optimizers())}")
     return base + chosen + [(n, DEFAULTS) for n in names]
 
 

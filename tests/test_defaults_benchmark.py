@@ -73,6 +73,8 @@ def test_steps_to_target_picks_each_optimizers_best_rate_behind_the_baseline(tmp
     args = parse(["--sweep", str(path), "--configs", "muon@0.02", "--defaults", ""])
     assert steps_to_target.choose_configs(args, task) == [
         ("optax_muon_routed", 0.04), ("muon", 0.02)]
+    with pytest.raises(SystemExit, match="unknown optimizers \\['adamw'\\]"):
+        steps_to_target.choose_configs(parse(["--sweep", str(path), "--defaults", "adamw"]), task)
 
 
 def test_steps_to_target_keys_default_runs_apart_from_swept_runs():
