@@ -55,7 +55,8 @@ def test_interval_images_match_brute_force(index):
     images = np.asarray(obj.interval_images(jnp.asarray(rows, jnp.float32), 1e-3, 1.0))
     x = np.linspace(1e-3, 1.0, 400_001)
     for t in range(rows.shape[0]):
-        x = np_phi(rows[t:t + 1], x)
+        with np.errstate(over="ignore"):  # an unstable table overflows to ±inf on purpose
+            x = np_phi(rows[t:t + 1], x)
         expected = np.clip([x.min(), x.max()], -1e6, 1e6)  # images saturate at ±1e6
         np.testing.assert_allclose(images[t], expected, rtol=1e-4, atol=1e-4)
 
