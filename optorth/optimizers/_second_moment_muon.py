@@ -211,9 +211,8 @@ def factored_muon(
     leaf keeps a full-size second moment. On a small transformer
     (``benchmarks/fallback_sweep.py``: 300 steps, 2 seeds) it ended at 1.818 nats/char,
     against 1.840 with AdamW 3e-3 and 1.872 with ``adafactor(0.03)`` (steps relative to each
-    leaf's RMS). Pass e.g. ``fallback=optorth.adafactor(1e-3, weight_decay=0.1)`` to change
-    it. An AdamW fallback would add 2 values per embedding entry (≈ 0.64 of GPT-2 small's
-    parameters).
+    leaf's RMS). Pass any optax transformation as ``fallback=`` to change it; an AdamW
+    fallback adds 2 values per embedding entry (≈ 0.64 of GPT-2 small's parameters).
 
     State: per m × n matrix, m·n momentum values (``mu_dtype``) + (m + n) float32; fallback
     matrices m + n float32, fallback vectors one float32 per element. On GPT-2 small about
