@@ -129,8 +129,7 @@ def main(argv=None) -> dict:
     todo = [(n, s) for n in names for s in range(seeds) if (n, s) not in runs]
     for i, (name, seed) in enumerate([] if args.report else todo, 1):
         record = run_one(task, name, seed)
-        with results.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        sweep.append_record(results, record)
         runs[(name, seed)] = record
         print(f"[{i}/{len(todo)}] {name} lr={record['lr']:g} seed={seed}: final "
               f"{record['final_val_loss']:.4f}, {record['seconds']:.0f} s", flush=True)

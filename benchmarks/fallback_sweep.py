@@ -20,7 +20,6 @@ Prints mean final validation loss per fallback. Resumable: one line per finished
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -104,8 +103,7 @@ def main(argv=None) -> str:
     todo = [(k, lr, s) for k, lr in grid for s in range(args.seeds) if (k, lr, s) not in runs]
     for kind, lr, seed in [] if args.report else todo:
         record = run_one(task, kind, lr, seed)
-        with results.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        sweep.append_record(results, record)
         runs[(kind, lr, seed)] = record
         print(f"{kind}@{lr:g} seed={seed}: final {record['final_val_loss']:.4f}, "
               f"{record['seconds']:.0f} s", flush=True)

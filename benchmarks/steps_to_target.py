@@ -29,7 +29,6 @@ the candidates) also runs with all its defaults, as ``benchmarks/defaults.py`` b
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import sys
@@ -117,8 +116,7 @@ def run_all(task, configs, seeds: int, path: pathlib.Path) -> dict:
         for seed in range(seeds):
             if (name, lr, seed) not in done:
                 record = train(task, name, lr, seed)
-                with path.open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                sweep.append_record(path, record)
                 done[(name, lr, seed)] = record
                 print(f"{label(name, lr)} seed={seed}: final {record['final_val_loss']:.4f}, "
                       f"{record['seconds']:.0f} s", flush=True)

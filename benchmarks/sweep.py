@@ -164,6 +164,12 @@ def load_records(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def append_record(path: pathlib.Path, record: dict) -> None:
+    """Append one finished run to a resumable JSON-lines file (read by :func:`load_records`)."""
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 def record_key(task: str, optimizer: str, lr, seed: int, chash: str) -> tuple:
     return task, optimizer, report.lr_key(lr), seed, chash
 
@@ -241,8 +247,7 @@ def execute(task, runs, args, results: pathlib.Path, records: list[dict], done: 
     seconds = []
     for i, (name, lr, seed) in enumerate(runs, 1):
         record = run_one(task, name, lr, seed, args.fallback_lr)
-        with results.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(results, record)
         records.append(record)
         done[record_key(task.name, name, lr, seed, record["config_hash"])] = record
         seconds.append(record["seconds"])
