@@ -12,8 +12,9 @@ a fallback AdamW; print :func:`describe_routing` to see which leaf goes where):
   :func:`auon`, :func:`hybrid_auon`, :func:`adafactor`.
 
 Configuration objects (frozen, validated where they are built, static under ``jax.jit``):
-  :class:`NewtonSchulz` (schedule, steps, normalization, method, dtype, online learning),
-  :class:`OnlineLearning`, :class:`Schedule`; norms in :mod:`optorth.norms`.
+  :class:`NewtonSchulz` (schedule, steps, normalization, method, dtype, online learning,
+  distribution), :class:`OnlineLearning`, :class:`Schedule`, :class:`Distribution` (how the
+  matrices are divided over a device mesh); norms in :mod:`optorth.norms`.
 
 Blocks to chain yourself: :func:`scale_by_momentum`, :func:`soft_threshold`,
   :func:`orthogonalize`, :func:`dualize`, :func:`scale_by_shape`,
@@ -57,6 +58,7 @@ from optorth.blocks import keep_matrix_norm as keep_matrix_norm
 from optorth.blocks import orthogonalize as orthogonalize
 from optorth.blocks import record_spectra as record_spectra
 from optorth.blocks import recorded_spectra as recorded_spectra
+from optorth._distribution import Distribution as Distribution
 from optorth.blocks import scale_by_elementwise_rms as scale_by_elementwise_rms
 from optorth.blocks import scale_by_factored_rms as scale_by_factored_rms
 from optorth.blocks import scale_by_momentum as scale_by_momentum
@@ -96,7 +98,7 @@ __all__ = [
     "muon", "turbo_muon", "root", "normuon", "adamuon", "factored_muon", "trust_region",
     "normalized_sgdm", "signum", "auon", "hybrid_auon", "adafactor",
     # configuration
-    "NewtonSchulz", "OnlineLearning", "Schedule",
+    "NewtonSchulz", "OnlineLearning", "Schedule", "Distribution",
     # blocks
     "scale_by_momentum", "soft_threshold", "orthogonalize", "dualize", "scale_by_shape",
     "scale_by_factored_rms", "scale_by_neuron_rms", "scale_by_elementwise_rms",

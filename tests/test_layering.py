@@ -33,15 +33,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: own ``__init__.py`` (the public surface). A new top-level module or wing must be added here.
 LAYERS: dict[str, int] = {
     "_checks": 0,
-    "ns": 1,
-    "matrices": 1,
-    "nn": 1,
-    "norms": 2,
-    "blocks": 3,
-    "optimizers": 4,
-    "contrib": 4,
-    "checkpoint": 5,
-    "__init__": 6,
+    "_distribution": 1,
+    "ns": 2,
+    "matrices": 2,
+    "nn": 2,
+    "norms": 3,
+    "blocks": 4,
+    "optimizers": 5,
+    "contrib": 5,
+    "checkpoint": 6,
+    "__init__": 7,
 }
 
 #: Text that must not appear in comments or strings: cite papers, not internal notes or issues.

@@ -5,13 +5,14 @@ from __future__ import annotations
 import optax
 
 from optorth._checks import check_bool
+from optorth._distribution import Distribution, as_distribution
 from optorth.blocks._orthogonalize import orthogonalize, scale_by_dual
 from optorth.matrices import Specs, map_matrices, resolve_specs
 from optorth.norms._objects import Norm, Spectral, as_norm
 
 
 def dualize(norm: Norm | str, *, adaptive: bool = False, specs: Specs = None,
-            distribute: bool | None = None) -> optax.GradientTransformation:
+            distribute: Distribution | bool | None = None) -> optax.GradientTransformation:
     """The dualizer (lmo) of ``norm`` per matrix, as a transform: M ↦ lmo(M).
 
     lmo(M) = argmax_{‖D‖ ≤ 1} ⟨M, D⟩; a step X ← X − η·lmo(M) is the trust-region step of
@@ -26,8 +27,9 @@ def dualize(norm: Norm | str, *, adaptive: bool = False, specs: Specs = None,
       adaptive: multiply each matrix's direction by the dual norm ⟨M, lmo(M)⟩, per matrix.
       specs: how leaves become matrices (``optorth.matrices.resolve_specs``); leaves routed
         to the fallback pass through unchanged.
-      distribute: for norms whose lmo multiplies whole matrices, shard stacks of equally
-        shaped matrices across a device mesh (see :func:`optorth.orthogonalize`).
+      distribute: for norms whose lmo multiplies whole matrices, how stacks of equally
+        shaped matrices are divided over a device mesh (an :class:`optorth.Distribution`;
+        ``None``: the norm's ``ns.distribute`` where it has one, else the default policy).
 
     Returns:
       An ``optax.GradientTransformation`` returning lmo(M) (no minus sign).
@@ -45,6 +47,9 @@ def dualize(norm: Norm | str, *, adaptive: bool = False, specs: Specs = None,
     """
     norm = as_norm(norm)
     check_bool("dualize", "adaptive", adaptive)
+    if distribute is None:
+        distribute = getattr(getattr(norm, "ns", None), "distribute", None)
+    distribute = as_distribution(distribute, "dualize")
     if isinstance(norm, Spectral):  # the lmo keeps its coefficient table in the state
         return orthogonalize(norm.ns, specs=specs, adaptive=adaptive, distribute=distribute)
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from optorth._checks import check_bool
+from optorth._distribution import Distribution, as_distribution
 from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
 from optorth.matrices._resolve import matrix_shapes
 from optorth.matrices._sharding import call_replicated
@@ -115,7 +116,7 @@ def orthogonalize(
     *,
     specs: Specs = None,
     adaptive: bool = False,
-    distribute: bool | None = None,
+    distribute: Distribution | bool | None = None,
 ) -> optax.GradientTransformation:
     """The spectral-norm dualizer: each matrix M = U S Vᵀ becomes ≈ U Vᵀ (Newton–Schulz).
 
@@ -131,9 +132,9 @@ def orthogonalize(
         the fallback pass through unchanged.
       adaptive: multiply each matrix's direction by ⟨M, O⟩ ≈ ‖M‖_* (its nuclear norm),
         computed per matrix.
-      distribute: on a device mesh, shard each stack of equally shaped matrices on its
-        stack axis so every device iterates on whole matrices; ``None`` decides from the
-        layouts, ``True``/``False`` force it on/off.
+      distribute: on a device mesh, how stacks of equally shaped matrices are divided so
+        every device iterates on whole matrices (an :class:`optorth.Distribution`, or
+        ``True``/``False`` to force it on/off); ``None``: ``ns.distribute``.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`OrthogonalizeState`.
@@ -151,9 +152,8 @@ def orthogonalize(
     """
     ns = as_newton_schulz(ns)
     check_bool("orthogonalize", "adaptive", adaptive)
-    if distribute not in (None, True, False):
-        raise ValueError(f"orthogonalize: distribute={distribute!r}; expected None, True or "
-                         f"False.")
+    distribute = (ns.distribute if distribute is None
+                  else as_distribution(distribute, "orthogonalize"))
 
     def init_fn(params):
         specs_tree = resolve_specs(specs, params, who="orthogonalize")

@@ -88,6 +88,19 @@ def plan_groups(leaf_shapes, leaf_dtypes, leaf_specs, *, transpose_tall=False) -
     return groups
 
 
+def regroup(group: Group, member_lists) -> list[Group]:
+    """``group`` split into one group per list of its members (starts recomputed; in each,
+    the members that keep their orientation first, as :func:`plan_groups` orders them)."""
+    groups = []
+    for members in member_lists:
+        ordered, start = [], 0
+        for m in sorted(members, key=lambda m: (m.transposed, m.leaf, m.block)):
+            ordered.append(m._replace(start=start))
+            start += m.count
+        groups.append(Group(group.shape, group.dtype, tuple(ordered)))
+    return groups
+
+
 def _swap(x):
     return jnp.swapaxes(x, -1, -2)
 
@@ -140,12 +153,13 @@ def map_stacks(
     rest=(),
     *,
     transpose_tall: bool = False,
-    wrap_stack: Callable[[Group, Callable], Callable] | None = None,
+    schedule: Callable[[list[Group]], list[tuple[Group, Callable]]] | None = None,
 ):
     """The grouping step of :func:`optorth.matrices.map_matrices`, on a resolved specs tree.
 
-    ``fn(stack, *rest_stacks)`` runs once per :class:`Group`; ``wrap_stack(group, fn)``, if
-    given, wraps it per group (the sharding step places the stack on devices with it).
+    ``fn(stack, *rest_stacks)`` runs once per :class:`Group`. ``schedule(groups)``, if given,
+    returns ``[(group, wrap)]``: the groups to run (it may split them) and for each a wrapper
+    ``wrap(fn)`` (the sharding step places each stack on devices with it).
     ``specs_tree`` must be a prefix of ``tree`` (as :func:`resolve_specs` returns it); leaves
     without a :class:`MatrixSpec` and non-array entries are returned unchanged.
     """
@@ -156,11 +170,11 @@ def map_stacks(
     split_rest = [[s.to_groups(x) if ok else None
                    for s, x, ok in zip(spec_leaves, r, matrix, strict=True)] for r in rest_leaves]
     results = [None if p is None else [None] * len(p) for p in split]
-    for group in groups:
+    scheduled = [(g, None) for g in groups] if schedule is None else schedule(groups)
+    for group, wrap in scheduled:
         stacks = [_stack(group, [pieces[m.leaf][m.block] for m in group.members])
                   for pieces in (split, *split_rest)]
-        call = fn if wrap_stack is None else wrap_stack(group, fn)
-        out = call(*stacks)
+        out = (fn if wrap is None else wrap(fn))(*stacks)
         if tuple(getattr(out, "shape", ())) != tuple(stacks[0].shape):
             raise ValueError(f"map_matrices: fn changed a stack of shape {stacks[0].shape} "
                              f"into {getattr(out, 'shape', type(out).__name__)}; it must keep "

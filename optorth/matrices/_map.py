@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from optorth._distribution import Distribution
 from optorth.matrices._resolve import Specs, resolve_specs
 from optorth.matrices._sharding import map_sharded
 
@@ -15,7 +16,7 @@ def map_matrices(
     *rest,
     consts: Any = None,
     transpose_tall: bool = False,
-    distribute: bool | None = None,
+    distribute: Distribution | bool | None = None,
 ):
     """Applies a per-matrix function to every matrix of ``tree``, one batched call per shape.
 
@@ -24,8 +25,9 @@ def map_matrices(
     2. group: each matrix leaf is seen as ``(B, m, n)`` matrices through its
        :class:`MatrixSpec`, and the matrices of all leaves with the same ``(m, n)`` and dtype
        are concatenated into one stack ``(ΣB, m, n)``;
-    3. distribute: on a device mesh each stack is sharded on its stack axis, so that every
-       device holds whole matrices (``optorth.matrices._sharding``);
+    3. distribute: on a device mesh each stack is sharded on its stack axis over the axes an
+       :class:`optorth.Distribution` allows, so that every device holds whole matrices
+       (``optorth.matrices._sharding``, ``optorth.matrices._placement``);
     4. ``fn`` runs once per stack and the results are split and put back in place.
 
     ``fn`` sees each matrix as one entry of a batch, so a per-matrix function (one whose
@@ -46,9 +48,10 @@ def map_matrices(
       transpose_tall: put a tall ``n × m`` matrix into the ``m × n`` stack as its transpose.
         Only valid for ``fn`` with f(Xᵀ) = f(X)ᵀ (Newton–Schulz, the spectral lmo), not for
         shape-dependent functions.
-      distribute: ``None``: distribute the stacks holding sharded leaves when the layouts are
-        visible (explicit axes), every stack otherwise (automatic axes); ``True``: every
-        stack; ``False``: none (XLA partitions the products itself).
+      distribute: an :class:`optorth.Distribution`, or a shorthand for its mode: ``None``
+        (``"auto"``: the stacks holding sharded leaves when the layouts are visible under
+        explicit axes, every stack under automatic axes), ``True`` (every stack), ``False``
+        (none: XLA partitions the products itself).
 
     Returns:
       A tree like ``tree`` with every matrix replaced by ``fn``'s result; matrix leaves keep
@@ -56,7 +59,8 @@ def map_matrices(
 
     Raises:
       ValueError: from :func:`resolve_specs` (naming the leaf), for a ``distribute`` that is
-        not ``None``/``True``/``False``, or when ``fn`` changes a stack's shape.
+        not a ``Distribution``/``None``/``True``/``False`` or names an axis the mesh does not
+        have, or when ``fn`` changes a stack's shape.
 
     Example:
       >>> import jax.numpy as jnp

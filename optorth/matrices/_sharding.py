@@ -9,33 +9,34 @@ The strategy here uses sharding constraints only, no communication code of our o
 
 1. group: the matrices of all leaves that share a shape ``(m, n)`` (tall ones transposed)
    form one stack ``(B, m, n)`` (``optorth.matrices._grouping``);
-2. distribute: pad the stack with zero matrices to a multiple of the device count D
-   (Newton–Schulz maps zero to zero) and constrain it to be sharded on its *stack* axis
-   over every usable mesh axis, ``P(axes, None, None)``
-   (``jax.lax.with_sharding_constraint``). XLA turns this change of layout (matrix axis →
-   stack axis) into one all-to-all; each device then holds ⌈B/D⌉ whole matrices;
-3. iterate: Newton–Schulz runs on the local matrices, with no communication inside the loop;
-4. return: constrain the result to the same layout, drop the padding, and tie every output
+2. place: a static plan (``optorth.matrices._placement``, steered by an
+   :class:`optorth.Distribution`) gives each stack a *home*, the mesh axes its stack axis is
+   sharded over (by default the axes the parameters are sharded on, never a replica axis),
+   pads it with zero matrices (Newton–Schulz maps zero to zero) to a multiple of their
+   device count, and keeps leaves that already hold whole matrices per device where they are;
+3. move: ``jax.lax.with_sharding_constraint`` to ``P(home, None, None)``; XLA turns the change
+   of layout (matrix axis → stack axis) into one all-to-all (one per axis for matrices
+   sharded over two axes); each device then holds whole matrices;
+4. iterate: Newton–Schulz runs on the local matrices, with no communication inside the loop
+   (in sequential chunks when a memory budget is set);
+5. return: constrain the result to the same layout, drop the padding, and tie every output
    leaf to its input leaf's sharding (``jax.experimental.shard_alike``), which XLA
    implements as the inverse all-to-all.
 
-For an FSDP-sharded model this costs two all-to-alls per matrix shape per update, each
-moving (D−1)/D² of the stack per device, instead of collectives in every iteration
-(``benchmarks/step_time.py --devices 8`` counts them in the compiled HLO). Padding wastes
+For an FSDP-sharded model this costs two all-to-alls per stack per update, each moving
+(D−1)/D² of the stack per device, instead of collectives in every iteration
+(``benchmarks/scale_out.py`` counts them in the compiled HLO for many meshes). Padding wastes
 no time on real devices (a padded slot sits on a device that would otherwise wait); on
 simulated CPU devices, which share the host's cores, it costs compute.
 
-Explicit axes: the layouts are part of the types, so a stack whose leaves are all
-replicated stays local (redundant compute, no communication, as on one device), and the
-computation runs inside ``jax.sharding.auto_axes`` with the output shardings set to the
-input leaves' shardings: the updates have exactly the parameters' shardings, and any
-``MatrixSpec`` (merged axes, heads, blocks) type-checks. Automatic axes: the layouts are
-not visible at trace time, so every stack is distributed; for replicated parameters that
-trades redundant compute for two all-to-alls and a broadcast, and the output shardings are
-the compiler's choice as always under automatic axes (``shard_alike`` steers them to the
-inputs'; a stack mixing replicated and sharded leaves of one shape may return a replicated
-leaf sharded). Leaves sharded over two mesh axes at once (FSDP × tensor parallel) work, but
-XLA moves them through a full gather ("involuntary full rematerialization" warning).
+Explicit axes: the layouts are part of the types, so the plan sees them: a stack whose leaves
+are all replicated stays local (redundant compute, no communication, as on one device), and
+the computation runs inside ``jax.sharding.auto_axes`` with the output shardings set to the
+input leaves' shardings, so the updates have exactly the parameters' shardings. Automatic
+axes: the layouts are not visible at trace time, so every stack is distributed over every
+usable axis unless the policy names the axes (``Distribution(axes=...)``,
+``Distribution.for_params``); the output shardings are steered to the inputs' by
+``shard_alike``.
 
 References:
   Liu et al., "Muon is Scalable for LLM Training" (arXiv 2502.16982): distributed Muon
@@ -46,17 +47,22 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from optorth._distribution import Distribution, as_distribution
 from optorth.matrices._grouping import Group, map_stacks
+from optorth.matrices._placement import (
+    Placement,
+    check_axes,
+    layouts_of,
+    plan_placements,
+    usable_axes,
+)
 from optorth.matrices._specs import MatrixSpec, is_spec_leaf
-
-DISTRIBUTE = (None, True, False)
 
 
 def _typeof(x):
@@ -69,13 +75,6 @@ def _abstract_mesh(x):
     return getattr(sharding, "mesh", None)
 
 
-def _usable_axes(mesh) -> tuple[str, ...]:
-    """Mesh axes of size > 1 that are not manual (inside ``shard_map`` those are taken)."""
-    manual = set(getattr(mesh, "manual_axes", ()))
-    return tuple(name for name, size in zip(mesh.axis_names, mesh.axis_sizes, strict=True)
-                 if size > 1 and name not in manual)
-
-
 def find_mesh(leaves):
     """The abstract mesh of the context (``jax.set_mesh``) or of the leaves' shardings.
 
@@ -85,24 +84,18 @@ def find_mesh(leaves):
         return None
     candidates = [jax.sharding.get_abstract_mesh()] + [_abstract_mesh(x) for x in leaves]
     for mesh in candidates:
-        if mesh is not None and not mesh.empty and _usable_axes(mesh):
+        if mesh is not None and not mesh.empty and usable_axes(mesh):
             return mesh
     return None
 
 
-def _is_sharded(x) -> bool:
-    """Whether a leaf's (explicit) sharding splits any of its axes."""
-    sharding = getattr(_typeof(x), "sharding", None)
-    spec = getattr(sharding, "spec", None)
-    return spec is not None and any(entry is not None for entry in spec)
-
-
-def _matrix_leaves(tree, specs) -> dict[int, Any]:
-    """``{flat spec-leaf index: array}`` for the leaves that take the matrix path."""
+def _matrix_leaves(tree, specs) -> tuple[dict[int, Any], dict[int, MatrixSpec]]:
+    """``{flat spec-leaf index: array}`` and their specs, for the matrix-path leaves."""
     spec_leaves, treedef = jax.tree.flatten(specs, is_leaf=is_spec_leaf)
     leaves = treedef.flatten_up_to(tree)
-    return {i: x for i, (s, x) in enumerate(zip(spec_leaves, leaves, strict=True))
-            if isinstance(s, MatrixSpec) and hasattr(x, "shape")}
+    chosen = {i: (x, s) for i, (s, x) in enumerate(zip(spec_leaves, leaves, strict=True))
+              if isinstance(s, MatrixSpec) and hasattr(x, "shape")}
+    return {i: x for i, (x, _) in chosen.items()}, {i: s for i, (_, s) in chosen.items()}
 
 
 def _pad(stack, pad):
@@ -111,26 +104,47 @@ def _pad(stack, pad):
     return jnp.concatenate([stack, jnp.zeros((pad,) + stack.shape[1:], stack.dtype)], axis=0)
 
 
-def _stack_wrapper(axes, mesh, distribute_group: Callable[[Group], bool]):
-    spec = P(axes if len(axes) > 1 else axes[0], None, None)
-    devices = math.prod(mesh.shape[a] for a in axes)
+def _constrain(x, route):
+    for spec in route:
+        x = jax.lax.with_sharding_constraint(x, spec)
+    return x
 
-    def wrap(group: Group, fn):
-        if not distribute_group(group):
-            return fn
-        pad = -group.size % devices  # zero matrices (mapped to zero) so every device has
-        # the same number of whole matrices: XLA keeps uneven stacks' loops less local
 
-        def call(*stacks):
-            context = jax.sharding.get_abstract_mesh()  # inside auto_axes: the Auto view
-            with jax.sharding.use_abstract_mesh(mesh if context.empty else context):
-                stacks = [jax.lax.with_sharding_constraint(_pad(s, pad), spec) for s in stacks]
-                out = jax.lax.with_sharding_constraint(fn(*stacks), spec)
-            return out[:group.size] if pad else out
+def _chunked(fn, stacks, placement: Placement, devices: int):
+    """``fn`` on the local stacks in ``placement.chunks`` sequential pieces per device."""
+    if placement.chunks == 1:
+        return fn(*stacks)
+    chunks, home = placement.chunks, placement.home
+    total, m, n = stacks[0].shape
+    per = total // (devices * chunks)
 
-        return call
+    def split(s):  # (D·c·per, m, n) → (c, D, per, m, n): chunk-major, devices still split
+        return jnp.swapaxes(jnp.reshape(s, (devices, chunks, per, m, n)), 0, 1)
 
-    return wrap
+    def body(pieces):
+        flat = [jax.lax.with_sharding_constraint(jnp.reshape(p, (devices * per, m, n)), home)
+                for p in pieces]
+        return jnp.reshape(fn(*flat), (devices, per, m, n))
+
+    out = jax.lax.map(body, [split(s) for s in stacks])
+    return jnp.reshape(jnp.swapaxes(out, 0, 1), (total, m, n))
+
+
+def _placed(group: Group, placement: Placement, mesh, fn):
+    devices = 1
+    home = placement.home[0]
+    for axis in (home,) if isinstance(home, str) else home:
+        devices *= mesh.shape[axis]
+
+    def call(*stacks):
+        context = jax.sharding.get_abstract_mesh()  # inside auto_axes: the Auto view
+        with jax.sharding.use_abstract_mesh(mesh if context.empty else context):
+            stacks = [_constrain(_pad(s, placement.pad), placement.route) for s in stacks]
+            out = _chunked(fn, stacks, placement, devices)
+            out = _constrain(out, placement.route[::-1])
+        return out[:group.size] if placement.pad else out
+
+    return call
 
 
 def _tie_to_inputs(out_tree, in_tree, specs):
@@ -146,10 +160,11 @@ def _tie_to_inputs(out_tree, in_tree, specs):
 
 
 def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=None,
-                transpose_tall: bool = False, distribute: bool | None = None):
+                transpose_tall: bool = False,
+                distribute: Distribution | bool | None = None):
     """The grouping and distribution steps of :func:`optorth.matrices.map_matrices`.
 
-    ``fn(consts, stack, *rest_stacks)`` runs once per group of equal matrix shapes (see the
+    ``fn(consts, stack, *rest_stacks)`` runs once per stack of equal matrix shapes (see the
     module docstring for how each stack is placed on the mesh). ``specs_tree`` is a resolved
     specs tree (a prefix of ``tree``). Without a mesh of more than one device (neither in the
     context nor on the leaves) this is exactly the grouping step,
@@ -158,30 +173,23 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
     Returns:
       The mapped tree; its matrix leaves keep their input shardings.
     """
-    if distribute not in DISTRIBUTE:
-        raise ValueError(f"map_matrices: distribute={distribute!r}; expected None (distribute "
-                         f"sharded stacks), True (every stack) or False (none).")
-    matrix_leaves = _matrix_leaves(tree, specs_tree)
+    policy = as_distribution(distribute, "map_matrices")
+    matrix_leaves, matrix_specs = _matrix_leaves(tree, specs_tree)
     mesh = find_mesh(list(matrix_leaves.values()))
     if mesh is None:
         return map_stacks(lambda *s: fn(consts, *s), tree, specs_tree, rest,
                           transpose_tall=transpose_tall)
-    axes = _usable_axes(mesh)
-    explicit = bool(set(getattr(mesh, "explicit_axes", ())) & set(axes))
-    sharded = {i: _is_sharded(x) for i, x in matrix_leaves.items()}
+    check_axes(policy, mesh)
+    explicit = bool(set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)))
+    known = layouts_of(matrix_leaves, matrix_specs, _typeof, explicit)
 
-    def distribute_group(group: Group) -> bool:
-        if distribute is not None:
-            return distribute
-        # Explicit axes show the layouts: replicated stacks stay local. Automatic ones hide
-        # them at trace time, so every stack is distributed.
-        return any(sharded[m.leaf] for m in group.members) if explicit else True
-
-    wrap = _stack_wrapper(axes, mesh, distribute_group)
+    def schedule(groups):
+        return [(g, None if p is None else (lambda f, g=g, p=p: _placed(g, p, mesh, f)))
+                for g, p in plan_placements(groups, mesh, policy, known)]
 
     def run(consts, tree, *rest):
         out = map_stacks(lambda *s: fn(consts, *s), tree, specs_tree, rest,
-                         transpose_tall=transpose_tall, wrap_stack=wrap)
+                         transpose_tall=transpose_tall, schedule=schedule)
         return _tie_to_inputs(out, tree, specs_tree)
 
     if not explicit:
@@ -201,7 +209,7 @@ def call_replicated(fn: Callable[..., Any], *args):
     matrices.
     """
     mesh = find_mesh(jax.tree.leaves(args))
-    if mesh is None or not set(getattr(mesh, "explicit_axes", ())) & set(_usable_axes(mesh)):
+    if mesh is None or not set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)):
         return fn(*args)
     replicated = jax.sharding.NamedSharding(mesh, P())
     return jax.sharding.auto_axes(fn, out_sharding=replicated)(*args)

@@ -1,7 +1,7 @@
 """``NewtonSchulz``: how to orthogonalize, as one frozen, validated configuration object.
 
-The seven settings of a Newton–Schulz orthogonalization (coefficient schedule, step count,
-normalization, iteration form, compute dtype, epsilon, online learning) are resolved and
+The eight settings of a Newton–Schulz orthogonalization (coefficient schedule, step count,
+normalization, iteration form, compute dtype, epsilon, online learning, distribution over a mesh) are resolved and
 checked once, where they enter: a typo in a preset name, a step count the schedule does not
 define, or a coefficient table that ``validate_schedule`` rejects (NaN, no rows, an escape
 past a repelling fixed point, a sign flip) raise ``ValueError`` at construction, not NaN at
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optorth._checks import check_choice, check_dtype, check_positive, check_positive_int
+from optorth._distribution import Distribution, as_distribution
 from optorth.ns._engine import METHODS, check_matrices, newton_schulz_table
 from optorth.ns._online import OnlineLearning
 from optorth.ns._presets import PER_SHAPE_PRESETS, as_schedule
@@ -82,6 +83,10 @@ class NewtonSchulz:
       eps: added to the normalizer (> 0).
       learn: an :class:`optorth.OnlineLearning` to refine the table online inside the
         optimizer state; ``None`` keeps it fixed. Not available for per-shape schedules.
+      distribute: on a device mesh, how the matrices are divided over the devices (an
+        :class:`optorth.Distribution`: which mesh axes carry them, what stays local, a
+        memory budget); ``None``, ``True``, ``False`` are shorthand for its modes
+        ``"auto"``, ``"always"``, ``"never"``. Off a mesh it has no effect.
 
     Raises:
       ValueError: at construction, for an unknown preset, a step count the schedule does not
@@ -108,6 +113,7 @@ class NewtonSchulz:
     dtype: Any = None
     eps: float = 1e-7
     learn: OnlineLearning | None = None
+    distribute: Distribution = Distribution()
 
     def __post_init__(self):
         set_ = functools.partial(object.__setattr__, self)
@@ -118,6 +124,7 @@ class NewtonSchulz:
         check_choice(_WHO, "method", self.method, METHODS)
         set_("dtype", check_dtype(_WHO, "dtype", self.dtype))
         set_("eps", float(check_positive(_WHO, "eps", self.eps)))
+        set_("distribute", as_distribution(self.distribute, _WHO))
         if self.learn is not None and not isinstance(self.learn, OnlineLearning):
             raise ValueError(f"{_WHO}: learn must be an optorth.OnlineLearning or None; got "
                              f"{type(self.learn).__name__}. Example: "

@@ -1,0 +1,129 @@
+"""``Distribution``: how whole-matrix work is divided over a device mesh, as one config object.
+
+Newton–Schulz multiplies whole matrices, so on a mesh optorth moves equally shaped matrices
+into stacks sharded on their *stack* axis (each device iterates on whole matrices, with no
+communication inside the loop) and moves the results back to the parameters' layout. This
+object says which mesh axes may carry those stacks, whether matrices a device already holds
+whole stay where they are, and how many bytes of matrices one device iterates on at once.
+It is frozen, validated where it is built and hashable, so it is static under ``jax.jit`` and
+``optax.inject_hyperparams``; off a mesh it costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from optorth._checks import check_bool, check_choice, check_positive_int
+
+MODES = ("auto", "always", "never")
+_WHO = "Distribution"
+
+
+def _axis_names(name: str, value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = (value,) if isinstance(value, str) else value
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = (value,)
+    if not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{_WHO}: {name} must be mesh axis names (strings), e.g. "
+                         f"{name}=('fsdp',); got {value!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{_WHO}: {name}={value!r} repeats an axis; list each axis once.")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """Which mesh axes carry the stacks of whole matrices, and what stays local.
+
+    Attributes:
+      mode: ``"auto"`` distributes a stack when it helps: under explicit mesh axes
+        (``jax.sharding.AxisType.Explicit``) only stacks holding sharded leaves, under
+        automatic axes every stack; ``"always"`` every stack; ``"never"`` none (XLA then
+        partitions the products itself, with collectives inside the iteration).
+      axes: the mesh axes that may carry a stack, in the order they split it. ``None``: under
+        explicit axes, the axes the stack's parameters are actually sharded on; under
+        automatic axes (layouts are not visible while tracing) every axis of size > 1. Name
+        the axes yourself under automatic axes on a mesh with a replica axis, or use
+        :meth:`for_params`.
+      replica_axes: axes that never carry a stack (the slow cross-slice link of an HSDP mesh);
+        the work is repeated on each replica instead, which costs no communication.
+      keep_local: a leaf that holds whole matrices on each device already (sharded only on a
+        batch axis: experts, layers) is orthogonalized where it lies, with no collective, and
+        a leaf whose matrices divide evenly over the devices is moved as its own stack instead
+        of being concatenated with other leaves.
+      memory_budget: bytes of input matrices (counted in float32, the iteration's precision,
+        or the parameters' dtype if wider) that one device iterates on at once; a larger local stack is orthogonalized in sequential chunks.
+        ``None``: no limit.
+
+    Raises:
+      ValueError: at construction, for an unknown mode, axis names that are not strings, an
+        axis both in ``axes`` and ``replica_axes``, or a budget that is not a positive int;
+        while tracing, for an axis the mesh does not have.
+
+    Example:
+      >>> import optorth
+      >>> ns = optorth.NewtonSchulz(distribute=optorth.Distribution(replica_axes="replica"))
+      >>> ns.distribute.replica_axes
+      ('replica',)
+
+    References:
+      Liu et al., "Muon is Scalable for LLM Training" (arXiv 2502.16982).
+      Xu et al., "GSPMD: General and Scalable Parallelization for ML Computation Graphs"
+      (arXiv 2105.04663).
+    """
+
+    mode: str = "auto"
+    axes: tuple[str, ...] | None = None
+    replica_axes: tuple[str, ...] = ()
+    keep_local: bool = True
+    memory_budget: int | None = None
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        check_choice(_WHO, "mode", self.mode, MODES)
+        set_("axes", _axis_names("axes", self.axes))
+        set_("replica_axes", _axis_names("replica_axes", self.replica_axes) or ())
+        both = set(self.axes or ()) & set(self.replica_axes)
+        if both:
+            raise ValueError(f"{_WHO}: axes {sorted(both)} are named both in axes and in "
+                             f"replica_axes; a replica axis never carries a stack.")
+        set_("keep_local", check_bool(_WHO, "keep_local", self.keep_local))
+        set_("memory_budget", check_positive_int(_WHO, "memory_budget", self.memory_budget,
+                                                 allow_none=True))
+
+    @classmethod
+    def for_params(cls, params, **settings) -> "Distribution":
+        """The policy whose ``axes`` are the mesh axes ``params`` are sharded on.
+
+        Reads the concrete shardings of placed arrays (outside ``jax.jit``), for automatic
+        mesh axes, whose layouts are invisible while tracing. Axes that shard no parameter
+        (a pure replica axis) never carry a stack.
+
+        Example:
+          >>> import jax.numpy as jnp, optorth
+          >>> optorth.Distribution.for_params({"w": jnp.ones((4, 8))}).axes
+          ()
+        """
+        import jax
+
+        used = []
+        for leaf in jax.tree.leaves(params):
+            for entry in getattr(getattr(leaf, "sharding", None), "spec", ()) or ():
+                for name in (entry,) if isinstance(entry, str) else (entry or ()):
+                    if name not in used:
+                        used.append(name)
+        return cls(axes=tuple(used), **settings)
+
+
+def as_distribution(value, who: str) -> Distribution:
+    """A :class:`Distribution` from itself or the shorthand ``None`` / ``True`` / ``False``."""
+    if isinstance(value, Distribution):
+        return value
+    if value is None or isinstance(value, bool):
+        return Distribution(mode={None: "auto", True: "always", False: "never"}[value])
+    raise ValueError(f"{who}: distribute={value!r}; expected an optorth.Distribution (or None, "
+                     f"True, False as shorthand for its modes 'auto', 'always', 'never').")

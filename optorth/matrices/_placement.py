@@ -1,0 +1,215 @@
+"""Where each stack of whole matrices lives on a mesh: the static plan behind the sharding step.
+
+Given the groups of equally shaped matrices (``optorth.matrices._grouping``), the mesh, the
+leaves' layouts (visible under explicit axes only) and a :class:`optorth.Distribution`, this
+module decides, at trace time, for every stack:
+
+* its *home*: the mesh axes its stack axis is sharded over (``P(home, None, None)``), never a
+  replica axis;
+* the *route* there: for a stack whose matrices are sharded over two axes (FSDP × tensor
+  parallel), one all-to-all per axis (``P(a, None, b)`` then ``P((a, b), None, None)``)
+  instead of a full gather;
+* *locality*: a leaf that already holds whole matrices on each device (sharded only on its
+  leading batch axis: experts, layers) keeps that layout, and a leaf whose matrices divide
+  evenly over the devices forms its own stack, so no two leaves are concatenated and
+  reshuffled across devices;
+* the padding (zero matrices, mapped to zero) that makes the stack divide evenly, and the
+  number of sequential chunks that keeps one device's working set within the memory budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from optorth._distribution import Distribution
+from optorth.matrices._grouping import Group, regroup
+from optorth.matrices._specs import MatrixSpec
+
+
+class Placement(NamedTuple):
+    """How one stack is placed: the constraints in order (the last is its home), padding,
+    and sequential chunks per device (``1``: the whole local stack at once)."""
+
+    route: tuple[P, ...]
+    pad: int
+    chunks: int
+
+    @property
+    def home(self) -> P:
+        return self.route[-1]
+
+
+def usable_axes(mesh) -> tuple[str, ...]:
+    """Mesh axes of size > 1 that are not manual (inside ``shard_map`` those are taken)."""
+    manual = set(getattr(mesh, "manual_axes", ()))
+    return tuple(name for name, size in zip(mesh.axis_names, mesh.axis_sizes, strict=True)
+                 if size > 1 and name not in manual)
+
+
+def _names(entry) -> tuple[str, ...]:
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _spec_axes(layout) -> tuple[str, ...]:
+    return tuple(a for entry in layout for a in _names(entry))
+
+
+def _size(mesh, axes) -> int:
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def _entry(axes):
+    return None if not axes else (axes[0] if len(axes) == 1 else tuple(axes))
+
+
+def check_axes(policy: Distribution, mesh) -> None:
+    """Raises ``ValueError`` when the policy names an axis the mesh does not have."""
+    named = set(policy.axes or ()) | set(policy.replica_axes)
+    unknown = sorted(named - set(mesh.axis_names))
+    if unknown:
+        raise ValueError(f"Distribution: axes {unknown} are not axes of the mesh "
+                         f"{dict(zip(mesh.axis_names, mesh.axis_sizes, strict=True))}. Name "
+                         f"axes of the mesh the parameters live on.")
+
+
+class Layouts(NamedTuple):
+    """What is known of the leaves: their ``PartitionSpec`` entries per axis (``None`` where
+    the layouts are invisible, under automatic axes), specs and shapes, by flat leaf index."""
+
+    specs: dict[int, MatrixSpec]
+    shapes: dict[int, tuple[int, ...]]
+    layouts: dict[int, tuple] | None
+
+    def sharded(self, leaf: int) -> bool:
+        return self.layouts is not None and bool(_spec_axes(self.layouts[leaf]))
+
+
+def _candidate_axes(group: Group, policy: Distribution, mesh, known: Layouts):
+    usable = [a for a in usable_axes(mesh) if a not in policy.replica_axes]
+    if policy.axes is not None:
+        return tuple(a for a in policy.axes if a in usable)
+    if known.layouts is None:
+        return tuple(usable)
+    used = {a for m in group.members for a in _spec_axes(known.layouts[m.leaf])}
+    inferred = tuple(a for a in usable if a in used)
+    return inferred if inferred or policy.mode != "always" else tuple(usable)
+
+
+def _batch_home(member, known: Layouts) -> tuple[str, ...] | None:
+    """The mesh axes sharding a member's stack axis when its leaf is sharded on its leading
+    batch axis only (``None``: not such a leaf, or the layout is not visible)."""
+    if known.layouts is None:
+        return None
+    spec, shape, layout = (known.specs[member.leaf], known.shapes[member.leaf],
+                           known.layouts[member.leaf])
+    if spec.heads is not None or spec.blocks is not None:
+        return None
+    red, out, batch = spec._roles(shape)[:3]
+    if not batch or any(_names(layout[a]) for a in batch[1:]):
+        return None
+    return _names(layout[batch[0]]) or None
+
+
+def _extend(start, candidates, mesh, count) -> tuple[str, ...]:
+    """``start`` plus the candidate axes, in order, while the stack still divides evenly."""
+    home = list(start)
+    for axis in candidates:
+        if axis not in home and count % _size(mesh, home + [axis]) == 0:
+            home.append(axis)
+    return tuple(home)
+
+
+def _matrix_axes(group: Group, known: Layouts):
+    """``(row axes, column axes)`` shared by every member's matrices, else ``None``."""
+    if known.layouts is None:
+        return None
+    found = set()
+    for m in group.members:
+        spec, shape, layout = (known.specs[m.leaf], known.shapes[m.leaf],
+                               known.layouts[m.leaf])
+        red, out = spec._roles(shape)[:2]
+        rows = tuple(a for ax in red for a in _names(layout[ax]))
+        cols = tuple(a for ax in out for a in _names(layout[ax]))
+        found.add((cols, rows) if m.transposed else (rows, cols))
+    return found.pop() if len(found) == 1 else None
+
+
+def _route(group: Group, home, known: Layouts) -> tuple[P, ...]:
+    """One all-to-all per matrix axis for matrices sharded over both of their axes."""
+    final = P(_entry(home), None, None)
+    axes = _matrix_axes(group, known)
+    if axes is None or not (axes[0] and axes[1]) or set(axes[0] + axes[1]) != set(home):
+        return (final,)
+    rows, cols = axes
+    return (P(_entry(rows), None, _entry(cols)), final)
+
+
+def _chunks(local: int, group: Group, policy: Distribution) -> int:
+    if policy.memory_budget is None or local <= 1:
+        return 1
+    itemsize = max(np.dtype(group.dtype).itemsize, 4)  # the iteration runs in float32 or wider
+    per_matrix = group.shape[0] * group.shape[1] * itemsize
+    fits = max(1, policy.memory_budget // per_matrix)
+    return math.ceil(local / fits)
+
+
+def _placement(group, home, route, mesh, policy) -> Placement:
+    devices = _size(mesh, home)
+    local = -(-group.size // devices)
+    chunks = _chunks(local, group, policy)
+    local = -(-local // chunks) * chunks
+    return Placement(route, local * devices - group.size, chunks)
+
+
+def plan_placements(groups, mesh, policy: Distribution, known: Layouts):
+    """``[(group, Placement or None)]``: each stack, split for locality, and where it goes.
+
+    ``None`` leaves the stack where XLA puts it (no mesh axis to use, or nothing to gain).
+    """
+    plan = []
+    for group in groups:
+        plan.extend(_plan_group(group, mesh, policy, known))
+    return plan
+
+
+def _plan_group(group, mesh, policy, known):
+    if policy.mode == "never":  # each leaf where it lies: concatenating would reshuffle
+        return [(g, None) for g in regroup(group, [[m] for m in group.members])]
+    if (policy.mode == "auto" and known.layouts is not None
+            and not any(known.sharded(m.leaf) for m in group.members)):
+        return [(group, None)]
+    candidates = _candidate_axes(group, policy, mesh, known)
+    if not candidates:
+        return [(group, None)]
+    devices = _size(mesh, candidates)
+    own, pooled = [], []
+    for member in group.members:
+        batch = _batch_home(member, known) if policy.keep_local else None
+        if batch is not None:
+            own.append((member, _extend(batch, candidates, mesh, member.count)))
+        elif policy.keep_local and member.count > 1 and member.count % devices == 0:
+            own.append((member, candidates))
+        else:
+            pooled.append(member)
+    subgroups = regroup(group, [[m] for m, _ in own] + ([pooled] if pooled else []))
+    homes = [home for _, home in own] + ([candidates] if pooled else [])
+    return [(g, _placement(g, home, _route(g, home, known), mesh, policy))
+            for g, home in zip(subgroups, homes, strict=True)]
+
+
+def layouts_of(leaves: dict, specs: dict, typeof, explicit: bool) -> Layouts:
+    """The :class:`Layouts` of the matrix leaves ``{flat index: array}``."""
+    shapes = {i: tuple(x.shape) for i, x in leaves.items()}
+    if not explicit:
+        return Layouts(specs, shapes, None)
+    layouts = {}
+    for i, x in leaves.items():
+        spec = getattr(getattr(typeof(x), "sharding", None), "spec", None) or ()
+        layouts[i] = tuple(spec) + (None,) * (np.ndim(x) - len(spec))
+    return Layouts(specs, shapes, layouts)
