@@ -28,7 +28,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optorth
-from benchmarks._hlo import collective_counts, collectives_in_loops  # shared with step_time.py
+from _hlo import collective_counts, collectives_in_loops
 from optorth import MatrixSpec
 
 try:
@@ -48,8 +48,9 @@ def test_cases_on_8_simulated_devices(request):
         pytest.skip("this process has 8 devices: the cases run directly")
     flags = os.environ.get("XLA_FLAGS", "")
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8".strip())
-    properties = os.path.join(os.path.dirname(__file__), "test_properties.py")
-    command = [sys.executable, "-m", "pytest", __file__,
+    here = os.path.dirname(__file__)
+    properties = os.path.join(here, "test_properties.py")
+    command = [sys.executable, "-m", "pytest", __file__, os.path.join(here, "test_distribution.py"),
                f"{properties}::test_sharded_equals_unsharded", "-q", "-x", "-p",
                "no:cacheprovider"]
     markers = request.config.getoption("-m")

@@ -1,0 +1,214 @@
+"""``optorth.Distribution``: which mesh axes carry the stacks, what stays local, the budget.
+
+The policy object is checked on one device; the placements on 8 simulated CPU devices (these
+cases skip themselves in a one-device process and run in the subprocess that
+``tests/test_sharding.py::test_cases_on_8_simulated_devices`` starts). Every case compares the
+update with the single-device one and the output shardings with the parameters', and reads
+the collectives of the compiled program: which kinds, how many, and which mesh axes their
+device groups span.
+"""
+
+import jax
+import numpy as np
+import optax
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import optorth
+from _hlo import collective_counts, collective_groups
+from optorth import Distribution, MatrixSpec
+
+N_DEVICES = 8
+needs_devices = pytest.mark.skipif(
+    jax.device_count() < N_DEVICES,
+    reason="needs 8 devices; run by test_sharding.py::test_cases_on_8_simulated_devices")
+
+
+# ----- the policy object (one device) ----------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mode": "sometimes"}, "mode"),
+    ({"axes": (1,)}, "axis names"),
+    ({"axes": ("x", "x")}, "repeats"),
+    ({"axes": "fsdp", "replica_axes": "fsdp"}, "replica"),
+    ({"memory_budget": 0}, "memory_budget"),
+    ({"memory_budget": 1.5}, "memory_budget"),
+    ({"keep_local": "yes"}, "keep_local"),
+])
+def test_bad_policies_are_refused_where_they_are_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Distribution(**kwargs)
+
+
+def test_policy_is_hashable_static_and_reaches_the_optimizers():
+    policy = Distribution(axes="fsdp", replica_axes=["replica"], memory_budget=2**20)
+    assert policy.axes == ("fsdp",) and policy.replica_axes == ("replica",)
+    assert hash(policy) == hash(Distribution(axes=("fsdp",), replica_axes=("replica",),
+                                             memory_budget=2**20))
+    assert optorth.NewtonSchulz(distribute=True).distribute.mode == "always"
+    assert optorth.NewtonSchulz(distribute=False).distribute.mode == "never"
+    assert optorth.NewtonSchulz().distribute == Distribution()
+    with pytest.raises(ValueError, match="distribute"):
+        optorth.NewtonSchulz(distribute="fsdp")
+    with pytest.raises(ValueError, match="distribute"):
+        optorth.orthogonalize(distribute="fsdp")
+    # static under inject_hyperparams: the policy is not mistaken for a hyperparameter
+    tx = optax.inject_hyperparams(optorth.muon)(
+        learning_rate=0.02, ns=optorth.NewtonSchulz(distribute=policy))
+    params = {"w": np.ones((4, 8), np.float32)}
+    updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    assert np.all(np.isfinite(updates["w"]))
+
+
+def test_for_params_reads_the_axes_the_parameters_use():
+    params = {"w": np.ones((4, 8), np.float32), "b": np.ones(8, np.float32)}
+    assert Distribution.for_params(params).axes == ()
+    assert Distribution.for_params(params, memory_budget=64).memory_budget == 64
+
+
+def test_off_a_mesh_the_policy_changes_nothing():
+    params = {"w": np.random.default_rng(0).standard_normal((3, 8, 16)).astype(np.float32)}
+    specs = {"w": MatrixSpec.stacked()}
+    plain = optorth.orthogonalize(specs=specs)
+    budget = optorth.orthogonalize(specs=specs, distribute=Distribution(memory_budget=1))
+    expected, _ = plain.update(params, plain.init(params))
+    out, _ = budget.update(params, budget.init(params))
+    np.testing.assert_array_equal(np.asarray(out["w"]), np.asarray(expected["w"]))
+
+
+# ----- placements on 8 devices -----------------------------------------------------------------
+def _tree(layouts, seed):
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(shape).astype(np.float32) for k, (shape, _) in layouts.items()}
+
+
+def _compiled_update(tx, layouts, mesh, seed=0):
+    """(updates, expected single-device updates, params, compiled HLO text)."""
+    host = _tree(layouts, seed)
+    expected, _ = jax.jit(tx.update)(host, tx.init(host), host)
+    with jax.set_mesh(mesh):
+        params = {k: jax.device_put(host[k], NamedSharding(mesh, spec))
+                  for k, (_, spec) in layouts.items()}
+        state = jax.jit(tx.init)(params)
+        update = jax.jit(tx.update)
+        hlo = update.lower(params, state, params).compile().as_text()
+        updates, _ = update(params, state, params)
+    return updates, expected, params, hlo
+
+
+def _check_equal_and_placed(updates, expected, params):
+    for key in params:
+        np.testing.assert_allclose(np.asarray(updates[key]), np.asarray(expected[key]),
+                                   rtol=1e-4, atol=1e-6, err_msg=key)
+        assert updates[key].sharding.is_equivalent_to(params[key].sharding, params[key].ndim), (
+            key, updates[key].sharding, params[key].sharding)
+
+
+def _axes_crossed(hlo, mesh) -> set[str]:
+    """Mesh axes along which some collective's device group spans more than one position."""
+    ids = np.vectorize(lambda d: d.id)(mesh.devices)
+    where = {int(i): np.unravel_index(k, ids.shape) for k, i in enumerate(ids.ravel())}
+    crossed = set()
+    for group in collective_groups(hlo):
+        coords = np.array([where[d] for d in group])
+        crossed |= {a for a, col in zip(mesh.axis_names, coords.T, strict=True)
+                    if len(set(col)) > 1}
+    return crossed
+
+
+DENSE = {f"l{i}/{name}": (shape, None) for i in range(2)
+         for name, shape in (("up", (16, 64)), ("down", (64, 16)))}
+
+
+def _layouts(spec_of):
+    return {k: (shape, spec_of(k, shape)) for k, (shape, _) in DENSE.items()}
+
+
+@needs_devices
+@pytest.mark.parametrize("kind", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+def test_hsdp_never_crosses_the_replica_axis(kind):
+    """replica(2) × fsdp(4): the stacks split over fsdp only. Under explicit axes that is the
+    default (the parameters are not sharded on replica); under automatic axes, whose layouts
+    are invisible while tracing, the policy names the replica axis."""
+    mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(kind,) * 2)
+    layouts = _layouts(lambda k, s: P("fsdp", None))
+    policy = Distribution() if kind == AxisType.Explicit else Distribution(replica_axes="replica")
+    tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=policy))
+    updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
+    _check_equal_and_placed(updates, expected, params)
+    assert _axes_crossed(hlo, mesh) == {"fsdp"}
+    counts = collective_counts(hlo)
+    assert sum(counts.values()) == counts["all-to-all"] > 0, counts
+
+
+@needs_devices
+def test_named_axes_and_for_params_under_automatic_axes():
+    mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    layouts = _layouts(lambda k, s: P("fsdp", None))
+    with jax.set_mesh(mesh):
+        placed = {k: jax.device_put(np.zeros(s, np.float32), NamedSharding(mesh, spec))
+                  for k, (s, spec) in layouts.items()}
+    assert Distribution.for_params(placed).axes == ("fsdp",)
+    for policy in (Distribution(axes="fsdp"), Distribution.for_params(placed)):
+        tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=policy))
+        updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
+        _check_equal_and_placed(updates, expected, params)
+        assert _axes_crossed(hlo, mesh) == {"fsdp"}
+    # the default under automatic axes spreads over every axis (documented)
+    updates, _, _, hlo = _compiled_update(optorth.muon(), layouts, mesh)
+    assert "replica" in _axes_crossed(hlo, mesh)
+
+
+@needs_devices
+@pytest.mark.parametrize("kind", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+def test_expert_sharded_leaves_are_orthogonalized_in_place(kind):
+    """Four (E=8, in, out) expert kernels sharded on E over 8 devices: every device holds
+    whole matrices already, so the whole update compiles to no collective at all."""
+    mesh = jax.make_mesh((8,), ("expert",), axis_types=(kind,))
+    layouts = {f"moe{i}/{n}": (shape, P("expert", None, None)) for i in range(2)
+               for n, shape in (("wi", (8, 16, 32)), ("wo", (8, 32, 16)))}
+    tx = optorth.muon(rules=[(r"moe\d/w", MatrixSpec.stacked())])
+    updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
+    _check_equal_and_placed(updates, expected, params)
+    assert sum(collective_counts(hlo).values()) == 0, collective_counts(hlo)
+
+
+@needs_devices
+def test_fsdp_times_tensor_parallel_moves_matrices_with_all_to_alls_only():
+    """(fsdp 4) × (tensor 2), kernels sharded on both of their axes: one all-to-all per axis,
+    no gather of whole weights."""
+    mesh = jax.make_mesh((4, 2), ("fsdp", "tensor"), axis_types=(AxisType.Explicit,) * 2)
+    layouts = _layouts(lambda k, s: P("fsdp", "tensor") if s[0] < s[1] else P("tensor", "fsdp"))
+    updates, expected, params, hlo = _compiled_update(optorth.muon(), layouts, mesh)
+    _check_equal_and_placed(updates, expected, params)
+    counts = collective_counts(hlo)
+    assert sum(counts.values()) == counts["all-to-all"] > 0, counts
+
+
+@needs_devices
+def test_memory_budget_runs_the_local_stack_in_chunks():
+    """16 matrices of 16×64 over 8 devices, 2 per device; a budget of one float32 matrix
+    orthogonalizes them one at a time (a loop in the program), with the same values."""
+    mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(AxisType.Explicit,))
+    layouts = {f"w{i}": ((16, 64), P(None, "fsdp")) for i in range(16)}
+    budget = Distribution(memory_budget=16 * 64 * 4)
+    tx = optorth.orthogonalize(optorth.NewtonSchulz(distribute=budget))
+    host = _tree(layouts, 1)
+    expected, _ = jax.jit(tx.update)(host, tx.init(host))
+    with jax.set_mesh(mesh):
+        params = {k: jax.device_put(host[k], NamedSharding(mesh, s)) for k, (_, s) in
+                  layouts.items()}
+        out, _ = jax.jit(tx.update)(params, tx.init(params))
+        chunked = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
+        whole_tx = optorth.orthogonalize()
+        whole = jax.jit(whole_tx.update).lower(params, whole_tx.init(params)).compile()
+    _check_equal_and_placed(out, expected, params)
+    assert chunked.count(" while(") > whole.as_text().count(" while(")
+
+
+@needs_devices
+def test_an_axis_the_mesh_does_not_have_is_named_in_the_error():
+    mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(AxisType.Explicit,))
+    tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=Distribution(axes="data")))
+    with pytest.raises(ValueError, match=r"\['data'\].*fsdp"):
+        _compiled_update(tx, _layouts(lambda k, s: P("fsdp", None)), mesh)
