@@ -32,11 +32,13 @@ from optorth.matrices._specs import MatrixSpec
 
 class Placement(NamedTuple):
     """How one stack is placed: the constraints in order (the last is its home), padding,
-    and sequential chunks per device (``1``: the whole local stack at once)."""
+    sequential chunks per device (``1``: the whole local stack at once), and whether it waits
+    for the stack before it (a group split to fit the memory budget runs piece after piece)."""
 
     route: tuple[P, ...]
     pad: int
     chunks: int
+    after_previous: bool = False
 
     @property
     def home(self) -> P:
@@ -150,13 +152,32 @@ def _route(group: Group, home, known: Layouts) -> tuple[P, ...]:
     return (P(_entry(rows), None, _entry(cols)), final)
 
 
-def _chunks(local: int, group: Group, policy: Distribution) -> int:
-    if policy.memory_budget is None or local <= 1:
-        return 1
+def _fits(group: Group, policy: Distribution) -> int | None:
+    """How many matrices of ``group`` one device may hold at once (``None``: no budget)."""
+    if policy.memory_budget is None:
+        return None
     itemsize = max(np.dtype(group.dtype).itemsize, 4)  # the iteration runs in float32 or wider
-    per_matrix = group.shape[0] * group.shape[1] * itemsize
-    fits = max(1, policy.memory_budget // per_matrix)
-    return math.ceil(local / fits)
+    return max(1, policy.memory_budget // (group.shape[0] * group.shape[1] * itemsize))
+
+
+def _chunks(local: int, group: Group, policy: Distribution) -> int:
+    fits = _fits(group, policy)
+    return 1 if fits is None or local <= 1 else math.ceil(local / fits)
+
+
+def _budget_batches(members, per_batch: int | None) -> list[list]:
+    """Consecutive members in batches of at most ``per_batch`` matrices (a larger member
+    alone); one batch without a budget."""
+    if per_batch is None:
+        return [list(members)]
+    batches, current, size = [], [], 0
+    for m in members:
+        if current and size + m.count > per_batch:
+            batches.append(current)
+            current, size = [], 0
+        current.append(m)
+        size += m.count
+    return batches + [current]
 
 
 def _placement(group, home, route, mesh, policy) -> Placement:
@@ -197,10 +218,14 @@ def _plan_group(group, mesh, policy, known):
             own.append((member, candidates))
         else:
             pooled.append(member)
-    subgroups = regroup(group, [[m] for m, _ in own] + ([pooled] if pooled else []))
-    homes = [home for _, home in own] + ([candidates] if pooled else [])
-    return [(g, _placement(g, home, _route(g, home, known), mesh, policy))
-            for g, home in zip(subgroups, homes, strict=True)]
+    fits = _fits(group, policy)
+    batches = _budget_batches(pooled, None if fits is None else fits * devices) if pooled else []
+    subgroups = regroup(group, [[m] for m, _ in own] + batches)
+    homes = [home for _, home in own] + [candidates] * len(batches)
+    chained = [False] * len(own) + [i > 0 for i in range(len(batches))]
+    return [(g, _placement(g, home, _route(g, home, known), mesh, policy)._replace(
+                after_previous=after))
+            for g, home, after in zip(subgroups, homes, chained, strict=True)]
 
 
 def layouts_of(leaves: dict, specs: dict, typeof, explicit: bool) -> Layouts:

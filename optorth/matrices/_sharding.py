@@ -110,27 +110,37 @@ def _constrain(x, route):
     return x
 
 
+def _moved(fn, stacks, route):
+    """``fn`` on the stacks moved home along ``route``, its result moved back the same way."""
+    return _constrain(fn(*[_constrain(s, route) for s in stacks]), route[::-1])
+
+
 def _chunked(fn, stacks, placement: Placement, devices: int):
-    """``fn`` on the local stacks in ``placement.chunks`` sequential pieces per device."""
-    if placement.chunks == 1:
-        return fn(*stacks)
-    chunks, home = placement.chunks, placement.home
+    """``fn`` on the stacks in ``placement.chunks`` sequential pieces, each moved on its own.
+
+    The stack ``(D·c·k, m, n)`` is viewed as ``(D, c, k, m, n)``; step ``i`` takes the
+    ``D·k`` matrices ``[:, i]`` where they lie (the second axis is never sharded: a slice of
+    it is local whatever the layout), moves them home, iterates and moves the result back
+    into place, so one device holds ``k`` gathered matrices at a time.
+    """
+    chunks, route = placement.chunks, placement.route
     total, m, n = stacks[0].shape
     per = total // (devices * chunks)
+    views = [jnp.reshape(s, (devices, chunks, per, m, n)) for s in stacks]
 
-    def split(s):  # (D·c·per, m, n) → (c, D, per, m, n): chunk-major, devices still split
-        return jnp.swapaxes(jnp.reshape(s, (devices, chunks, per, m, n)), 0, 1)
+    def body(i, carry):  # the first stack's buffer is overwritten chunk by chunk, in place
+        pieces = [jnp.reshape(jax.lax.dynamic_index_in_dim(v, i, axis=1, keepdims=False),
+                              (devices * per, m, n)) for v in [carry] + views[1:]]
+        result = jnp.reshape(_moved(fn, pieces, route), (devices, 1, per, m, n))
+        return jax.lax.dynamic_update_index_in_dim(carry, result.astype(carry.dtype), i, axis=1)
 
-    def body(pieces):
-        flat = [jax.lax.with_sharding_constraint(jnp.reshape(p, (devices * per, m, n)), home)
-                for p in pieces]
-        return jnp.reshape(fn(*flat), (devices, per, m, n))
-
-    out = jax.lax.map(body, [split(s) for s in stacks])
-    return jnp.reshape(jnp.swapaxes(out, 0, 1), (total, m, n))
+    out = jax.lax.fori_loop(0, chunks, body, views[0])
+    return jnp.reshape(out, (total, m, n))
 
 
-def _placed(group: Group, placement: Placement, mesh, fn):
+def _placed(group: Group, placement: Placement, mesh, fn, previous: list):
+    """``fn`` on a stack placed as planned; ``previous`` holds the last placed stack's result
+    (a stack ``after_previous`` starts only when that result exists)."""
     devices = 1
     home = placement.home[0]
     for axis in (home,) if isinstance(home, str) else home:
@@ -139,9 +149,14 @@ def _placed(group: Group, placement: Placement, mesh, fn):
     def call(*stacks):
         context = jax.sharding.get_abstract_mesh()  # inside auto_axes: the Auto view
         with jax.sharding.use_abstract_mesh(mesh if context.empty else context):
-            stacks = [_constrain(_pad(s, placement.pad), placement.route) for s in stacks]
-            out = _chunked(fn, stacks, placement, devices)
-            out = _constrain(out, placement.route[::-1])
+            stacks = [_pad(s, placement.pad) for s in stacks]
+            if placement.after_previous and previous:
+                stacks, _ = jax.lax.optimization_barrier((stacks, previous[-1]))
+            if placement.chunks == 1:
+                out = _moved(fn, stacks, placement.route)
+            else:
+                out = _chunked(fn, stacks, placement, devices)
+        previous.append(out)
         return out[:group.size] if placement.pad else out
 
     return call
@@ -184,7 +199,8 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
     known = layouts_of(matrix_leaves, matrix_specs, _typeof, explicit)
 
     def schedule(groups):
-        return [(g, None if p is None else (lambda f, g=g, p=p: _placed(g, p, mesh, f)))
+        previous = []
+        return [(g, None if p is None else (lambda f, g=g, p=p: _placed(g, p, mesh, f, previous)))
                 for g, p in plan_placements(groups, mesh, policy, known)]
 
     def run(consts, tree, *rest):
