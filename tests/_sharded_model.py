@@ -1,0 +1,112 @@
+"""A tiny FSDP-sharded language model and its jitted ``optorth.muon`` step, shared by the
+multi-process test and the resharded-restore test.
+
+Parameters: an embedding (tied to the output), two residual MLP blocks whose four matrices come
+in two shapes, and one bias. Every parameter and the token batch are sharded on their first
+axis over the mesh axis ``"fsdp"`` (replicated over any other axis). The host values come from
+a seeded NumPy generator, so every process and every run builds the same model.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import optorth
+
+VOCAB, WIDTH, HIDDEN = 32, 16, 32
+BATCH, SEQ = 8, 4
+SHAPES = {
+    "embed/embedding": (VOCAB, WIDTH),
+    "block0/w_in": (WIDTH, HIDDEN),
+    "block0/bias": (HIDDEN,),
+    "block0/w_out": (HIDDEN, WIDTH),
+    "block1/w_in": (WIDTH, HIDDEN),
+    "block1/w_out": (HIDDEN, WIDTH),
+}
+
+
+def host_params() -> dict:
+    """The initial parameters as NumPy arrays, ``{"block0": {"w_in": ...}, ...}``."""
+    rng = np.random.default_rng(0)
+    params = {}
+    for path, shape in SHAPES.items():
+        module, name = path.split("/")
+        scale = 0.0 if name == "bias" else 1.0 / np.sqrt(shape[0])
+        params.setdefault(module, {})[name] = (scale * rng.standard_normal(shape)).astype(
+            np.float32)
+    return params
+
+
+def host_tokens(step: int) -> np.ndarray:
+    """The token batch of a training step, ``(BATCH, SEQ + 1)`` int32."""
+    return np.random.default_rng(1000 + step).integers(0, VOCAB, (BATCH, SEQ + 1), np.int32)
+
+
+def fsdp(mesh, ndim: int) -> NamedSharding:
+    """First axis sharded over ``"fsdp"``, the rest (and every other mesh axis) replicated."""
+    return NamedSharding(mesh, P("fsdp", *([None] * (ndim - 1))))
+
+
+def place(host_tree, mesh):
+    """Global arrays of ``host_tree`` sharded by :func:`fsdp`; each process supplies only
+    the shards its own devices hold (works with one process and with several)."""
+    def put(x):
+        return jax.make_array_from_callback(x.shape, fsdp(mesh, x.ndim), lambda index: x[index])
+
+    return jax.tree.map(put, host_tree)
+
+
+def init_state(tx, params, mesh):
+    """``tx.init(params)`` as global arrays: the parameter-shaped leaves keep the sharding
+    ``tx.init`` gives them (the parameters'), the rest (step counts, coefficient tables) are
+    replicated over ``mesh``."""
+    def globalize(x):
+        if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh:
+            return x
+        value = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, NamedSharding(mesh, P()),
+                                            lambda index: value[index])
+
+    return jax.tree.map(globalize, tx.init(params))
+
+
+def loss(params, tokens):
+    """Next-token cross-entropy of the residual MLP with a tied embedding."""
+    embedding = params["embed"]["embedding"]
+    h = embedding[tokens[:, :-1]]
+    for name in ("block0", "block1"):
+        block = params[name]
+        hidden = h @ block["w_in"] + block.get("bias", 0.0)
+        h = h + jnp.tanh(hidden) @ block["w_out"]
+    logits = h @ embedding.T
+    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+
+def optimizer() -> optax.GradientTransformation:
+    """``optorth.muon`` with its defaults (the embedding and the bias go to AdamW)."""
+    return optorth.muon(learning_rate=0.02, weight_decay=0.01)
+
+
+def make_step(tx, param_shardings, state_shardings):
+    """The jitted training step, its outputs pinned to the given shardings."""
+    def step(params, state, tokens):
+        grads = jax.grad(loss)(params, tokens)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step, out_shardings=(param_shardings, state_shardings))
+
+
+def shardings(tree):
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def train(params, state, tx, mesh, start: int, count: int):
+    """``count`` steps from step ``start``; the token batches are placed like the parameters."""
+    step = make_step(tx, shardings(params), shardings(state))
+    for k in range(start, start + count):
+        params, state = step(params, state, place(host_tokens(k), mesh))
+    return params, state

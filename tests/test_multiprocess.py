@@ -1,0 +1,104 @@
+"""Two processes joined by ``jax.distributed`` train like one process with all their devices.
+
+Starts ``_multiprocess_worker.py`` twice on 127.0.0.1 (4 CPU devices each, gloo CPU
+collectives) and once alone with 8 CPU devices. Both runs take the same few ``optorth.muon``
+steps on the tiny FSDP model of ``_sharded_model.py`` (every parameter sharded over the 8
+devices, so the Newton–Schulz stacks and the collectives span both processes), and the final
+parameters and optimizer states agree to 1e-6. Every process is bounded by a timeout here and
+stops itself at its own deadline.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import _sharded_model as model
+import numpy as np
+import pytest
+from _multiprocess_worker import STEPS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "_multiprocess_worker.py")
+TIMEOUT = 240  # seconds, per run; each worker stops itself 20 s earlier
+TOLERANCE = 1e-6
+
+
+def _gloo_missing() -> str | None:
+    """Why this jaxlib cannot run CPU collectives across processes, or ``None``."""
+    try:
+        from jax._src.lib import _jax
+    except ImportError as error:
+        return f"cannot inspect jaxlib for the gloo CPU collectives ({error})"
+    if not hasattr(_jax, "make_gloo_tcp_collectives"):
+        return "this jaxlib is built without the gloo CPU collectives"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    root = os.path.dirname(HERE)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=path, JAX_PLATFORMS="cpu")
+
+
+def _start(out, local_devices, *extra):
+    command = [sys.executable, WORKER, "--out", str(out), "--local-devices",
+               str(local_devices), "--deadline", str(TIMEOUT - 20), *map(str, extra)]
+    return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_all(processes, timeout):
+    """Waits for every process; kills the rest as soon as one fails or time runs out."""
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in processes):
+        failed = any(p.poll() not in (None, 0) for p in processes)
+        if failed or time.monotonic() > deadline:
+            for p in processes:
+                if p.poll() is None:
+                    p.kill()
+            break
+        time.sleep(0.2)
+    logs = [p.communicate()[0] for p in processes]
+    codes = [p.wait() for p in processes]
+    assert codes == [0] * len(processes), "\n\n".join(
+        f"process {i}: exit code {c}\n{log[-4000:]}"
+        for i, (c, log) in enumerate(zip(codes, logs, strict=True)))
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tmp_path):
+    reason = _gloo_missing()
+    if reason:
+        pytest.skip(reason)
+    port = _free_port()
+    joint, alone = tmp_path / "two_processes.npz", tmp_path / "one_process.npz"
+    processes = [
+        _start(joint, 4, "--port", port, "--num-processes", 2, "--process-id", i)
+        for i in range(2)]
+    processes.append(_start(alone, 8))
+    _wait_all(processes, TIMEOUT)
+
+    joint, alone = np.load(joint), np.load(alone)
+    assert sorted(joint) == sorted(alone)
+    for key in alone:
+        a, b = joint[key], alone[key]
+        assert a.dtype == b.dtype and a.shape == b.shape, key
+        np.testing.assert_allclose(a, b, rtol=0, atol=TOLERANCE, err_msg=key)
+
+    # The steps moved the parameters and counted (a run that did nothing cannot pass).
+    start = model.host_params()
+    moved = [np.abs(alone[f"['params']['{m}']['{n}']"] - start[m][n]).max()
+             for m in start for n in start[m]]
+    assert min(moved) > 1e-3, moved
+    counts = [alone[k] for k in alone if k.endswith(".count")]
+    assert counts and all(int(c) == STEPS for c in counts), counts
