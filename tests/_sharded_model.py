@@ -2,8 +2,9 @@
 multi-process test and the resharded-restore test.
 
 Parameters: an embedding (tied to the output), two residual MLP blocks whose four matrices come
-in two shapes, and one bias. Every parameter and the token batch are sharded on their first
-axis over the mesh axis ``"fsdp"`` (replicated over any other axis). The host values come from
+in two shapes, and one bias. Every parameter is sharded on its first axis over the mesh axis
+``"fsdp"`` (replicated over any other, e.g. ``"replica"`` of an HSDP mesh); the token batch is
+sharded over every mesh axis. The host values come from
 a seeded NumPy generator, so every process and every run builds the same model.
 """
 
@@ -50,13 +51,20 @@ def fsdp(mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P("fsdp", *([None] * (ndim - 1))))
 
 
-def place(host_tree, mesh):
-    """Global arrays of ``host_tree`` sharded by :func:`fsdp`; each process supplies only
-    the shards its own devices hold (works with one process and with several)."""
-    def put(x):
-        return jax.make_array_from_callback(x.shape, fsdp(mesh, x.ndim), lambda index: x[index])
+def data_parallel(mesh) -> NamedSharding:
+    """First axis sharded over every mesh axis (the token batch)."""
+    return NamedSharding(mesh, P(tuple(mesh.axis_names)))
 
-    return jax.tree.map(put, host_tree)
+
+def _global(x, sharding):
+    """A global array of host value ``x``; each process supplies only the shards its own
+    devices hold (works with one process and with several)."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def place(host_tree, mesh):
+    """The parameters as global arrays sharded by :func:`fsdp`."""
+    return jax.tree.map(lambda x: _global(x, fsdp(mesh, x.ndim)), host_tree)
 
 
 def init_state(tx, params, mesh):
@@ -66,9 +74,7 @@ def init_state(tx, params, mesh):
     def globalize(x):
         if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh:
             return x
-        value = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, NamedSharding(mesh, P()),
-                                            lambda index: value[index])
+        return _global(np.asarray(x), NamedSharding(mesh, P()))
 
     return jax.tree.map(globalize, tx.init(params))
 
@@ -86,7 +92,7 @@ def loss(params, tokens):
 
 
 def optimizer() -> optax.GradientTransformation:
-    """``optorth.muon`` with its defaults (the embedding and the bias go to AdamW)."""
+    """``optorth.muon`` with weight decay (the embedding and the bias go to its AdamW)."""
     return optorth.muon(learning_rate=0.02, weight_decay=0.01)
 
 
@@ -105,8 +111,9 @@ def shardings(tree):
 
 
 def train(params, state, tx, mesh, start: int, count: int):
-    """``count`` steps from step ``start``; the token batches are placed like the parameters."""
+    """``count`` steps from step ``start`` (the token batch of step ``k`` is
+    ``host_tokens(k)``), each output sharded like its input."""
     step = make_step(tx, shardings(params), shardings(state))
     for k in range(start, start + count):
-        params, state = step(params, state, place(host_tokens(k), mesh))
+        params, state = step(params, state, _global(host_tokens(k), data_parallel(mesh)))
     return params, state
