@@ -5,7 +5,8 @@ Trains the tiny model of ``_sharded_model.py`` with ``optorth.muon`` for a few s
 under a 4-device FSDP mesh and under an HSDP mesh (replica 2 × fsdp 4) by giving
 ``StandardCheckpointer.restore`` a target sharded for the new mesh, reconciles the coefficient
 state with :func:`optorth.reconcile_coefficients`, continues a few steps and matches the run
-that never stopped to 1e-6. Every restored array carries the new mesh's sharding.
+that never stopped to 1e-6. Every restored array carries the new mesh's sharding. The example
+of the docs section "Restoring under a different mesh" (``docs/scaling_out.md``) runs too.
 
 The cases need 8 devices, which a process must ask for before JAX starts its backend, so in a
 normal run ``test_cases_on_8_simulated_devices`` starts this file again in a subprocess with
@@ -14,6 +15,8 @@ parent).
 """
 
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -31,6 +34,8 @@ pytestmark = pytest.mark.slow
 N_DEVICES = 8
 BEFORE, AFTER = 3, 3  # steps before the checkpoint, steps after the restore
 TOLERANCE = 1e-6
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "scaling_out.md"
+DOCS_SECTION = "## Restoring under a different mesh"
 needs_devices = pytest.mark.skipif(
     jax.device_count() < N_DEVICES,
     reason="needs 8 devices; run by test_cases_on_8_simulated_devices in a subprocess")
@@ -120,3 +125,13 @@ def test_restore_under_another_mesh_continues_the_run(saved, mesh_name):
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                          continued[0], jax.device_get(params))
     assert min(jax.tree.leaves(moved)) > 1e-4, moved
+
+
+@needs_devices
+def test_docs_example_runs():
+    """The section's example trains, saves, restores under two meshes and checks the results
+    itself (shardings and agreement with the uninterrupted run)."""
+    section = DOCS.read_text().split(DOCS_SECTION, 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1
+    exec(compile(blocks[0], str(DOCS), "exec"), {})  # noqa: S102
