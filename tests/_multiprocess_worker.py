@@ -1,11 +1,15 @@
-"""One process of the multi-process test: a few ``optorth.muon`` steps of the tiny FSDP model
-(``_sharded_model.py``) on a mesh over every device of every process.
+"""One process of the multi-process test: ``optorth.muon`` steps of the tiny FSDP model
+(``_sharded_model.py``) on meshes over every device of every process.
 
 Run by ``test_multiprocess.py`` as a script, either as one of several processes joined by
 ``jax.distributed`` on 127.0.0.1 (``--port``, ``--num-processes``, ``--process-id``) with
-``--local-devices`` CPU devices each, or as the single-process reference (no ``--port``). The
-process that holds process id 0 writes the final parameters and optimizer state, gathered from
-every process, to ``--out`` (``.npz``, leaves keyed by their path).
+``--local-devices`` CPU devices each, or as the single-process reference (no ``--port``).
+
+Under a 1-D FSDP mesh: STEPS steps, an Orbax checkpoint in ``--checkpoint``, STEPS more steps
+(``uninterrupted``). Then the checkpoint restored under an HSDP mesh (replica 2 × fsdp, the
+restored arrays checked to carry its shardings) and STEPS steps there (``restored``). Process 0
+writes both final parameters and optimizer states, gathered from every process, to ``--out``
+(``.npz``, leaves keyed by ``uninterrupted`` or ``restored`` and their path).
 
 The process stops itself after ``--deadline`` seconds (a traceback of every thread, then exit
 code 1), so a peer that dies never leaves it waiting on a collective.
@@ -21,6 +25,7 @@ STEPS = 3
 def _parse():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
+    parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--local-devices", type=int, required=True)
     parser.add_argument("--port", type=int)
     parser.add_argument("--num-processes", type=int, default=1)
@@ -62,12 +67,19 @@ def main():
 
     n_global = args.local_devices * args.num_processes
     assert jax.device_count() == n_global, (jax.device_count(), n_global)
-    mesh = jax.make_mesh((n_global,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+    auto = jax.sharding.AxisType.Auto
+    fsdp = jax.make_mesh((n_global,), ("fsdp",), axis_types=(auto,))
+    hsdp = jax.make_mesh((2, n_global // 2), ("replica", "fsdp"), axis_types=(auto, auto))
     tx = model.optimizer()
-    params = model.place(model.host_params(), mesh)
-    state = model.init_state(tx, params, mesh)
-    params, state = model.train(params, state, tx, mesh, 0, STEPS)
-    result = _flat({"params": params, "state": state})
+
+    params, state = model.train(*model.fresh(tx, fsdp), tx, fsdp, 0, STEPS)
+    model.save(args.checkpoint, params, state)
+    uninterrupted = model.train(params, state, tx, fsdp, STEPS, STEPS)
+    restored, fresh = model.restore(args.checkpoint, tx, hsdp)
+    model.assert_sharded_like(restored, fresh, hsdp)
+    restored = model.train(*restored, tx, hsdp, STEPS, STEPS)
+
+    result = _flat({"uninterrupted": uninterrupted, "restored": restored})
     host = {key: np.asarray(multihost_utils.process_allgather(x, tiled=True))
             for key, x in result.items()}
     if jax.process_index() == 0:

@@ -1,5 +1,5 @@
-"""A tiny FSDP-sharded language model and its jitted ``optorth.muon`` step, shared by the
-multi-process test and the resharded-restore test.
+"""A tiny FSDP-sharded language model, its jitted ``optorth.muon`` step and its Orbax
+checkpoints, shared by the multi-process test and the resharded-restore test.
 
 Parameters: an embedding (tied to the output), two residual MLP blocks whose four matrices come
 in two shapes, and one bias. Every parameter is sharded on its first axis over the mesh axis
@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -79,6 +80,41 @@ def init_state(tx, params, mesh):
     return jax.tree.map(globalize, tx.init(params))
 
 
+def fresh(tx, mesh):
+    """Parameters and optimizer state as a new run under ``mesh`` starts them."""
+    params = place(host_params(), mesh)
+    return params, init_state(tx, params, mesh)
+
+
+def save(path, params, state):
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, {"params": params, "opt": state})
+
+
+def restore(path, tx, mesh):
+    """The checkpoint at ``path`` resharded for ``mesh`` (the restore target is a fresh run's
+    state under ``mesh``), its coefficient state reconciled with the fresh one.
+
+    Returns ``((params, state), (fresh_params, fresh_state))``.
+    """
+    fresh_params, fresh_state = fresh(tx, mesh)
+    target = {"params": fresh_params, "opt": fresh_state}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore(path, abstract)
+    state = optorth.reconcile_coefficients(restored["opt"], fresh_state)
+    return (restored["params"], state), (fresh_params, fresh_state)
+
+
+def assert_sharded_like(tree, reference, mesh):
+    """Every leaf of ``tree`` lives on ``mesh``, sharded like its ``reference`` leaf."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    for (path, x), y in zip(flat, jax.tree.leaves(reference), strict=True):
+        where = jax.tree_util.keystr(path)
+        assert isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh, where
+        assert x.sharding.is_equivalent_to(y.sharding, x.ndim), (where, x.sharding, y.sharding)
+
+
 def loss(params, tokens):
     """Next-token cross-entropy of the residual MLP with a tied embedding."""
     embedding = params["embed"]["embedding"]
@@ -96,14 +132,26 @@ def optimizer() -> optax.GradientTransformation:
     return optorth.muon(learning_rate=0.02, weight_decay=0.01)
 
 
-def make_step(tx, param_shardings, state_shardings):
-    """The jitted training step, its outputs pinned to the given shardings."""
-    def step(params, state, tokens):
-        grads = jax.grad(loss)(params, tokens)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+_STEPS = {}
 
-    return jax.jit(step, out_shardings=(param_shardings, state_shardings))
+
+def _key(tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple(leaves)
+
+
+def make_step(tx, param_shardings, state_shardings):
+    """The jitted training step, its outputs pinned to the given shardings (one per
+    optimizer and shardings, so each mesh compiles once)."""
+    key = (tx, _key(param_shardings), _key(state_shardings))
+    if key not in _STEPS:
+        def step(params, state, tokens):
+            grads = jax.grad(loss)(params, tokens)
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        _STEPS[key] = jax.jit(step, out_shardings=(param_shardings, state_shardings))
+    return _STEPS[key]
 
 
 def shardings(tree):

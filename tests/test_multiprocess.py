@@ -1,11 +1,14 @@
-"""Two processes joined by ``jax.distributed`` train like one process with all their devices.
+"""Two processes joined by ``jax.distributed`` train, checkpoint and restore like one process
+with all their devices.
 
 Starts ``_multiprocess_worker.py`` twice on 127.0.0.1 (4 CPU devices each, gloo CPU
-collectives) and once alone with 8 CPU devices. Both runs take the same few ``optorth.muon``
-steps on the tiny FSDP model of ``_sharded_model.py`` (every parameter sharded over the 8
-devices, so the Newton–Schulz stacks and the collectives span both processes), and the final
-parameters and optimizer states agree to 1e-6. Every process is bounded by a timeout here and
-stops itself at its own deadline.
+collectives) and once alone with 8 CPU devices. Both runs take the same ``optorth.muon`` steps
+on the tiny model of ``_sharded_model.py`` under a 1-D FSDP mesh over the 8 devices (every
+parameter sharded over both processes, so the Newton–Schulz stacks and the collectives span
+them), save an Orbax checkpoint midway, and restore it under an HSDP mesh (replica 2 × fsdp 4)
+to continue there. The final parameters and optimizer states of the two runs agree to 1e-6, and
+in each run the restored-and-continued state agrees with the uninterrupted one to 1e-6. Every
+process is bounded by a timeout here and stops itself at its own deadline.
 """
 
 import os
@@ -50,9 +53,10 @@ def _env() -> dict:
     return dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=path, JAX_PLATFORMS="cpu")
 
 
-def _start(out, local_devices, *extra):
-    command = [sys.executable, WORKER, "--out", str(out), "--local-devices",
-               str(local_devices), "--deadline", str(TIMEOUT - 20), *map(str, extra)]
+def _start(out, checkpoint, local_devices, *extra):
+    command = [sys.executable, WORKER, "--out", str(out), "--checkpoint", str(checkpoint),
+               "--local-devices", str(local_devices), "--deadline", str(TIMEOUT - 20),
+               *map(str, extra)]
     return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -75,30 +79,39 @@ def _wait_all(processes, timeout):
         for i, (c, log) in enumerate(zip(codes, logs, strict=True)))
 
 
+def _assert_close(a, b, key):
+    assert a.dtype == b.dtype and a.shape == b.shape, key
+    np.testing.assert_allclose(a, b, rtol=0, atol=TOLERANCE, err_msg=key)
+
+
 @pytest.mark.slow
-def test_two_processes_equal_one_process(tmp_path):
+def test_two_processes_train_and_restore_like_one_process(tmp_path):
     reason = _gloo_missing()
     if reason:
         pytest.skip(reason)
     port = _free_port()
     joint, alone = tmp_path / "two_processes.npz", tmp_path / "one_process.npz"
     processes = [
-        _start(joint, 4, "--port", port, "--num-processes", 2, "--process-id", i)
+        _start(joint, tmp_path / "two_processes_checkpoint", 4,
+               "--port", port, "--num-processes", 2, "--process-id", i)
         for i in range(2)]
-    processes.append(_start(alone, 8))
+    processes.append(_start(alone, tmp_path / "one_process_checkpoint", 8))
     _wait_all(processes, TIMEOUT)
 
     joint, alone = np.load(joint), np.load(alone)
     assert sorted(joint) == sorted(alone)
     for key in alone:
-        a, b = joint[key], alone[key]
-        assert a.dtype == b.dtype and a.shape == b.shape, key
-        np.testing.assert_allclose(a, b, rtol=0, atol=TOLERANCE, err_msg=key)
+        _assert_close(joint[key], alone[key], key)
+    uninterrupted = sorted(k for k in joint if k.startswith("['uninterrupted']"))
+    assert len(uninterrupted) == len(joint) // 2
+    for key in uninterrupted:
+        restored = key.replace("['uninterrupted']", "['restored']", 1)
+        _assert_close(joint[restored], joint[key], restored)
 
     # The steps moved the parameters and counted (a run that did nothing cannot pass).
     start = model.host_params()
-    moved = [np.abs(alone[f"['params']['{m}']['{n}']"] - start[m][n]).max()
+    moved = [np.abs(alone[f"['uninterrupted'][0]['{m}']['{n}']"] - start[m][n]).max()
              for m in start for n in start[m]]
     assert min(moved) > 1e-3, moved
-    counts = [alone[k] for k in alone if k.endswith(".count")]
-    assert counts and all(int(c) == STEPS for c in counts), counts
+    counts = [alone[k] for k in uninterrupted if k.endswith(".count")]
+    assert counts and all(int(c) == 2 * STEPS for c in counts), counts

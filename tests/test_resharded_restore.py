@@ -23,11 +23,8 @@ import sys
 import _sharded_model as model
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from jax.sharding import AxisType, Mesh, NamedSharding
-
-import optorth
+from jax.sharding import AxisType, Mesh
 
 pytestmark = pytest.mark.slow
 
@@ -65,42 +62,16 @@ def _mesh(name):
     raise ValueError(name)
 
 
-def _fresh(tx, mesh):
-    """Parameters and optimizer state as a new run under ``mesh`` would start them."""
-    params = model.place(model.host_params(), mesh)
-    return params, model.init_state(tx, params, mesh)
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """The checkpoint written under 8-device FSDP after BEFORE steps, and the run that goes on
     for AFTER more steps without stopping."""
     tx, mesh = model.optimizer(), _mesh("fsdp8")
-    params, state = model.train(*_fresh(tx, mesh), tx, mesh, 0, BEFORE)
+    params, state = model.train(*model.fresh(tx, mesh), tx, mesh, 0, BEFORE)
     path = tmp_path_factory.mktemp("checkpoint") / "step3"
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, {"params": params, "opt": state})
+    model.save(path, params, state)
     uninterrupted = model.train(params, state, tx, mesh, BEFORE, AFTER)
     return path, jax.device_get(uninterrupted)
-
-
-def _restore(path, tx, mesh):
-    """The checkpoint resharded for ``mesh``: the restore target is a fresh run's state."""
-    fresh_params, fresh_state = _fresh(tx, mesh)
-    target = {"params": fresh_params, "opt": fresh_state}
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(path, abstract)
-    state = optorth.reconcile_coefficients(restored["opt"], fresh_state)
-    return (restored["params"], state), (fresh_params, fresh_state)
-
-
-def _assert_sharded_like(tree, reference, mesh):
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    for (path, x), y in zip(flat, jax.tree.leaves(reference), strict=True):
-        where = jax.tree_util.keystr(path)
-        assert isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh, where
-        assert x.sharding.is_equivalent_to(y.sharding, x.ndim), (where, x.sharding, y.sharding)
 
 
 @needs_devices
@@ -108,13 +79,13 @@ def _assert_sharded_like(tree, reference, mesh):
 def test_restore_under_another_mesh_continues_the_run(saved, mesh_name):
     path, uninterrupted = saved
     tx, mesh = model.optimizer(), _mesh(mesh_name)
-    (params, state), fresh = _restore(path, tx, mesh)
-    _assert_sharded_like((params, state), fresh, mesh)
+    (params, state), fresh = model.restore(path, tx, mesh)
+    model.assert_sharded_like((params, state), fresh, mesh)
     assert {d.id for d in params["block0"]["w_in"].sharding.device_set} == {
         d.id for d in mesh.devices.flat}
 
     continued = model.train(params, state, tx, mesh, BEFORE, AFTER)
-    _assert_sharded_like(continued, fresh, mesh)
+    model.assert_sharded_like(continued, fresh, mesh)
     flat, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(continued))
     for (where, x), y in zip(flat, jax.tree.leaves(uninterrupted), strict=True):
         x, y = np.asarray(x), np.asarray(y)
