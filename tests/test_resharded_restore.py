@@ -101,8 +101,16 @@ def test_restore_under_another_mesh_continues_the_run(saved, mesh_name):
 @needs_devices
 def test_docs_example_runs():
     """The section's example trains, saves, restores under two meshes and checks the results
-    itself (shardings and agreement with the uninterrupted run)."""
+    itself (shardings and agreement with the uninterrupted run); its multi-process helper
+    builds the array it is given."""
     section = DOCS.read_text().split(DOCS_SECTION, 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 1
-    exec(compile(blocks[0], str(DOCS), "exec"), {})  # noqa: S102
+    assert len(blocks) == 2
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(DOCS), "exec"), namespace)  # noqa: S102
+    value = np.arange(32.0).reshape(8, 4)
+    sharding = model.fsdp(_mesh("hsdp2x4"), 2)
+    built = namespace["global_array"](value, sharding)
+    assert built.sharding == sharding
+    np.testing.assert_array_equal(np.asarray(built), value)
