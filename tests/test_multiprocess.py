@@ -29,11 +29,12 @@ TOLERANCE = 1e-6
 
 
 def _gloo_missing() -> str | None:
-    """Why this jaxlib cannot run CPU collectives across processes, or ``None``."""
+    """Why this jaxlib cannot run CPU collectives across processes, or ``None`` (also when
+    jaxlib's layout is unknown: the test then runs and says what failed)."""
     try:
         from jax._src.lib import _jax
-    except ImportError as error:
-        return f"cannot inspect jaxlib for the gloo CPU collectives ({error})"
+    except ImportError:
+        return None
     if not hasattr(_jax, "make_gloo_tcp_collectives"):
         return "this jaxlib is built without the gloo CPU collectives"
     return None
@@ -53,12 +54,17 @@ def _env() -> dict:
     return dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=path, JAX_PLATFORMS="cpu")
 
 
-def _start(out, checkpoint, local_devices, *extra):
+def _start(out, checkpoint, log, local_devices, *extra):
+    """Starts a worker; its output goes to the file ``log`` (a chatty worker never blocks on a
+    full pipe)."""
     command = [sys.executable, WORKER, "--out", str(out), "--checkpoint", str(checkpoint),
                "--local-devices", str(local_devices), "--deadline", str(TIMEOUT - 20),
                *map(str, extra)]
-    return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    with open(log, "w") as stream:
+        process = subprocess.Popen(command, env=_env(), stdout=stream,
+                                   stderr=subprocess.STDOUT, text=True)
+    process.log = log
+    return process
 
 
 def _wait_all(processes, timeout):
@@ -72,11 +78,10 @@ def _wait_all(processes, timeout):
                     p.kill()
             break
         time.sleep(0.2)
-    logs = [p.communicate()[0] for p in processes]
     codes = [p.wait() for p in processes]
     assert codes == [0] * len(processes), "\n\n".join(
-        f"process {i}: exit code {c}\n{log[-4000:]}"
-        for i, (c, log) in enumerate(zip(codes, logs, strict=True)))
+        f"process {i}: exit code {c}\n{p.log.read_text()[-4000:]}"
+        for i, (c, p) in enumerate(zip(codes, processes, strict=True)))
 
 
 def _assert_close(a, b, key):
@@ -92,10 +97,11 @@ def test_two_processes_train_and_restore_like_one_process(tmp_path):
     port = _free_port()
     joint, alone = tmp_path / "two_processes.npz", tmp_path / "one_process.npz"
     processes = [
-        _start(joint, tmp_path / "two_processes_checkpoint", 4,
+        _start(joint, tmp_path / "two_processes_checkpoint", tmp_path / f"process_{i}.log", 4,
                "--port", port, "--num-processes", 2, "--process-id", i)
         for i in range(2)]
-    processes.append(_start(alone, tmp_path / "one_process_checkpoint", 8))
+    processes.append(
+        _start(alone, tmp_path / "one_process_checkpoint", tmp_path / "one_process.log", 8))
     _wait_all(processes, TIMEOUT)
 
     joint, alone = np.load(joint), np.load(alone)
