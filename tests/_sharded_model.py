@@ -4,8 +4,8 @@ checkpoints, shared by the multi-process test and the resharded-restore test.
 Parameters: an embedding (tied to the output), two residual MLP blocks whose four matrices come
 in two shapes, and one bias. Every parameter is sharded on its first axis over the mesh axis
 ``"fsdp"`` (replicated over any other, e.g. ``"replica"`` of an HSDP mesh); the token batch is
-sharded over every mesh axis. The host values come from
-a seeded NumPy generator, so every process and every run builds the same model.
+sharded over every mesh axis. The host values come from a seeded NumPy generator, so every
+process and every run builds the same model.
 """
 
 import jax
