@@ -185,25 +185,46 @@ def test_fsdp_times_tensor_parallel_moves_matrices_with_all_to_alls_only():
     assert sum(counts.values()) == counts["all-to-all"] > 0, counts
 
 
-@needs_devices
-def test_memory_budget_runs_the_local_stack_in_chunks():
-    """16 matrices of 16×64 over 8 devices, 2 per device; a budget of one float32 matrix
-    orthogonalizes them one at a time (a loop in the program), with the same values."""
+def _budget_case(layouts, specs, budget, seed):
+    """(chunked out, expected, params, chunked HLO, unbudgeted HLO) for orthogonalize; the
+    HLO texts are compiled, with the StableHLO of the budgeted program appended (the
+    compiler removes optimization barriers once it has scheduled the program)."""
     mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(AxisType.Explicit,))
-    layouts = {f"w{i}": ((16, 64), P(None, "fsdp")) for i in range(16)}
-    budget = Distribution(memory_budget=16 * 64 * 4)
-    tx = optorth.orthogonalize(optorth.NewtonSchulz(distribute=budget))
-    host = _tree(layouts, 1)
-    expected, _ = jax.jit(tx.update)(host, tx.init(host))
+    tx = optorth.orthogonalize(optorth.NewtonSchulz(distribute=Distribution(
+        memory_budget=budget)), specs=specs)
+    whole_tx = optorth.orthogonalize(specs=specs)
+    host = _tree(layouts, seed)
+    expected, _ = jax.jit(whole_tx.update)(host, whole_tx.init(host))
     with jax.set_mesh(mesh):
         params = {k: jax.device_put(host[k], NamedSharding(mesh, s)) for k, (_, s) in
                   layouts.items()}
         out, _ = jax.jit(tx.update)(params, tx.init(params))
-        chunked = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
-        whole_tx = optorth.orthogonalize()
+        lowered = jax.jit(tx.update).lower(params, tx.init(params))
+        chunked = lowered.compile().as_text() + lowered.as_text()
         whole = jax.jit(whole_tx.update).lower(params, whole_tx.init(params)).compile()
+    return out, expected, params, chunked, whole.as_text()
+
+
+@needs_devices
+def test_memory_budget_splits_a_stack_into_pieces_that_run_one_after_another():
+    """16 matrices of 16×64 over 8 devices; a budget of one float32 matrix per device moves
+    and orthogonalizes them as two pieces of 8, the second waiting for the first."""
+    layouts = {f"w{i}": ((16, 64), P(None, "fsdp")) for i in range(16)}
+    out, expected, params, chunked, whole = _budget_case(layouts, None, 16 * 64 * 4, 1)
     _check_equal_and_placed(out, expected, params)
-    assert chunked.count(" while(") > whole.as_text().count(" while(")
+    assert "optimization_barrier" in chunked
+    assert collective_counts(chunked)["all-to-all"] > collective_counts(whole)["all-to-all"]
+
+
+@needs_devices
+def test_memory_budget_iterates_one_large_leaf_in_chunks():
+    """One stacked leaf of 16 matrices (2 per device) with a budget of one: a loop of two
+    chunks, each sliced where the matrices lie and moved on its own."""
+    layouts = {"w": ((16, 16, 64), P(None, None, "fsdp"))}
+    specs = {"w": MatrixSpec.stacked()}
+    out, expected, params, chunked, whole = _budget_case(layouts, specs, 16 * 64 * 4, 2)
+    _check_equal_and_placed(out, expected, params)
+    assert chunked.count(" while(") > whole.count(" while(")
 
 
 @needs_devices
