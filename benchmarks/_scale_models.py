@@ -97,8 +97,20 @@ class Model:
 
     @property
     def param_bytes(self) -> int:
-        return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
-                   for x in jax.tree.leaves(self.params))
+        """P: the bytes of every parameter."""
+        return _bytes(jax.tree.leaves(self.params))
+
+    @property
+    def matrix_bytes(self) -> int:
+        """Pₘ: the bytes of the parameters optorth routes to the matrix path."""
+        specs = optorth.route(self.params, list(self.rules) or None)
+        flat = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, MatrixSpec))
+        return _bytes(x for x, s in zip(jax.tree.leaves(self.params), flat, strict=True)
+                      if isinstance(s, MatrixSpec))
+
+
+def _bytes(leaves) -> int:
+    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves)
 
 
 _STACKED = ((r"^h/(attn|mlp)/\w+/kernel$", MatrixSpec.stacked()),)
