@@ -55,6 +55,9 @@ class Distribution:
         batch axis: experts, layers) is orthogonalized where it lies, with no collective, and
         a leaf whose matrices divide evenly over the devices is moved as its own stack instead
         of being concatenated with other leaves.
+      layouts: the parameters' layouts, ``((path, PartitionSpec entries), ...)`` as
+        :meth:`for_params` records them; under automatic axes they stand in for the layouts
+        that tracing hides (a leaf whose path is not listed leaves the plan as without them).
       memory_budget: bytes of input matrices (counted in float32, the iteration's precision,
         or the parameters' dtype if wider) that one device iterates on at once; a larger local stack is orthogonalized in sequential chunks.
         ``None``: no limit.
@@ -81,6 +84,7 @@ class Distribution:
     replica_axes: tuple[str, ...] = ()
     keep_local: bool = True
     memory_budget: int | None = None
+    layouts: tuple[tuple[str, tuple], ...] | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -94,14 +98,23 @@ class Distribution:
         set_("keep_local", check_bool(_WHO, "keep_local", self.keep_local))
         set_("memory_budget", check_positive_int(_WHO, "memory_budget", self.memory_budget,
                                                  allow_none=True))
+        if self.layouts is not None:
+            set_("layouts", _checked_layouts(self.layouts))
+
+    def layout_of(self, path: str) -> tuple | None:
+        """The recorded ``PartitionSpec`` entries of the leaf at ``path`` (``None``: none)."""
+        return None if self.layouts is None else dict(self.layouts).get(path)
 
     @classmethod
     def for_params(cls, params, **settings) -> "Distribution":
-        """The policy whose ``axes`` are the mesh axes ``params`` are sharded on.
+        """The policy that knows how ``params`` are laid out on their mesh.
 
-        Reads the concrete shardings of placed arrays (outside ``jax.jit``), for automatic
-        mesh axes, whose layouts are invisible while tracing. Axes that shard no parameter
-        (a pure replica axis) never carry a stack.
+        Reads the concrete shardings of placed arrays (call it outside ``jax.jit``) and records
+        each leaf's ``PartitionSpec`` by path, and as ``axes`` the mesh axes some parameter is
+        sharded on. Under automatic mesh axes, whose layouts tracing hides, the plan then is
+        the one explicit axes give: no replica axis carries a stack, locally held matrices
+        stay local, matrices sharded over two axes move one axis at a time, and the updates
+        come back in the parameters' layouts. ``settings`` are the other fields.
 
         Example:
           >>> import jax.numpy as jnp, optorth
@@ -110,13 +123,36 @@ class Distribution:
         """
         import jax
 
-        used = []
-        for leaf in jax.tree.leaves(params):
-            for entry in getattr(getattr(leaf, "sharding", None), "spec", ()) or ():
-                for name in (entry,) if isinstance(entry, str) else (entry or ()):
-                    if name not in used:
-                        used.append(name)
-        return cls(axes=tuple(used), **settings)
+        used, layouts = [], []
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+            spec = getattr(getattr(leaf, "sharding", None), "spec", None)
+            if spec is None:
+                continue
+            entries = _entries(spec, getattr(leaf, "ndim", len(spec)))
+            layouts.append((jax.tree_util.keystr(path), entries))
+            used += [a for e in entries for a in _names(e) if a not in used]
+        return cls(axes=tuple(used), layouts=tuple(layouts), **settings)
+
+
+def _names(entry) -> tuple[str, ...]:
+    return () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))
+
+
+def _entries(spec, ndim: int) -> tuple:
+    """``PartitionSpec`` entries as plain hashable values, padded with ``None`` to ``ndim``."""
+    entries = tuple(e if e is None or isinstance(e, str) else tuple(e) for e in spec)
+    return entries + (None,) * (ndim - len(entries))
+
+
+def _checked_layouts(layouts) -> tuple:
+    try:
+        checked = tuple((str(path), tuple(entries)) for path, entries in layouts)
+        hash(checked)
+    except (TypeError, ValueError):
+        raise ValueError(f"{_WHO}: layouts must be ((path, PartitionSpec entries), ...) as "
+                         f"Distribution.for_params(params) records them; got "
+                         f"{type(layouts).__name__}.") from None
+    return checked
 
 
 def as_distribution(value, who: str) -> Distribution:

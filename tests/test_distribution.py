@@ -82,6 +82,22 @@ def _tree(layouts, seed):
     return {k: rng.standard_normal(shape).astype(np.float32) for k, (shape, _) in layouts.items()}
 
 
+KINDS = ["explicit", "auto_for_params"]
+
+
+def _mesh_and_policy(shape, names, kind, layouts, **settings):
+    """The mesh for ``kind`` and the policy a user writes there: the default under explicit
+    axes; under automatic axes (layouts hidden while tracing) ``Distribution.for_params``."""
+    axis_type = AxisType.Explicit if kind == "explicit" else AxisType.Auto
+    mesh = jax.make_mesh(shape, names, axis_types=(axis_type,) * len(names))
+    if kind == "explicit":
+        return mesh, Distribution(**settings)
+    with jax.set_mesh(mesh):
+        placed = {k: jax.device_put(np.zeros(s, np.float32), NamedSharding(mesh, spec))
+                  for k, (s, spec) in layouts.items()}
+    return mesh, Distribution.for_params(placed, **settings)
+
+
 def _compiled_update(tx, layouts, mesh, seed=0):
     """(updates, expected single-device updates, params, compiled HLO text)."""
     host = _tree(layouts, seed)
@@ -125,14 +141,12 @@ def _layouts(spec_of):
 
 
 @needs_devices
-@pytest.mark.parametrize("kind", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_hsdp_never_crosses_the_replica_axis(kind):
-    """replica(2) × fsdp(4): the stacks split over fsdp only. Under explicit axes that is the
-    default (the parameters are not sharded on replica); under automatic axes, whose layouts
-    are invisible while tracing, the policy names the replica axis."""
-    mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(kind,) * 2)
+    """replica(2) × fsdp(4): the stacks split over fsdp only (no parameter is sharded on
+    replica)."""
     layouts = _layouts(lambda k, s: P("fsdp", None))
-    policy = Distribution() if kind == AxisType.Explicit else Distribution(replica_axes="replica")
+    mesh, policy = _mesh_and_policy((2, 4), ("replica", "fsdp"), kind, layouts)
     tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=policy))
     updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
     _check_equal_and_placed(updates, expected, params)
@@ -149,7 +163,8 @@ def test_named_axes_and_for_params_under_automatic_axes():
         placed = {k: jax.device_put(np.zeros(s, np.float32), NamedSharding(mesh, spec))
                   for k, (s, spec) in layouts.items()}
     assert Distribution.for_params(placed).axes == ("fsdp",)
-    for policy in (Distribution(axes="fsdp"), Distribution.for_params(placed)):
+    for policy in (Distribution(axes="fsdp"), Distribution(replica_axes="replica"),
+                   Distribution.for_params(placed)):
         tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=policy))
         updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
         _check_equal_and_placed(updates, expected, params)
@@ -160,29 +175,39 @@ def test_named_axes_and_for_params_under_automatic_axes():
 
 
 @needs_devices
-@pytest.mark.parametrize("kind", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+@pytest.mark.parametrize("kind", KINDS + ["auto"])
 def test_expert_sharded_leaves_are_orthogonalized_in_place(kind):
     """Four (E=8, in, out) expert kernels sharded on E over 8 devices: every device holds
-    whole matrices already, so the whole update compiles to no collective at all."""
-    mesh = jax.make_mesh((8,), ("expert",), axis_types=(kind,))
+    whole matrices already, so the whole update compiles to no collective at all (under
+    automatic axes even with the default policy: each leaf divides evenly, so it forms its own
+    stack, whose home is where it lies)."""
     layouts = {f"moe{i}/{n}": (shape, P("expert", None, None)) for i in range(2)
                for n, shape in (("wi", (8, 16, 32)), ("wo", (8, 32, 16)))}
-    tx = optorth.muon(rules=[(r"moe\d/w", MatrixSpec.stacked())])
+    if kind == "auto":
+        mesh, policy = jax.make_mesh((8,), ("expert",), axis_types=(AxisType.Auto,)), None
+    else:
+        mesh, policy = _mesh_and_policy((8,), ("expert",), kind, layouts)
+    tx = optorth.muon(rules=[(r"moe\d/w", MatrixSpec.stacked())],
+                      ns=optorth.NewtonSchulz(distribute=policy))
     updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
     _check_equal_and_placed(updates, expected, params)
     assert sum(collective_counts(hlo).values()) == 0, collective_counts(hlo)
 
 
 @needs_devices
-def test_fsdp_times_tensor_parallel_moves_matrices_with_all_to_alls_only():
-    """(fsdp 4) × (tensor 2), kernels sharded on both of their axes: one all-to-all per axis,
-    no gather of whole weights."""
-    mesh = jax.make_mesh((4, 2), ("fsdp", "tensor"), axis_types=(AxisType.Explicit,) * 2)
+@pytest.mark.parametrize("kind", KINDS)
+def test_fsdp_times_tensor_parallel_moves_matrices_with_all_to_alls_only(kind):
+    """(fsdp 4) × (tensor 2), kernels sharded on both of their axes: one all-to-all per axis
+    (under automatic axes XLA adds a permute of the transposed part), no gather of whole
+    weights."""
     layouts = _layouts(lambda k, s: P("fsdp", "tensor") if s[0] < s[1] else P("tensor", "fsdp"))
-    updates, expected, params, hlo = _compiled_update(optorth.muon(), layouts, mesh)
+    mesh, policy = _mesh_and_policy((4, 2), ("fsdp", "tensor"), kind, layouts)
+    tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=policy))
+    updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
     _check_equal_and_placed(updates, expected, params)
     counts = collective_counts(hlo)
-    assert sum(counts.values()) == counts["all-to-all"] > 0, counts
+    assert counts["all-to-all"] > 0 and not counts["all-gather"] and not counts["all-reduce"], (
+        counts)
 
 
 def _budget_case(layouts, specs, budget, seed):

@@ -228,13 +228,18 @@ def _plan_group(group, mesh, policy, known):
             for g, home, after in zip(subgroups, homes, chained, strict=True)]
 
 
-def layouts_of(leaves: dict, specs: dict, typeof, explicit: bool) -> Layouts:
-    """The :class:`Layouts` of the matrix leaves ``{flat index: array}``."""
+def layouts_of(leaves: dict, specs: dict, paths: dict, typeof, explicit: bool,
+               policy: Distribution) -> Layouts:
+    """The :class:`Layouts` of the matrix leaves ``{flat index: array}``: from their types
+    under explicit axes, else from the layouts ``policy`` recorded (when it has every leaf)."""
     shapes = {i: tuple(x.shape) for i, x in leaves.items()}
-    if not explicit:
-        return Layouts(specs, shapes, None)
     layouts = {}
     for i, x in leaves.items():
-        spec = getattr(getattr(typeof(x), "sharding", None), "spec", None) or ()
+        if explicit:
+            spec = getattr(getattr(typeof(x), "sharding", None), "spec", None) or ()
+        else:
+            spec = policy.layout_of(paths[i])
+            if spec is None or len(spec) != np.ndim(x):
+                return Layouts(specs, shapes, None)
         layouts[i] = tuple(spec) + (None,) * (np.ndim(x) - len(spec))
     return Layouts(specs, shapes, layouts)

@@ -89,13 +89,16 @@ def find_mesh(leaves):
     return None
 
 
-def _matrix_leaves(tree, specs) -> tuple[dict[int, Any], dict[int, MatrixSpec]]:
-    """``{flat spec-leaf index: array}`` and their specs, for the matrix-path leaves."""
-    spec_leaves, treedef = jax.tree.flatten(specs, is_leaf=is_spec_leaf)
+def _matrix_leaves(tree, specs):
+    """``{flat spec-leaf index: array}``, their specs and their paths (``jax.tree_util.keystr``),
+    for the matrix-path leaves."""
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec_leaf)
     leaves = treedef.flatten_up_to(tree)
-    chosen = {i: (x, s) for i, (s, x) in enumerate(zip(spec_leaves, leaves, strict=True))
+    chosen = {i: (x, s, jax.tree_util.keystr(path))
+              for i, ((path, s), x) in enumerate(zip(with_paths, leaves, strict=True))
               if isinstance(s, MatrixSpec) and hasattr(x, "shape")}
-    return {i: x for i, (x, _) in chosen.items()}, {i: s for i, (_, s) in chosen.items()}
+    return ({i: c[0] for i, c in chosen.items()}, {i: c[1] for i, c in chosen.items()},
+            {i: c[2] for i, c in chosen.items()})
 
 
 def _pad(stack, pad):
@@ -174,6 +177,17 @@ def _tie_to_inputs(out_tree, in_tree, specs):
     return jax.tree.map(tie, specs, out_tree, in_tree, is_leaf=is_spec_leaf)
 
 
+def _constrain_to(out_tree, specs, layouts: dict, mesh):
+    """Constrains every matrix leaf of ``out_tree`` to its recorded layout."""
+    leaves, treedef = jax.tree.flatten(specs, is_leaf=is_spec_leaf)
+    outs = treedef.flatten_up_to(out_tree)
+    context = jax.sharding.get_abstract_mesh()
+    with jax.sharding.use_abstract_mesh(mesh if context.empty else context):
+        placed = [jax.lax.with_sharding_constraint(x, P(*layouts[i])) if i in layouts else x
+                  for i, x in enumerate(outs)]
+    return treedef.unflatten(placed)
+
+
 def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=None,
                 transpose_tall: bool = False,
                 distribute: Distribution | bool | None = None):
@@ -189,14 +203,14 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
       The mapped tree; its matrix leaves keep their input shardings.
     """
     policy = as_distribution(distribute, "map_matrices")
-    matrix_leaves, matrix_specs = _matrix_leaves(tree, specs_tree)
+    matrix_leaves, matrix_specs, paths = _matrix_leaves(tree, specs_tree)
     mesh = find_mesh(list(matrix_leaves.values()))
     if mesh is None:
         return map_stacks(lambda *s: fn(consts, *s), tree, specs_tree, rest,
                           transpose_tall=transpose_tall)
     check_axes(policy, mesh)
     explicit = bool(set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)))
-    known = layouts_of(matrix_leaves, matrix_specs, _typeof, explicit)
+    known = layouts_of(matrix_leaves, matrix_specs, paths, _typeof, explicit, policy)
 
     def schedule(groups):
         previous = []
@@ -206,6 +220,8 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
     def run(consts, tree, *rest):
         out = map_stacks(lambda *s: fn(consts, *s), tree, specs_tree, rest,
                          transpose_tall=transpose_tall, schedule=schedule)
+        if known.layouts is not None and not explicit:  # recorded layouts: put them back
+            return _constrain_to(out, specs_tree, known.layouts, mesh)
         return _tie_to_inputs(out, tree, specs_tree)
 
     if not explicit:
