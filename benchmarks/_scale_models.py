@@ -193,9 +193,18 @@ def optax_dimension_numbers(model: Model):
     return jax.tree.map(dims, specs, is_leaf=lambda x: isinstance(x, MatrixSpec) or x == "fallback")
 
 
-OPTIMIZERS: dict[str, Callable[[Model], optax.GradientTransformation]] = {
-    "optorth.muon": lambda m: optorth.muon(rules=list(m.rules) or None),
-    "optax.contrib.muon": lambda m: optax.contrib.muon(
+def _muon_knowing_layouts(m: Model, placed) -> optax.GradientTransformation:
+    """optorth.muon told the parameters' layouts (``Distribution.for_params``), as a user of
+    automatic mesh axes does; off a mesh the plain default."""
+    policy = optorth.Distribution() if placed is None else optorth.Distribution.for_params(placed)
+    return optorth.muon(rules=list(m.rules) or None, ns=optorth.NewtonSchulz(distribute=policy))
+
+
+#: name -> (model, the parameters as sharded ``ShapeDtypeStruct``s or None) -> transformation
+OPTIMIZERS: dict[str, Callable[[Model, Any], optax.GradientTransformation]] = {
+    "optorth.muon": lambda m, placed: optorth.muon(rules=list(m.rules) or None),
+    "optorth.muon+layouts": _muon_knowing_layouts,
+    "optax.contrib.muon": lambda m, placed: optax.contrib.muon(
         0.02, muon_weight_dimension_numbers=optax_dimension_numbers(m)),
-    "optax.adamw": lambda m: optax.adamw(1e-3),
+    "optax.adamw": lambda m, placed: optax.adamw(1e-3),
 }

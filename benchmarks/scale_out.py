@@ -95,23 +95,32 @@ def compile_row(model, tx_name, mesh, axis_types, rule):
     from _scale_models import OPTIMIZERS, partition_specs
     from jax.sharding import NamedSharding
 
-    tx = OPTIMIZERS[tx_name](model)
     params = model.params
-    state = jax.eval_shape(tx.init, params)
     if mesh is None:
+        tx = OPTIMIZERS[tx_name](model, None)
+        state = jax.eval_shape(tx.init, params)
         start = time.perf_counter()
         compiled = jax.jit(tx.update).lower(params, state, params).compile()
         cost = analyze_compiled(compiled)
         return dict(flops=cost.dot_flops, temp_bytes=cost.temp_bytes,
                     compile_s=time.perf_counter() - start)
     p_specs = partition_specs(model, dict(mesh.shape), rule)
-    s_specs = _state_specs(state, p_specs, params)
 
     def named(specs):
         return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
                             is_leaf=lambda v: isinstance(v, jax.sharding.PartitionSpec))
 
-    p_sh, s_sh = named(p_specs), named(s_specs)
+    def placed(tree, shardings):  # sharded abstract arrays: explicit axes read their types
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            tree, shardings)
+
+    p_sh = named(p_specs)
+    params = placed(params, p_sh)
+    tx = OPTIMIZERS[tx_name](model, params)
+    with jax.set_mesh(mesh):
+        state = jax.eval_shape(tx.init, params)
+    s_sh = named(_state_specs(state, p_specs, params))
+    state = placed(state, s_sh)
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         compiled = jax.jit(tx.update, in_shardings=(p_sh, s_sh, p_sh)).lower(
