@@ -8,6 +8,9 @@ the collectives of the compiled program: which kinds, how many, and which mesh a
 device groups span.
 """
 
+import pathlib
+import re
+
 import jax
 import numpy as np
 import optax
@@ -258,3 +261,13 @@ def test_an_axis_the_mesh_does_not_have_is_named_in_the_error():
     tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=Distribution(axes="data")))
     with pytest.raises(ValueError, match=r"\['data'\].*fsdp"):
         _compiled_update(tx, _layouts(lambda k, s: P("fsdp", None)), mesh)
+
+
+@needs_devices
+def test_the_scaling_out_page_example_runs():
+    """The example of docs/scaling_out.md's policy section, as a reader pastes it."""
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "scaling_out.md").read_text()
+    section = page.split("## The policy")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "scaling_out.md", "exec"), {})  # noqa: S102 - the docs' own code
