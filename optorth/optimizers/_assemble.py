@@ -28,6 +28,7 @@ from optorth.matrices._paths import (
     path_to_str,
     shape_of,
 )
+from optorth.matrices._report import warn_routing_at_init
 from optorth.matrices._resolve import route_specs
 from optorth.matrices._routing import route
 from optorth.matrices._specs import MatrixSpec
@@ -198,5 +199,6 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
                          optax.scale_by_learning_rate(learning_rate))
     transforms = {MATRIX: matrix, FALLBACK: fallback or default_fallback()}
     partition = optax.partition(transforms, _labels(rules))
-    return guard(name, with_compute_dtype(partition, mu_dtype))
+    return warn_routing_at_init(f"optorth.{name}",
+                                guard(name, with_compute_dtype(partition, mu_dtype)), rules)
 
