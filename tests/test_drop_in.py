@@ -9,6 +9,7 @@ here: a correct result, or a warning / error that names the leaf and the fix.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import optorth
@@ -195,3 +196,39 @@ def test_tied_embedding_on_the_matrix_path_and_no_matrix_leaf_warn():
     assert len(warnings) == 1 and "named like an embedding or output head ('wte')" in warnings[0]
     with pytest.warns(optorth.matrices.RoutingWarning, match="no leaf takes the matrix path"):
         optorth.muon().init(params)
+
+
+# ----- schedules reach the default fallback -------------------------------------------------
+WARMUP = optax.warmup_cosine_decay_schedule(0.0, 0.02, 10, 100)
+EMBED = {"embed": jnp.ones((16, 8)), "w": jnp.ones((8, 32)) / 8, "b": jnp.zeros(32)}
+
+
+@pytest.mark.parametrize("name", ["muon", "normuon", "factored_muon", "signum"])
+def test_schedule_reaches_the_default_fallback_at_step_0_of_a_warmup(name):
+    tx = getattr(optorth, name)(learning_rate=WARMUP)
+    updates, _ = tx.update(EMBED, tx.init(EMBED), EMBED)
+    # At step 0 the warmup is at 0: the embedding and the bias must not move either.
+    np.testing.assert_array_equal(updates["embed"], 0.0)
+    np.testing.assert_array_equal(updates["b"], 0.0)
+
+
+def test_default_fallback_follows_the_schedule_at_its_own_peak():
+    tx = optorth.muon(learning_rate=WARMUP)
+    reference = optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)
+    grads = {"embed": jnp.full((16, 8), 0.5)}
+    state, ref_state = tx.init(EMBED), reference.init({"embed": EMBED["embed"]})
+    for step in range(11):  # step 10 is the schedule's peak: the fallback runs at 3e-3
+        updates, state = tx.update({**grads, "w": EMBED["w"], "b": EMBED["b"]}, state, EMBED)
+        expected, ref_state = reference.update(grads, ref_state, {"embed": EMBED["embed"]})
+    np.testing.assert_allclose(updates["embed"], expected["embed"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule, text", [
+    (lambda count: -0.01 + 0.0 * count, r"gives -0.01 at step 0"),
+    (optax.linear_schedule(0.02, -0.02, 100), r"gives -0.*at step 5\d; a learning rate must"),
+    (lambda count: jnp.where(count > 50, jnp.nan, 0.01), r"gives nan at step 51"),
+    (optax.constant_schedule(0.0), r"is 0 at every step"),
+])
+def test_bad_schedules_are_refused_at_construction(schedule, text):
+    with pytest.raises(ValueError, match=r"optorth.muon: the learning-rate schedule " + text):
+        optorth.muon(learning_rate=schedule)

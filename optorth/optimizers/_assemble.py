@@ -13,6 +13,8 @@ optimizer in every error about a missing ``params`` or a state that is not its o
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +35,7 @@ from optorth.matrices._resolve import route_specs
 from optorth.matrices._routing import route
 from optorth.matrices._specs import MatrixSpec
 from optorth.norms._shape_scale import as_shape_scale
+from optorth.optimizers._fallback_lr import check_schedule, fallback_learning_rate
 
 MATRIX, FALLBACK, FROZEN = "matrix", "fallback", "frozen"
 
@@ -54,23 +57,29 @@ def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init_fn, inner.update)
 
 
-def default_fallback() -> optax.GradientTransformation:
+def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
     """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
 
     ``optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)``: a true AdamW (not
     NAdam) with the Muon reference's betas and eps for embeddings, output heads, biases and
     norm gains. Its learning rate is 10x the reference's 3e-4: on a small transformer
-    (``benchmarks/defaults.py``) Muon's defaults ended 0.18 nats/char worse with 3e-4. It is
-    constant; for long runs pass your own with a schedule. It refuses float16 leaves at
+    (``benchmarks/defaults.py``) Muon's defaults ended 0.18 nats/char worse with 3e-4. When
+    the optimizer's ``learning_rate`` is a schedule, the ready optimizers pass it here with
+    the schedule's shape at a peak of 3e-3 (``lr(t)·3e-3/max lr``), so a warmup also warms
+    the fallback up. It refuses float16 leaves at
     ``init`` (its eps underflows in float16; pass ``mu_dtype="float32"``). Pass any
     ``optax.GradientTransformation`` as ``fallback=`` to change it, e.g.
     ``optax.adamw(1e-3, weight_decay=0.1, mask=...)``.
+
+    Args:
+      learning_rate: a number or an optax schedule (default 3e-3).
 
     Example:
       >>> import optorth
       >>> tx = optorth.muon(fallback=optorth.optimizers.default_fallback())
     """
-    return _reject_float16(optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0))
+    return _reject_float16(optax.adamw(learning_rate, b1=0.9, b2=0.95, eps=1e-10,
+                                       weight_decay=0.0))
 
 
 def _is_integer(leaf) -> bool:
@@ -197,7 +206,11 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
         blocks.append(scale_by_shape(scale, specs=route_specs(rules)))
     matrix = optax.chain(*blocks, optax.add_decayed_weights(weight_decay, weight_decay_mask),
                          optax.scale_by_learning_rate(learning_rate))
-    transforms = {MATRIX: matrix, FALLBACK: fallback or default_fallback()}
+    if callable(learning_rate) and not hasattr(learning_rate, "dtype"):
+        check_schedule(f"optorth.{name}", learning_rate)
+    if fallback is None:
+        fallback = default_fallback(fallback_learning_rate(f"optorth.{name}", learning_rate, 3e-3))
+    transforms = {MATRIX: matrix, FALLBACK: fallback}
     partition = optax.partition(transforms, _labels(rules))
     return warn_routing_at_init(f"optorth.{name}",
                                 guard(name, with_compute_dtype(partition, mu_dtype)), rules)
