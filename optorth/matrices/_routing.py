@@ -288,3 +288,16 @@ def route(
         params, rules, embedding_patterns=embedding_patterns, head_patterns=head_patterns,
         bias_patterns=bias_patterns)
     return jax.tree_util.tree_unflatten(treedef, [d.target for d in decisions])
+
+
+def route_or_fallback(params, rules: Sequence[Rule] | None = None):
+    """:func:`route`, except that a leaf with no unambiguous layout (rank 3, rank ≥ 5) takes
+    ``"fallback"`` instead of raising: for blocks whose fallback treats a rank ≥ 2 leaf as a
+    batch of matrices over its last two axes (Adafactor's convention). Rules still win, and a
+    rule whose spec does not fit its leaf still raises."""
+    checked = check_rules(rules)
+    patterns = compile_patterns(EMBEDDING_PATTERNS, HEAD_PATTERNS, BIAS_PATTERNS)
+    items, treedef = flatten_with_paths(as_params_tree(params))
+    targets = [_decide(path, leaf, checked, *patterns).target for path, leaf in items]
+    return jax.tree_util.tree_unflatten(
+        treedef, [FALLBACK if t == UNRESOLVED else t for t in targets])
