@@ -212,7 +212,7 @@ def describe_routing(
         lines += ["", "suggested rules for the unresolved leaves (first match wins):",
                   "rules=["]
         lines += [f"    {s.rule_text()},  # {s.layout}: {len(s.paths)} "
-                  f"leaf{'' if len(s.paths) == 1 else 's'}" for s in report.suggestions]
+                  f"{'leaf' if len(s.paths) == 1 else 'leaves'}" for s in report.suggestions]
         lines.append("]")
     if report.warnings:
         lines += ["", "warnings:"] + [f"- {w}" for w in report.warnings]
