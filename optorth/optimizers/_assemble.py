@@ -57,6 +57,25 @@ def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init_fn, inner.update)
 
 
+#: Gradient entries are clipped to ±2⁶⁰ (≈1.2e18) before the default AdamW: its second moment
+#: holds g², which overflows float32 / bfloat16 (max ≈ 3.4e38) for |g| ≳ 1.8e19, after which
+#: v = inf and the leaf never moves again. Below the bound nothing changes.
+MAX_FALLBACK_GRADIENT = 2.0**60
+
+
+def _clip_gradients(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` with every gradient entry clipped to ±:data:`MAX_FALLBACK_GRADIENT` (same
+    state as ``inner``, so earlier checkpoints restore into it)."""
+
+    def update_fn(updates, state, params=None):
+        clipped = jax.tree.map(
+            lambda g: jnp.clip(g, -MAX_FALLBACK_GRADIENT, MAX_FALLBACK_GRADIENT)
+            if jnp.issubdtype(dtype_of(g), jnp.floating) else g, updates)
+        return inner.update(clipped, state, params)
+
+    return optax.GradientTransformation(inner.init, update_fn)
+
+
 def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
     """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
 
@@ -66,7 +85,10 @@ def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
     (``benchmarks/defaults.py``) Muon's defaults ended 0.18 nats/char worse with 3e-4. When
     the optimizer's ``learning_rate`` is a schedule, the ready optimizers pass it here with
     the schedule's shape at a peak of 3e-3 (``lr(t)·3e-3/max lr``), so a warmup also warms
-    the fallback up. It refuses float16 leaves at
+    the fallback up. Gradient entries beyond ±2⁶⁰ are clipped first: optax's AdamW squares
+    them into its second moment, which overflows to inf beyond |g| ≈ 1.8e19 and freezes the
+    leaf for good (measured: after one 1e20 gradient, optax.adamw's updates stay exactly 0).
+    It refuses float16 leaves at
     ``init`` (its eps underflows in float16; pass ``mu_dtype="float32"``). Pass any
     ``optax.GradientTransformation`` as ``fallback=`` to change it, e.g.
     ``optax.adamw(1e-3, weight_decay=0.1, mask=...)``.
@@ -78,8 +100,8 @@ def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
       >>> import optorth
       >>> tx = optorth.muon(fallback=optorth.optimizers.default_fallback())
     """
-    return _reject_float16(optax.adamw(learning_rate, b1=0.9, b2=0.95, eps=1e-10,
-                                       weight_decay=0.0))
+    return _reject_float16(_clip_gradients(optax.adamw(learning_rate, b1=0.9, b2=0.95,
+                                                       eps=1e-10, weight_decay=0.0)))
 
 
 def _is_integer(leaf) -> bool:
@@ -154,6 +176,22 @@ def _zero_integer_updates(updates, params):
     return jax.tree.map(fix, updates, params)
 
 
+def _propagate_nonfinite(out, updates):
+    """Each update entry whose gradient entry is ±inf or NaN takes that value.
+
+    Sign- and clip-based directions (Signum, ROOT's threshold) map an infinite gradient to a
+    finite step, so the entry would move by the learning rate while its momentum holds inf
+    forever, unseen by ``optax.apply_if_finite``. Passing the non-finite value through makes
+    the step visibly non-finite (and skipped by ``apply_if_finite``, state included).
+    """
+    def fix(u, g):
+        if not jnp.issubdtype(dtype_of(g), jnp.inexact) or np.shape(u) != np.shape(g):
+            return u
+        return jnp.where(jnp.isfinite(g), u, jnp.asarray(g).astype(dtype_of(u)))
+
+    return jax.tree.map(fix, out, updates)
+
+
 def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTransformation:
     """``inner`` for float leaves, a zero update for integer leaves, and errors that name the
     optimizer: a missing ``params``, arguments passed in the wrong order, or a state built by
@@ -185,6 +223,7 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
         except ValueError as err:
             raise ValueError(f"{who}: {err}") from None
         out, new_state = inner.update(updates, state, params)
+        out = _propagate_nonfinite(out, updates)
         return _zero_integer_updates(out, params), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,102 @@
+"""Silent failures closed: each case gives a correct result or an error at entry naming it.
+
+Found by probing every public entry point with valid and invalid inputs; each test below is
+one minimal case.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optorth
+
+X = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8)), jnp.float32)
+PARAMS = {"w": X, "b": jnp.zeros(8)}
+
+
+# ----- coefficient tables: values checked, not only shapes ----------------------------------
+def test_a_nan_coefficient_table_in_coeffs_is_refused():
+    table = jnp.asarray(optorth.NewtonSchulz().table(), jnp.float32).at[2, 1].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"coeffs row 2 is .*nan.*not finite"):
+        optorth.newton_schulz(X, "jordan", coeffs=table)
+
+
+@pytest.mark.parametrize("table, reason", [
+    ([(10.0, -1.0, 0.0)], r"amplifies: singular values are mapped up to 9"),
+    ([(1e-3, 0.0, 0.0)], r"no gain: the slope at 0, ∏a / safety = 0.001"),
+    ([(1.0, 0.0, 0.0)], r"no gain: the slope at 0, ∏a / safety = 1,"),
+])
+def test_validate_schedule_rejects_tables_that_do_not_orthogonalize(table, reason):
+    report = optorth.validate_schedule(table)
+    assert not report.ok and report.reason.startswith(reason.split(":")[0])
+    with pytest.raises(ValueError, match=reason):
+        optorth.NewtonSchulz(table)
+    with pytest.raises(ValueError, match=reason):
+        optorth.newton_schulz(X, "jordan", coeffs=jnp.asarray(table))
+
+
+@pytest.mark.parametrize("name", ["jordan", "you", "polar_express5", "turbo", "fitted5"])
+def test_presets_still_pass_validation(name):
+    assert optorth.validate_schedule(name).ok
+
+
+def test_a_state_of_another_schedule_does_not_drive_the_iteration():
+    jordan = optorth.muon()
+    express = optorth.muon(ns=optorth.NewtonSchulz("polar_express5"))
+    foreign = jordan.init(PARAMS)
+    with pytest.raises(ValueError, match=r"was built by another Newton–Schulz configuration"):
+        express.update(PARAMS, foreign, PARAMS)
+    # Under jit the table is chosen on device: the optimizer's own table drives it.
+    got, _ = jax.jit(express.update)(PARAMS, foreign, PARAMS)
+    want, _ = express.update(PARAMS, express.init(PARAMS), PARAMS)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-4, atol=1e-7)
+
+
+def test_a_nan_table_in_a_restored_state_gives_the_constructed_tables_update():
+    tx = optorth.muon()
+    state = tx.init(PARAMS)
+    leaves, treedef = jax.tree.flatten(state)
+    table_index = next(i for i, x in enumerate(leaves) if getattr(x, "shape", ()) == (5, 3))
+    leaves[table_index] = jnp.full((5, 3), jnp.nan)
+    broken = jax.tree.unflatten(treedef, leaves)
+    with pytest.raises(ValueError, match=r"coefficient table holds NaN"):
+        tx.update(PARAMS, broken, PARAMS)
+    got, _ = jax.jit(tx.update)(PARAMS, broken, PARAMS)
+    want, _ = tx.update(PARAMS, state, PARAMS)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-4, atol=1e-7)
+
+
+# ----- non-finite and huge gradients ---------------------------------------------------------
+@pytest.mark.parametrize("name", ["signum", "root", "muon", "normalized_sgdm"])
+def test_an_infinite_gradient_entry_gives_a_non_finite_update_that_apply_if_finite_skips(name):
+    tx = getattr(optorth, name)()
+    grads = {"w": X.at[1, 2].set(jnp.inf), "b": jnp.ones(8)}
+    updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+    assert not np.isfinite(np.asarray(updates["w"][1, 2]))
+    safe = optax.apply_if_finite(getattr(optorth, name)(), max_consecutive_errors=3)
+    state = safe.init(PARAMS)
+    updates, state = safe.update(grads, state, PARAMS)
+    assert int(state.notfinite_count) == 1
+    np.testing.assert_array_equal(updates["w"], 0.0)
+    # The skipped step left no inf in the optimizer's own state.
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.inner_state)
+               if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating))
+
+
+def test_a_huge_gradient_does_not_freeze_the_default_fallback_for_good():
+    params = {"embed": jnp.ones((4, 8)), "w": X}
+    huge = {"embed": jnp.full((4, 8), 1e20), "w": X}
+    normal = {"embed": jnp.ones((4, 8)), "w": X}
+    reference = optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)
+    ref_state = reference.init({"embed": params["embed"]})
+    tx = optorth.muon()
+    state = tx.init(params)
+    for grads in (huge, normal, normal):
+        updates, state = tx.update(grads, state, params)
+        ref, ref_state = reference.update({"embed": grads["embed"]}, ref_state,
+                                          {"embed": params["embed"]})
+    # optax's AdamW: v = inf after the 1e20 gradient, so the leaf never moves again.
+    np.testing.assert_array_equal(ref["embed"], 0.0)
+    assert np.all(np.isfinite(updates["embed"])) and np.all(np.asarray(updates["embed"]) < 0)
