@@ -100,3 +100,33 @@ def test_a_huge_gradient_does_not_freeze_the_default_fallback_for_good():
     # optax's AdamW: v = inf after the 1e20 gradient, so the leaf never moves again.
     np.testing.assert_array_equal(ref["embed"], 0.0)
     assert np.all(np.isfinite(updates["embed"])) and np.all(np.asarray(updates["embed"]) < 0)
+
+
+# ----- norm objects ----------------------------------------------------------------------------
+@pytest.mark.parametrize("norm", [optorth.norms.Frobenius(), optorth.norms.Row(),
+                                  optorth.norms.Column()])
+@pytest.mark.parametrize("magnitude", [1e30, 1e-30])
+def test_norm_duals_and_primals_neither_overflow_nor_underflow(norm, magnitude):
+    m = np.random.default_rng(1).standard_normal((3, 4, 6))
+    x = jnp.asarray(m * magnitude, jnp.float32)
+    reference = {"Frobenius": np.sqrt((m**2).sum(axis=(-2, -1))),
+                 "Row": np.sqrt((m**2).sum(axis=-1)).sum(axis=-1),
+                 "Column": np.sqrt((m**2).sum(axis=-2)).sum(axis=-1)}[type(norm).__name__]
+    np.testing.assert_allclose(np.asarray(norm.dual(x), np.float64) / magnitude, reference,
+                               rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(norm.primal(x)))) and np.all(np.asarray(norm.primal(x)) > 0)
+    # ⟨M, lmo(M)⟩ = ‖M‖_* at every scale.
+    inner = np.sum(np.asarray(norm.lmo(x), np.float64) * m, axis=(-2, -1))
+    np.testing.assert_allclose(inner, reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm", [optorth.norms.Frobenius(), optorth.norms.Row(),
+                                  optorth.norms.Column(), optorth.norms.Sign(),
+                                  optorth.norms.Spectral()])
+def test_norm_lmo_refuses_integer_and_vector_inputs(norm):
+    with pytest.raises(ValueError, match=r"optorth.norms expects a floating-point array; got "
+                                         r"dtype int32|newton_schulz expects a floating"):
+        norm.lmo(jnp.ones((4, 8), jnp.int32))
+    with pytest.raises(ValueError, match=r"expects an array of shape \(\.\.\., m, n\) with rank "
+                                         r">= 2; got shape \(8,\)"):
+        norm.lmo(jnp.ones(8))
