@@ -130,3 +130,31 @@ def test_norm_lmo_refuses_integer_and_vector_inputs(norm):
     with pytest.raises(ValueError, match=r"expects an array of shape \(\.\.\., m, n\) with rank "
                                          r">= 2; got shape \(8,\)"):
         norm.lmo(jnp.ones(8))
+
+
+# ----- contrib: NaN losses and representations -----------------------------------------------
+def test_polyak_momentum_refuses_a_nan_loss_and_gives_a_nan_step_under_jit():
+    from optorth.contrib import polyak_momentum
+
+    tx = polyak_momentum(0.9)
+    state = tx.init(PARAMS)
+    with pytest.raises(ValueError, match=r"the loss value=nan is not finite"):
+        tx.update(PARAMS, state, PARAMS, value=jnp.nan)
+    updates, _ = jax.jit(lambda g, s, v: tx.update(g, s, PARAMS, value=v))(
+        PARAMS, state, jnp.float32(jnp.nan))
+    assert np.all(np.isnan(np.asarray(updates["w"])))  # seen by optax.apply_if_finite
+
+
+def test_add_task_subspace_refuses_nan_representations_and_keeps_the_basis_under_jit():
+    from optorth.contrib import add_task_subspace, rogo
+
+    params = {"w": jnp.zeros((6, 4))}
+    state = rogo().init(params)
+    reps = jnp.asarray(np.random.default_rng(0).standard_normal((10, 6)), jnp.float32)
+    good = add_task_subspace(state, {"w": reps}, 0.97)
+    bad = reps.at[3, 2].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"activations\['w'\] of shape \(10, 6\) holds NaN"):
+        add_task_subspace(good, {"w": bad}, 0.97)
+    kept = jax.jit(lambda s, r: add_task_subspace(s, {"w": r}, 0.97))(good, bad)
+    np.testing.assert_array_equal(kept.basis["w"], good.basis["w"])
+    assert np.all(np.isfinite(np.asarray(kept.basis["w"])))

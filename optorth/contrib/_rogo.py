@@ -327,7 +327,8 @@ def add_task_subspace(state, activations, threshold: float) -> Any:
 
     Raises:
       ValueError: a threshold outside (0, 1), a path that is not a matrix leaf of the state,
-        or a representation matrix whose last axis is not the leaf's fan-in.
+        a representation matrix whose last axis is not the leaf's fan-in, or one holding NaN
+        or inf (under ``jit``, where it cannot be inspected, that leaf keeps its basis).
     """
     who = "add_task_subspace"
     threshold = _check_threshold(who, "threshold", threshold)
@@ -363,8 +364,14 @@ def add_task_subspace(state, activations, threshold: float) -> Any:
                 raise ValueError(f"{who}: activations[{path!r}] has shape {given}; "
                                  f"expected (samples, {m}) or ({b}, samples, {m}): rows are "
                                  f"samples, columns the layer's {m} inputs (its fan-in).")
+            if not isinstance(reps, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(reps))):
+                raise ValueError(f"{who}: activations[{path!r}] of shape {given} holds NaN "
+                                 f"or inf; the basis would become NaN and every later update "
+                                 f"NaN. Pass the representations of a finite forward pass.")
             nb, nr = jax.vmap(_gpm_extend, in_axes=(0, 0, 0, None))(
                 basis, rank, reps.astype(jnp.float32), threshold)
+            finite = jnp.all(jnp.isfinite(reps))  # under jit: keep the basis instead
+            nb, nr = jnp.where(finite, nb, basis), jnp.where(finite, nr, rank)
             new_basis.append(nb)
             new_rank.append(nr)
         return RogoState(
