@@ -158,3 +158,47 @@ def test_add_task_subspace_refuses_nan_representations_and_keeps_the_basis_under
     kept = jax.jit(lambda s, r: add_task_subspace(s, {"w": r}, 0.97))(good, bad)
     np.testing.assert_array_equal(kept.basis["w"], good.basis["w"])
     assert np.all(np.isfinite(np.asarray(kept.basis["w"])))
+
+
+# ----- unhelpful errors made clear ---------------------------------------------------------------
+def test_shape_scale_factor_of_an_empty_matrix_and_bad_sizes():
+    scale = optorth.norms.ShapeScale()
+    assert scale.factor(0, 5) == 1.0
+    with pytest.raises(ValueError, match=r"ShapeScale.factor: fan_in=-1 must be a matrix size"):
+        scale.factor(-1, 5)
+
+
+def test_trust_region_refuses_the_abstract_norm_at_construction():
+    with pytest.raises(ValueError, match=r"Norm\(\) defines no lmo: optorth.norms.Norm is the "
+                                         r"base class"):
+        optorth.trust_region(norm=optorth.norms.Norm())
+
+
+def test_gradients_in_other_containers_than_the_parameters_are_named():
+    params = [jnp.ones((4, 8)), jnp.zeros(8)]
+    tx = optorth.muon()
+    with pytest.raises(ValueError, match=r"optorth.muon: the gradients' tree structure differs "
+                                         r"from the parameters'"):
+        tx.update(tuple(params), tx.init(params), params)
+
+
+def test_a_state_restored_without_a_target_is_named_as_such():
+    tx = optorth.muon()
+    state = tx.init(PARAMS)
+    as_dicts = jax.tree_util.tree_map(  # what a target-less restore returns: plain containers
+        lambda x: x, _plain(state))
+    with pytest.raises(ValueError, match=r"same \d+ leaves in (another order|other containers): its containers are "
+                                         r"dicts or lists where this optimizer's state has "
+                                         r"NamedTuples"):
+        tx.update(PARAMS, as_dicts, PARAMS)
+
+
+def _plain(tree):
+    """NamedTuples as dicts and tuples as lists, as orbax restores a tree without a target."""
+    if hasattr(tree, "_asdict"):
+        return {k: _plain(v) for k, v in tree._asdict().items()}
+    if isinstance(tree, (tuple, list)):
+        return [_plain(v) for v in tree]
+    if isinstance(tree, dict):
+        return {k: _plain(v) for k, v in tree.items()}
+    return tree

@@ -128,6 +128,12 @@ def _state_mismatch(expected, state) -> str | None:
     want, _ = flatten_with_paths(expected)
     got, _ = flatten_with_paths(state)
     want_paths, got_paths = [p for p, _ in want], [p for p, _ in got]
+    plain = (f"its containers are dicts or lists where this optimizer's state has NamedTuples, "
+             f"as a checkpoint restored without a target gives. Restore with the structure of "
+             f"tx.init(params) as the target (orbax: ocp.args.StandardRestore("
+             f"jax.eval_shape(tx.init, params)))")
+    if want_paths != got_paths and sorted(want_paths) == sorted(got_paths):
+        return f"it holds the same {len(want_paths)} leaves in another order: {plain}"
     if want_paths != got_paths:
         missing = [p for p in want_paths if p not in got_paths][:3]
         extra = [p for p in got_paths if p not in want_paths][:3]
@@ -139,6 +145,8 @@ def _state_mismatch(expected, state) -> str | None:
     # Same leaves, other containers: e.g. a chain with one more stateless block.
     want_tree = jax.tree.structure(expected, is_leaf=is_variable)
     got_tree = jax.tree.structure(state, is_leaf=is_variable)
+    if want_tree != got_tree and want_tree.num_nodes == got_tree.num_nodes:
+        return f"it holds the same {len(want_paths)} leaves in other containers: {plain}"
     if want_tree != got_tree:
         return (f"its leaves match but its structure differs: {got_tree.num_nodes} nodes, "
                 f"expected {want_tree.num_nodes}; another chain of blocks with the same "
@@ -167,6 +175,18 @@ def _as_arrays(tree, who: str):
         return leaf
 
     return jax.tree_util.tree_map_with_path(convert, tree)
+
+
+def _check_same_structure(who: str, updates, params) -> None:
+    """Raises ``ValueError`` when the gradients' containers differ from the parameters'."""
+    want = jax.tree.structure(params, is_leaf=is_variable)
+    got = jax.tree.structure(updates, is_leaf=is_variable)
+    if want != got:
+        raise ValueError(
+            f"{who}: the gradients' tree structure differs from the parameters' (e.g. a "
+            f"tuple where the parameters hold a list, or other keys): gradients {got}, "
+            f"parameters {want}. Take the gradients of the same tree that holds the "
+            f"parameters (jax.grad(loss)(params)).")
 
 
 def _zero_integer_updates(updates, params):
@@ -210,6 +230,7 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
                 f"{who}: update needs the parameters (weight decay, the fallback and "
                 f"relative steps read them). Call tx.update(grads, state, params).")
         updates, params = _as_arrays(updates, who), _as_arrays(params, who)
+        _check_same_structure(who, updates, params)
         expected = jax.eval_shape(inner.init, params)
         mismatch = _state_mismatch(expected, state)
         if mismatch is not None:
