@@ -202,3 +202,17 @@ def _plain(tree):
     if isinstance(tree, dict):
         return {k: _plain(v) for k, v in tree.items()}
     return tree
+
+
+# ----- traced hyperparameters out of range ---------------------------------------------------------
+@pytest.mark.parametrize("name, value", [("beta", 1.5), ("learning_rate", -0.02),
+                                         ("learning_rate", float("nan"))])
+def test_inject_hyperparams_out_of_range_gives_a_nan_update_under_jit(name, value):
+    tx = optax.inject_hyperparams(optorth.muon)(learning_rate=0.02, beta=0.9)
+    state = tx.init(PARAMS)
+    state.hyperparams[name] = jnp.asarray(value, jnp.float32)
+    updates, _ = jax.jit(tx.update)(PARAMS, state, PARAMS)
+    assert np.all(np.isnan(np.asarray(updates["w"])))  # optax.apply_if_finite skips it
+    state.hyperparams[name] = jnp.asarray(0.5 if name == "beta" else 0.01, jnp.float32)
+    updates, _ = jax.jit(tx.update)(PARAMS, state, PARAMS)
+    assert np.all(np.isfinite(np.asarray(updates["w"])))

@@ -290,11 +290,11 @@ def validate_schedule(schedule, *, sigma_min: float = 1e-3, steps: int | None = 
     elif not stable and not (escapes or sign_flip):
         reason = (f"collapse: some σ ∈ [{sigma_min:g}, 1] are mapped to {lo:.4g} ≤ 0, not "
                   f"towards 1.")
-    elif not ok and slope <= 1.0:
+    elif stable and slope <= 1.0:
         reason = (f"no gain: the slope at 0, ∏a / safety = {slope:.4g}, is not above 1, so "
                   f"small singular values are never grown towards 1 (max |φ−1| = "
                   f"{max(abs(lo - 1.0), abs(hi - 1.0)):.3g} on [{sigma_min:g}, 1]).")
-    elif not ok:
+    elif stable and not ok:
         reason = (f"amplifies: singular values are mapped up to {peak:.4g} > {PEAK_LIMIT} "
                   f"instead of towards 1.")
     return ScheduleReport(

@@ -254,7 +254,7 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
              weight_decay_mask=None, scale=None, rules=None, mu_dtype=None,
              fallback=None) -> optax.GradientTransformation:
     """The ready optimizer ``name`` from its direction blocks (module docstring)."""
-    check_learning_rate(f"optorth.{name}", learning_rate)
+    learning_rate = check_learning_rate(f"optorth.{name}", learning_rate)
     check_nonnegative(f"optorth.{name}", "weight_decay", weight_decay)
     mu_dtype = check_dtype(f"optorth.{name}", "mu_dtype", mu_dtype)
     if fallback is not None and not isinstance(fallback, optax.GradientTransformation):
