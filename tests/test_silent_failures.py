@@ -216,3 +216,17 @@ def test_inject_hyperparams_out_of_range_gives_a_nan_update_under_jit(name, valu
     state.hyperparams[name] = jnp.asarray(0.5 if name == "beta" else 0.01, jnp.float32)
     updates, _ = jax.jit(tx.update)(PARAMS, state, PARAMS)
     assert np.all(np.isfinite(np.asarray(updates["w"])))
+
+
+def test_nn_adapt_is_atomic_when_a_later_layer_is_refused():
+    from flax import nnx
+
+    model = nnx.Sequential(nnx.Linear(8, 6, rngs=nnx.Rngs(0)), nnx.Linear(6, 4, rngs=nnx.Rngs(1)))
+    before = nnx.state(model, nnx.Param)
+    with pytest.raises(ValueError, match=r"block_size"):
+        optorth.nn.adapt(model, lambda layer: optorth.nn.OFTLinear(layer, block_size=4))
+    # The 8-feature first layer could be adapted, the 6-feature one not: nothing was replaced.
+    assert all(isinstance(layer, nnx.Linear) for layer in model.layers)
+    after = nnx.state(model, nnx.Param)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(a, b)
