@@ -230,3 +230,22 @@ def test_nn_adapt_is_atomic_when_a_later_layer_is_refused():
     after = nnx.state(model, nnx.Param)
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bloop_aux_grads_given_positionally_is_named():
+    from optorth.contrib import bloop
+
+    tx = bloop(0.1)
+    with pytest.raises(ValueError, match=r"bloop: update takes aux_grads as a keyword argument"):
+        tx.update(PARAMS, tx.init(PARAMS), PARAMS, PARAMS)
+
+
+def test_rogo_update_with_an_extra_leaf_names_it():
+    from optorth.contrib import rogo
+
+    params = {"w": jnp.ones((4, 8))}
+    tx = rogo()
+    more = {"w": params["w"], "x": jnp.ones((4, 8))}
+    with pytest.raises(ValueError, match=r"rogo: the updates' leaves .* differ from those the "
+                                         r"state was built for .*extra: \['x'\]"):
+        tx.update(more, tx.init(params), more)

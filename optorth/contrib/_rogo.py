@@ -236,6 +236,16 @@ def rogo(
         leaves, treedef, specs_ = _leaves_specs(updates, specs, _WHO)
         w_leaves = (treedef.flatten_up_to(params) if params is not None
                     else [None] * len(leaves))
+        if jax.tree.structure(state.basis, is_leaf=_is_masked) != treedef:
+            want = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+                state.basis, is_leaf=_is_masked)[0]]
+            got = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+                updates, is_leaf=_is_masked)[0]]
+            raise ValueError(
+                f"{_WHO}: the updates' leaves {got} differ from those the state was built for "
+                f"{want} (extra: {sorted(set(got) - set(want))}, missing: "
+                f"{sorted(set(want) - set(got))}). Call tx.init(params) on the same tree "
+                f"that update receives.")
         fields = [treedef.flatten_up_to(getattr(state, f)) for f in ("basis", "relax", "anchor")]
         out = [
             g if s is None else leaf(g, s, w, basis, rel, anchor)
