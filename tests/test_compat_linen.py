@@ -31,8 +31,8 @@ class Attention(nn.Module):
     def __call__(self, x):
         head_dim = D // HEADS
         qkv_init = _boxed(nn.initializers.lecun_normal(), ("embed", "heads", "kv"))
-        q, k, v = (nn.DenseGeneral((HEADS, head_dim), kernel_init=qkv_init, name=f"attn_{n}_proj")(x)
-                   for n in "qkv")
+        q, k, v = (nn.DenseGeneral((HEADS, head_dim), kernel_init=qkv_init,
+                                   name=f"attn_{n}_proj")(x) for n in "qkv")
         weights = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim)
         causal = jnp.tril(jnp.ones((SEQ, SEQ), bool))
         weights = jnp.where(causal[None, None], weights, -1e9)

@@ -141,7 +141,8 @@ def test_route_names_every_ambiguous_leaf_in_one_error():
 
 def test_stacked_and_conv1d_suggestions_follow_names_and_shapes():
     params = {"layers": {"mlp": {"kernel": jnp.zeros((4, 16, 64))}},
-              "stem": {"kernel": jnp.zeros((3, 16, 32))}, "vol": {"kernel": jnp.zeros((3, 3, 3, 4, 8))}}
+              "stem": {"kernel": jnp.zeros((3, 16, 32))},
+              "vol": {"kernel": jnp.zeros((3, 3, 3, 4, 8))}}
     suggestions = {s.paths[0]: s.spec for s in optorth.matrices.routing_report(params).suggestions}
     assert suggestions == {"layers/mlp/kernel": MatrixSpec.stacked(),
                            "stem/kernel": MatrixSpec.conv(spatial_dims=1),
@@ -217,7 +218,7 @@ def test_default_fallback_follows_the_schedule_at_its_own_peak():
     reference = optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)
     grads = {"embed": jnp.full((16, 8), 0.5)}
     state, ref_state = tx.init(EMBED), reference.init({"embed": EMBED["embed"]})
-    for step in range(11):  # step 10 is the schedule's peak: the fallback runs at 3e-3
+    for _ in range(11):  # step 10 is the schedule's peak: the fallback runs at 3e-3
         updates, state = tx.update({**grads, "w": EMBED["w"], "b": EMBED["b"]}, state, EMBED)
         expected, ref_state = reference.update(grads, ref_state, {"embed": EMBED["embed"]})
     np.testing.assert_allclose(updates["embed"], expected["embed"], rtol=1e-5)

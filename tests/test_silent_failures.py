@@ -114,7 +114,8 @@ def test_norm_duals_and_primals_neither_overflow_nor_underflow(norm, magnitude):
                  "Column": np.sqrt((m**2).sum(axis=-2)).sum(axis=-1)}[type(norm).__name__]
     np.testing.assert_allclose(np.asarray(norm.dual(x), np.float64) / magnitude, reference,
                                rtol=1e-5)
-    assert np.all(np.isfinite(np.asarray(norm.primal(x)))) and np.all(np.asarray(norm.primal(x)) > 0)
+    primal = np.asarray(norm.primal(x))
+    assert np.all(np.isfinite(primal)) and np.all(primal > 0)
     # ⟨M, lmo(M)⟩ = ‖M‖_* at every scale.
     inner = np.sum(np.asarray(norm.lmo(x), np.float64) * m, axis=(-2, -1))
     np.testing.assert_allclose(inner, reference, rtol=1e-5)
@@ -185,11 +186,10 @@ def test_gradients_in_other_containers_than_the_parameters_are_named():
 def test_a_state_restored_without_a_target_is_named_as_such():
     tx = optorth.muon()
     state = tx.init(PARAMS)
-    as_dicts = jax.tree_util.tree_map(  # what a target-less restore returns: plain containers
-        lambda x: x, _plain(state))
-    with pytest.raises(ValueError, match=r"same \d+ leaves in (another order|other containers): its containers are "
-                                         r"dicts or lists where this optimizer's state has "
-                                         r"NamedTuples"):
+    as_dicts = _plain(state)  # what a restore without a target returns
+    with pytest.raises(ValueError, match=r"same \d+ leaves in (another order|other containers): "
+                                         r"its containers are dicts or lists where this "
+                                         r"optimizer's state has NamedTuples"):
         tx.update(PARAMS, as_dicts, PARAMS)
 
 
@@ -204,7 +204,7 @@ def _plain(tree):
     return tree
 
 
-# ----- traced hyperparameters out of range ---------------------------------------------------------
+# ----- traced hyperparameters out of range ----------------------------------------------------
 @pytest.mark.parametrize("name, value", [("beta", 1.5), ("learning_rate", -0.02),
                                          ("learning_rate", float("nan"))])
 def test_inject_hyperparams_out_of_range_gives_a_nan_update_under_jit(name, value):
@@ -249,3 +249,17 @@ def test_rogo_update_with_an_extra_leaf_names_it():
     with pytest.raises(ValueError, match=r"rogo: the updates' leaves .* differ from those the "
                                          r"state was built for .*extra: \['x'\]"):
         tx.update(more, tx.init(params), more)
+
+
+@pytest.mark.parametrize("make", ["adafactor", "diffgrad"])
+def test_adafactor_and_diffgrad_move_after_a_huge_gradient(make):
+    from optorth.contrib import diffgrad
+
+    tx = optorth.adafactor() if make == "adafactor" else diffgrad(1e-3)
+    params = {"w": jnp.ones((4, 8))}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.full((4, 8), 6e37)}, state, params)
+    # The step of a clipped gradient: the learning rate times a unit direction (both
+    # optimizers gave exactly 0 here, their second moment having overflowed to inf).
+    np.testing.assert_allclose(updates["w"], -1e-2 if make == "adafactor" else -1e-3,
+                               rtol=1e-3)

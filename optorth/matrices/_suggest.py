@@ -130,9 +130,9 @@ def ambiguity_error(ambiguous, all_paths) -> ValueError:
     more = f" and {len(ambiguous) - 8} more" if len(ambiguous) > 8 else ""
     suggested = ", ".join(r.rule_text() for r in rules)
     guesses = "; ".join(f"{r.layout}: {', '.join(r.paths[:3])}" for r in rules)
-    first = ambiguous[0]
+    first, verb = ambiguous[0], "has" if len(ambiguous) == 1 else "have"
     return ValueError(
-        f"{noun} {listed}{more} {'has' if len(ambiguous) == 1 else 'have'} no unambiguous matrix layout: it could be stacked/scanned "
+        f"{noun} {listed}{more} {verb} no unambiguous matrix layout: it could be stacked/scanned "
         f"layers, a conv kernel or a multi-head projection. Add rules, first match wins; "
         f"from the names and shapes ({guesses}): rules=[{suggested}]. Other layouts: "
         f"optorth.MatrixSpec.stacked() for (L, in, out) layers, "

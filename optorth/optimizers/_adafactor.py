@@ -42,6 +42,7 @@ from optorth._checks import (
     check_positive,
 )
 from optorth.blocks._block_rms import clip_by_rms, scale_by_param_rms
+from optorth.blocks._clip_gradients import clip_gradients
 from optorth.blocks._compute_dtype import with_compute_dtype
 from optorth.blocks._factored import scale_by_factored_rms
 from optorth.matrices._routing import route_or_fallback
@@ -153,4 +154,6 @@ def adafactor(
         check_nonnegative(who, "weight_decay", weight_decay)
         chain.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
     chain.append(optax.scale_by_learning_rate(learning_rate))
-    return guard("adafactor", with_compute_dtype(optax.chain(*chain), None))
+    # Entries beyond ±2⁶⁰ are clipped: G² would overflow the second-moment statistics to inf
+    # (from |g| ≈ 1.8e19), after which the leaf's updates are 0 for good.
+    return guard("adafactor", clip_gradients(with_compute_dtype(optax.chain(*chain), None)))

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from optorth._checks import check_dtype, check_learning_rate, check_nonnegative
+from optorth.blocks._clip_gradients import clip_gradients
 from optorth.blocks._compute_dtype import check_updates_match_params, with_compute_dtype
 from optorth.blocks._shape_scale import scale_by_shape
 from optorth.matrices._paths import (
@@ -57,25 +58,6 @@ def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init_fn, inner.update)
 
 
-#: Gradient entries are clipped to ±2⁶⁰ (≈1.2e18) before the default AdamW: its second moment
-#: holds g², which overflows float32 / bfloat16 (max ≈ 3.4e38) for |g| ≳ 1.8e19, after which
-#: v = inf and the leaf never moves again. Below the bound nothing changes.
-MAX_FALLBACK_GRADIENT = 2.0**60
-
-
-def _clip_gradients(inner: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``inner`` with every gradient entry clipped to ±:data:`MAX_FALLBACK_GRADIENT` (same
-    state as ``inner``, so earlier checkpoints restore into it)."""
-
-    def update_fn(updates, state, params=None):
-        clipped = jax.tree.map(
-            lambda g: jnp.clip(g, -MAX_FALLBACK_GRADIENT, MAX_FALLBACK_GRADIENT)
-            if jnp.issubdtype(dtype_of(g), jnp.floating) else g, updates)
-        return inner.update(clipped, state, params)
-
-    return optax.GradientTransformation(inner.init, update_fn)
-
-
 def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
     """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
 
@@ -100,7 +82,7 @@ def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
       >>> import optorth
       >>> tx = optorth.muon(fallback=optorth.optimizers.default_fallback())
     """
-    return _reject_float16(_clip_gradients(optax.adamw(learning_rate, b1=0.9, b2=0.95,
+    return _reject_float16(clip_gradients(optax.adamw(learning_rate, b1=0.9, b2=0.95,
                                                        eps=1e-10, weight_decay=0.0)))
 
 
@@ -128,10 +110,10 @@ def _state_mismatch(expected, state) -> str | None:
     want, _ = flatten_with_paths(expected)
     got, _ = flatten_with_paths(state)
     want_paths, got_paths = [p for p, _ in want], [p for p, _ in got]
-    plain = (f"its containers are dicts or lists where this optimizer's state has NamedTuples, "
-             f"as a checkpoint restored without a target gives. Restore with the structure of "
-             f"tx.init(params) as the target (orbax: ocp.args.StandardRestore("
-             f"jax.eval_shape(tx.init, params)))")
+    plain = ("its containers are dicts or lists where this optimizer's state has NamedTuples, "
+             "as a checkpoint restored without a target gives. Restore with the structure of "
+             "tx.init(params) as the target (orbax: ocp.args.StandardRestore("
+             "jax.eval_shape(tx.init, params)))")
     if want_paths != got_paths and sorted(want_paths) == sorted(got_paths):
         return f"it holds the same {len(want_paths)} leaves in another order: {plain}"
     if want_paths != got_paths:
