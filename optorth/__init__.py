@@ -68,7 +68,7 @@ from optorth.blocks import scale_by_shape as scale_by_shape
 from optorth.blocks import scale_to_rms as scale_to_rms
 from optorth.blocks import soft_threshold as soft_threshold
 from optorth.checkpoint import reconcile_coefficients as reconcile_coefficients
-from optorth.matrices._routing import describe_routing as describe_routing
+from optorth.matrices._report import describe_routing as describe_routing
 from optorth.matrices._routing import nnx_attention_rules as nnx_attention_rules
 from optorth.matrices._routing import route as route
 from optorth.matrices._specs import MatrixSpec as MatrixSpec

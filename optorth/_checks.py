@@ -55,14 +55,26 @@ def check_nonnegative(who: str, name: str, value) -> Any:
     return value
 
 
+def nan_outside(value, lo: float, hi: float, *, include_hi: bool):
+    """A traced ``value`` (``optax.inject_hyperparams`` state, a schedule under ``jit``) as
+    NaN where it leaves [lo, hi] (or [lo, hi)): it cannot raise there, so the update turns
+    NaN, which ``optax.apply_if_finite`` skips, instead of silently ascending or diverging.
+    Concrete values are returned unchanged (they are checked where they enter)."""
+    if not isinstance(value, jax.core.Tracer):
+        return value
+    upper = value <= hi if include_hi else value < hi
+    return jnp.where((value >= lo) & upper, value, jnp.nan)
+
+
 def check_decay(who: str, name: str, value) -> Any:
     """``value`` if it lies in [0, 1) (a momentum or EMA coefficient; 1 never forgets the
-    first gradient and gives zero or constant updates, > 1 diverges)."""
+    first gradient and gives zero or constant updates, > 1 diverges); a traced value comes
+    back NaN outside that range (:func:`nan_outside`)."""
     number = _number(who, name, value)
     if number is not None and not 0.0 <= number < 1.0:
         raise ValueError(f"{who}: {name} must lie in [0, 1); got {value!r}. "
                          f"(1 keeps the first gradient forever, above 1 the average diverges.)")
-    return value
+    return nan_outside(value, 0.0, 1.0, include_hi=False)
 
 
 def check_fraction(who: str, name: str, value) -> Any:
@@ -89,12 +101,13 @@ def check_positive_int(who: str, name: str, value, *, allow_none: bool = False) 
 
 def check_learning_rate(who: str, value, name: str = "learning_rate") -> Any:
     """``value`` if it is a finite number ≥ 0, a concrete or traced scalar, or a callable
-    schedule ``count -> value`` (an ``optax.Schedule``)."""
+    schedule ``count -> value`` (an ``optax.Schedule``); a traced value comes back NaN where
+    it is negative or not finite (:func:`nan_outside`)."""
     if callable(value) and not hasattr(value, "dtype"):
         return value
     if isinstance(value, (str, bytes)) or concrete_float(value) is None:
         if isinstance(value, jax.core.Tracer):
-            return value
+            return nan_outside(value, 0.0, math.inf, include_hi=False)
         raise ValueError(f"{who}: {name} must be a number or an optax schedule (a callable "
                          f"step -> value, e.g. optax.cosine_decay_schedule(0.02, 1000)); got "
                          f"{value!r}.")

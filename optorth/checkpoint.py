@@ -21,7 +21,9 @@ policy              restored coefficients differ from those the optimizer was co
 ==================  ============================================================================
 ``"same_schedule"`` keep the checkpoint's (e.g. learned) table if it started from the same
                     table (equal fingerprints); otherwise raise ``ValueError`` (default)
-``"keep"``          always continue with the checkpoint's table (and its fingerprint)
+``"keep"``          always continue with the checkpoint's table (its fingerprint becomes the
+                    constructed optimizer's: ``update`` runs a state's table only when the
+                    fingerprints agree, and otherwise uses its own table)
 ``"override"``      always use the table of the optimizer constructed now (learning restarts)
 ``"error"``         raise ``ValueError`` whenever the tables differ at all
 ==================  ============================================================================
@@ -125,12 +127,22 @@ def _check_values(path, node):
     return node
 
 
+def _adopt(restored, reference):
+    """``restored`` marked as belonging to the optimizer of ``reference`` (its fingerprint):
+    ``update`` drives the iteration with a state's table only when the fingerprints agree."""
+    if hasattr(restored, "_replace"):
+        return restored._replace(fingerprint=reference.fingerprint)
+    return restored
+
+
 def _choose(path, restored, reference, policy):
     _check_version(path, restored)
     if policy == "override":
         return reference
-    if policy == "keep" or _same_tables(restored.coeffs, reference.coeffs):
+    if _same_tables(restored.coeffs, reference.coeffs):
         return _check_values(path, restored)
+    if policy == "keep":  # adopted: the fingerprint now says it belongs to this optimizer
+        return _adopt(_check_values(path, restored), reference)
     where = (f"The restored Newton–Schulz coefficients at {path!r} ({_describe(restored)}) "
              f"differ from those of the optimizer constructed now ({_describe(reference)})")
     fix = ("Pass policy='keep' to continue with the checkpoint's coefficients or "

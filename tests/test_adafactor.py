@@ -80,12 +80,12 @@ def paper_run(x0, grads, max_step):
     return updates, clipped
 
 
-def _problem(steps=20):
-    x0 = {k: RNG.standard_normal(s) for k, s in SHAPES.items()}
+def _problem(steps=20, rng=RNG):
+    x0 = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
     x0["vector"] *= 1e-4  # RMS below ε2 = 1e-3: the floor of the relative step is used
     x0["stack"][1] *= 30.0  # per-matrix parameter scale differs across the stack
     scales = [30.0 if t in (9, 15) else 1.0 for t in range(steps)]  # jumps trigger clipping
-    grads = [{k: s * RNG.standard_normal(v) for k, v in SHAPES.items()} for s in scales]
+    grads = [{k: s * rng.standard_normal(v) for k, v in SHAPES.items()} for s in scales]
     return x0, grads
 
 
@@ -230,3 +230,17 @@ def test_flax_nnx_optimizer():
     for _ in range(3):
         opt.update(model, nnx.grad(loss_fn)(model))
     assert loss_fn(model) < before
+
+
+def test_bare_adafactor_factors_a_rank_3_leaf_over_its_last_two_axes():
+    """No rules: the rank-3 leaf that optax.adafactor accepts is accepted too, each slice a
+    matrix of the paper's algorithm (routing alone refuses to guess its layout)."""
+    x0, grads = _problem(steps=12, rng=np.random.default_rng(5))
+    ours, _ = _optorth_run(optorth.adafactor(), x0, grads)
+    ref, _ = paper_run(x0, grads, 1e-2)
+    for step, (u, r) in enumerate(zip(ours, ref, strict=True)):
+        for k in SHAPES:
+            np.testing.assert_allclose(u[k], r[k], rtol=2e-4, atol=1e-12, err_msg=f"{k}@{step}")
+    optax_tx = optax.adafactor(0.01)  # optax accepts every leaf of this tree as well
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in x0.items()}
+    optax_tx.update(params, optax_tx.init(params), params)

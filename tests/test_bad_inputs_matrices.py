@@ -88,8 +88,8 @@ def test_matrix_path_second_moments_refuse_complex_matrices_and_pass_fallback_le
 def test_bad_rules_and_patterns(kwargs, message):
     with pytest.raises(ValueError, match=message):
         route({"w": W}, **kwargs)
-    with pytest.raises(ValueError, match=message):
-        describe_routing({"w": W}, **kwargs)
+    # The report never raises: the same message is one of its warnings.
+    assert re.search(message, describe_routing({"w": W}, **kwargs))
 
 
 def test_compiled_rule_patterns_keep_their_flags():

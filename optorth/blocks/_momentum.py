@@ -42,7 +42,8 @@ class MomentumState(NamedTuple):
 
 
 def _check(beta, convention, nesterov, bias_correction, warm_start):
-    check_decay("scale_by_momentum", "beta", beta)
+    """Validates the arguments; returns ``beta`` (NaN under jit when out of [0, 1))."""
+    beta = check_decay("scale_by_momentum", "beta", beta)
     for name, flag in (("nesterov", nesterov), ("bias_correction", bias_correction),
                        ("warm_start", warm_start)):
         check_bool("scale_by_momentum", name, flag)
@@ -53,6 +54,7 @@ def _check(beta, convention, nesterov, bias_correction, warm_start):
     if bias_correction and warm_start:
         raise ValueError("Use either bias_correction or warm_start: both fix the first-step "
                          "bias of an EMA started at zero.")
+    return beta
 
 
 def _debias(x, beta, t):
@@ -104,7 +106,7 @@ def scale_by_momentum(
       Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
       Sutskever et al., "On the importance of initialization and momentum" (ICML 2013).
     """
-    _check(beta, convention, nesterov, bias_correction, warm_start)
+    beta = _check(beta, convention, nesterov, bias_correction, warm_start)
     mu_dtype = check_dtype("scale_by_momentum", "mu_dtype", mu_dtype)
 
     def init_fn(params):

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optorth._checks import check_bool
@@ -17,7 +18,7 @@ from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
 from optorth.matrices._resolve import matrix_shapes
 from optorth.matrices._sharding import call_replicated
 from optorth.ns._config import NewtonSchulz, as_newton_schulz
-from optorth.ns._fingerprint import STATE_VERSION, coefficient_fingerprint
+from optorth.ns._fingerprint import STATE_VERSION, UNKNOWN_FINGERPRINT, coefficient_fingerprint
 from optorth.ns._online import refine_coefficients
 from optorth.ns._schedule import Schedule
 
@@ -85,6 +86,44 @@ def check_state(ns: NewtonSchulz, coeffs) -> None:
                 f"step count or schedule; call tx.init(params) with this optimizer, or "
                 f"restore into the state of the optimizer that wrote it and use "
                 f"optorth.checkpoint.reconcile_coefficients(..., policy='override').")
+
+
+def _concrete(x):
+    return None if isinstance(x, jax.core.Tracer) or x is None else np.asarray(x)
+
+
+def trusted_coeffs(ns: NewtonSchulz, state, shapes):
+    """The state's table if it belongs to ``ns``, else ``ns``'s own table.
+
+    A state belongs to ``ns`` when its fingerprint is that of ``ns``'s table (the table it
+    was built with, or adopted by ``optorth.reconcile_coefficients``) or unknown, and its
+    table is finite. A concrete state that does not belong raises ``ValueError``; under
+    ``jit`` the choice is made on device, so a state of another optimizer or a NaN table
+    never drives the iteration.
+    """
+    with jax.ensure_compile_time_eval():
+        own = _initial_coeffs(ns, shapes)
+        own_fp = int(coefficient_fingerprint(own))
+    fp = _concrete(state.fingerprint)
+    if fp is not None and int(fp) not in (own_fp, UNKNOWN_FINGERPRINT):
+        raise ValueError(
+            f"orthogonalize: the state's coefficient table (fingerprint {int(fp)}) was built "
+            f"by another Newton–Schulz configuration than {ns} (fingerprint {own_fp}). Call "
+            f"tx.init(params) with this optimizer, or reconcile a restored state with "
+            f"optorth.reconcile_coefficients(restored, tx.init(params), policy=...).")
+    tables = [_concrete(t) for t in jax.tree.leaves(state.coeffs)]
+    if all(t is not None for t in tables) and not all(np.isfinite(t).all() for t in tables):
+        raise ValueError("orthogonalize: the state's coefficient table holds NaN or inf; "
+                         "every update would be NaN. Restore it with "
+                         "optorth.reconcile_coefficients(..., policy='override').")
+    belongs = jnp.asarray(True)
+    for t in jax.tree.leaves(state.coeffs):
+        belongs &= jnp.all(jnp.isfinite(t))
+    if state.fingerprint is not None:
+        fp = jnp.asarray(state.fingerprint, jnp.uint32)
+        belongs &= (fp == jnp.uint32(own_fp)) | (fp == jnp.uint32(UNKNOWN_FINGERPRINT))
+    return jax.tree.map(lambda mine, theirs: jnp.where(belongs, mine, theirs), state.coeffs,
+                        own)
 
 
 def _learned_coeffs(ns: NewtonSchulz, state, updates, specs_tree):
@@ -168,6 +207,8 @@ def orthogonalize(
         del params
         check_state(ns, state.coeffs)
         specs_tree = resolve_specs(specs, updates, who="orthogonalize")
+        shapes = {s for s in matrix_shapes(specs_tree, updates) if min(s) > 0}
+        state = state._replace(coeffs=trusted_coeffs(ns, state, shapes))
         if ns.learn is not None:
             coeffs = _learned_coeffs(ns, state, updates, specs_tree)
             state = state._replace(coeffs=coeffs, count=state.count + 1)

@@ -141,8 +141,13 @@ def bloop(
             lambda p: jnp.zeros(jnp.shape(p), _state_dtype(jnp.result_type(p))), params)
         return BloopState(jnp.zeros([], jnp.int32), ema)
 
-    def update_fn(updates, state, params=None, *, aux_grads=None, **extra_args):
+    def update_fn(updates, state, params=None, *args, aux_grads=None, **extra_args):
         del params, extra_args
+        if args:
+            raise ValueError(
+                "bloop: update takes aux_grads as a keyword argument, tx.update(grads, state, "
+                "params, aux_grads=aux_grads); got it (or another value) positionally after "
+                "params.")
         _check_aux(updates, aux_grads)
         ema = jax.tree.map(
             lambda e, g: (decay * e + (1 - decay) * g.astype(jnp.float32)).astype(e.dtype),

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optorth._checks import check_decay, check_learning_rate, check_nonnegative
+from optorth.blocks._clip_gradients import clip_gradients
 
 
 class DiffGradState(NamedTuple):
@@ -149,5 +150,7 @@ def diffgrad(
     """
     check_learning_rate("diffgrad", learning_rate)
     _check("diffgrad", b1, b2, eps)
-    return optax.chain(scale_by_diffgrad(b1, b2, eps),
-                       optax.scale_by_learning_rate(learning_rate))
+    # Entries beyond ±2⁶⁰ are clipped: g² would overflow the second moment to inf and
+    # freeze the leaf for good.
+    return clip_gradients(optax.chain(scale_by_diffgrad(b1, b2, eps),
+                                      optax.scale_by_learning_rate(learning_rate)))

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optorth._checks import (
@@ -45,6 +46,11 @@ def _state_dtype(dtype):
 def _check_value(value, f_star) -> None:
     check_loss_value(_WHO, value)
     v, f = concrete_float(value), concrete_float(f_star)
+    if v is not None and not np.isfinite(v):
+        raise ValueError(
+            f"{_WHO}: the loss value={v!r} is not finite; the Polyak step (f − f*)/‖d‖² is "
+            f"undefined. Under jax.jit, where the value cannot be inspected, the update is "
+            f"NaN, so optax.apply_if_finite skips it.")
     if v is not None and f is not None and v < f:
         raise ValueError(
             f"{_WHO}: the loss value={v!r} is below f_star={f!r}; f_star must be a lower "
@@ -161,6 +167,7 @@ def polyak_momentum(
         step = jnp.where(positive, gap / jnp.where(positive, denom, 1.0), 0.0)
         step = jnp.minimum(step, jnp.asarray(max_step, jnp.float32))
         step = jnp.where(jnp.isfinite(step), step, 0.0)
+        step = jnp.where(jnp.isfinite(jnp.asarray(value, jnp.float32)), step, jnp.nan)
         out = jax.tree.map(lambda d, g: (-step * d).astype(g.dtype), momentum, updates)
         return out, PolyakMomentumState(optax.safe_increment(state.count), momentum, step)
 

@@ -236,6 +236,16 @@ def rogo(
         leaves, treedef, specs_ = _leaves_specs(updates, specs, _WHO)
         w_leaves = (treedef.flatten_up_to(params) if params is not None
                     else [None] * len(leaves))
+        if jax.tree.structure(state.basis, is_leaf=_is_masked) != treedef:
+            want = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+                state.basis, is_leaf=_is_masked)[0]]
+            got = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+                updates, is_leaf=_is_masked)[0]]
+            raise ValueError(
+                f"{_WHO}: the updates' leaves {got} differ from those the state was built for "
+                f"{want} (extra: {sorted(set(got) - set(want))}, missing: "
+                f"{sorted(set(want) - set(got))}). Call tx.init(params) on the same tree "
+                f"that update receives.")
         fields = [treedef.flatten_up_to(getattr(state, f)) for f in ("basis", "relax", "anchor")]
         out = [
             g if s is None else leaf(g, s, w, basis, rel, anchor)
@@ -327,7 +337,8 @@ def add_task_subspace(state, activations, threshold: float) -> Any:
 
     Raises:
       ValueError: a threshold outside (0, 1), a path that is not a matrix leaf of the state,
-        or a representation matrix whose last axis is not the leaf's fan-in.
+        a representation matrix whose last axis is not the leaf's fan-in, or one holding NaN
+        or inf (under ``jit``, where it cannot be inspected, that leaf keeps its basis).
     """
     who = "add_task_subspace"
     threshold = _check_threshold(who, "threshold", threshold)
@@ -363,8 +374,14 @@ def add_task_subspace(state, activations, threshold: float) -> Any:
                 raise ValueError(f"{who}: activations[{path!r}] has shape {given}; "
                                  f"expected (samples, {m}) or ({b}, samples, {m}): rows are "
                                  f"samples, columns the layer's {m} inputs (its fan-in).")
+            if not isinstance(reps, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(reps))):
+                raise ValueError(f"{who}: activations[{path!r}] of shape {given} holds NaN "
+                                 f"or inf; the basis would become NaN and every later update "
+                                 f"NaN. Pass the representations of a finite forward pass.")
             nb, nr = jax.vmap(_gpm_extend, in_axes=(0, 0, 0, None))(
                 basis, rank, reps.astype(jnp.float32), threshold)
+            finite = jnp.all(jnp.isfinite(reps))  # under jit: keep the basis instead
+            nb, nr = jnp.where(finite, nb, basis), jnp.where(finite, nr, rank)
             new_basis.append(nb)
             new_rank.append(nr)
         return RogoState(

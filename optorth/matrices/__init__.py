@@ -8,8 +8,10 @@ Seeing a leaf as matrices
   the exact conversions between the leaf and its ``(B, m, n)`` matrices.
 
 Routing (which leaf takes which path)
-  :func:`route`, :func:`routing_decisions`, :class:`Decision`, :func:`describe_routing`,
-  :func:`nnx_attention_rules` and the default name patterns :data:`EMBEDDING_PATTERNS`,
+  :func:`route`, :func:`routing_decisions`, :class:`Decision`, :func:`describe_routing` and
+  :func:`routing_report` (never raise: every leaf, suggested rules for the leaves route refuses,
+  :class:`RoutingWarning` s for likely mistakes), :func:`nnx_attention_rules` and the default
+  name patterns :data:`EMBEDDING_PATTERNS`,
   :data:`HEAD_PATTERNS`, :data:`BIAS_PATTERNS`, :data:`ADAPTER_PATTERNS`. ``FALLBACK`` is the
   target ``"fallback"``.
 
@@ -38,6 +40,12 @@ Example:
 
 from optorth.matrices._grouping import describe_groups
 from optorth.matrices._map import map_matrices
+from optorth.matrices._report import (
+    RoutingReport,
+    RoutingWarning,
+    describe_routing,
+    routing_report,
+)
 from optorth.matrices._resolve import Specs, resolve_specs, route_specs
 from optorth.matrices._routing import (
     ADAPTER_PATTERNS,
@@ -46,7 +54,6 @@ from optorth.matrices._routing import (
     FALLBACK,
     HEAD_PATTERNS,
     Decision,
-    describe_routing,
     nnx_attention_rules,
     route,
     routing_decisions,
@@ -61,6 +68,8 @@ __all__ = [
     "HEAD_PATTERNS",
     "Decision",
     "MatrixSpec",
+    "RoutingReport",
+    "RoutingWarning",
     "Specs",
     "describe_groups",
     "describe_routing",
@@ -70,4 +79,5 @@ __all__ = [
     "route",
     "route_specs",
     "routing_decisions",
+    "routing_report",
 ]

@@ -1,9 +1,12 @@
-"""Leaf paths and shapes of parameter trees, for plain arrays and Flax NNX variables alike.
+"""Leaf paths and shapes of parameter trees, for plain arrays and Flax wrappers alike.
 
 ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` calls ``tx.init`` on an ``nnx.State`` whose
 leaves are ``nnx.Param`` variables, and ``tx.update`` on the same tree holding plain arrays.
-The helpers here treat a variable as one leaf (its value's shape, its path without a trailing
-``value``), so both calls see the same paths and shapes.
+Flax Linen boxes parameters in metadata wrappers (``nn.Partitioned``,
+``nn.LogicallyPartitioned``, any ``flax.core.meta.AxisMetadata``) that hold the array as a
+``value`` child. The helpers here treat a variable or a box as one leaf (its value's shape,
+its path without a trailing ``value``), so a rule ending in ``kernel$`` matches the kernel
+whatever wraps it.
 """
 
 from __future__ import annotations
@@ -15,15 +18,30 @@ import jax
 import numpy as np
 
 
-def is_variable(x) -> bool:
-    """Whether ``x`` is a Flax NNX variable (without importing flax when it is not loaded)."""
+def _is_nnx_variable(x) -> bool:
     nnx = sys.modules.get("flax.nnx")
     return nnx is not None and isinstance(x, nnx.Variable)
 
 
+def is_box(x) -> bool:
+    """Whether ``x`` is a Flax Linen metadata box (``nn.Partitioned``, ...)."""
+    meta = sys.modules.get("flax.core.meta")
+    return meta is not None and isinstance(x, meta.AxisMetadata)
+
+
+def is_variable(x) -> bool:
+    """Whether ``x`` wraps one parameter array: a Flax NNX variable or a Linen metadata box
+    (``nn.Partitioned``, ...), detected without importing flax when it is not loaded."""
+    return _is_nnx_variable(x) or is_box(x)
+
+
 def unwrap(x):
-    """The array held by an NNX variable, or ``x`` itself."""
-    return x.get_value() if is_variable(x) else x
+    """The array held by an NNX variable or a Linen metadata box, or ``x`` itself."""
+    if _is_nnx_variable(x):
+        return x.get_value()
+    if is_box(x):
+        return x.value if hasattr(x, "value") else x.unbox()
+    return x
 
 
 def shape_of(x) -> tuple[int, ...]:

@@ -33,7 +33,14 @@ from typing import Any, Callable
 
 import jax
 
-from optorth.matrices._paths import dtype_of, flatten_with_keys, is_variable, shape_of, unwrap
+from optorth.matrices._paths import (
+    dtype_of,
+    flatten_with_keys,
+    is_box,
+    is_variable,
+    shape_of,
+    unwrap,
+)
 from optorth.matrices._routing import FALLBACK, check_matrix_leaf, route
 from optorth.matrices._specs import MatrixSpec, is_spec_leaf
 
@@ -138,7 +145,9 @@ def resolve_specs(specs: Specs, tree, *, who: str):
             )
         if isinstance(spec, MatrixSpec):
             _check_matrix_leaf(spec, keys, leaf, who)
-        out.append(spec)
+        # Inside a Linen box (nn.Partitioned), so that the spec tree is a prefix of the tree
+        # down to its arrays: the box is a pytree node around the array it holds.
+        out.append(leaf.replace_boxed(spec) if is_box(leaf) else spec)
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -158,6 +167,7 @@ def matrix_shapes(specs_tree, tree) -> set[tuple[int, int]]:
     shapes = set()
 
     def collect(spec, leaf):
+        spec = unwrap(spec)
         if isinstance(spec, MatrixSpec) and hasattr(unwrap(leaf), "shape"):
             shapes.update(g[1:] for g in spec.matrix_shapes(shape_of(leaf)))
         return spec

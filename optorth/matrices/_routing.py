@@ -22,13 +22,14 @@ Decided from roles, not rank alone, in this order (the first that applies wins):
 6. rank 4 → ``MatrixSpec.conv()`` (a Flax conv kernel ``(kh, kw, cin, cout)``, fan-in
    ``kh·kw·cin``);
 7. anything else (rank 3: stacked layers or conv1d or attention; rank ≥ 5) → ``ValueError``
-   naming the leaf and the rules that would resolve it. Never a silent choice.
+   naming every such leaf and rules that would resolve them (guessed from the names and
+   shapes, e.g. ``DenseGeneral`` attention kernels). Never a silent choice.
 
 Component patterns are regular expressions matched in full against a single path component,
 case-insensitively. They err towards the fallback: e.g. a Hugging Face BERT leaf
 ``attention/output/dense/kernel`` matches ``output`` and goes to AdamW; add a rule (rules win)
 or pass ``head_patterns=`` to change that. :func:`describe_routing` prints the decision and the
-reason for each leaf.
+reason for each leaf, and never raises (:mod:`optorth.matrices._report`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ import jax.numpy as jnp
 
 from optorth.matrices._paths import as_params_tree, dtype_of, flatten_with_paths, shape_of
 from optorth.matrices._specs import MatrixSpec
+from optorth.matrices._suggest import ambiguity_error
 
 FALLBACK = "fallback"
+#: The target of a leaf the report could not route (no layout, or a rule that does not fit).
+UNRESOLVED = "unresolved"
 Rule = tuple[str, Any]  # (regex, MatrixSpec | "fallback")
 
 EMBEDDING_PATTERNS: tuple[str, ...] = (r".*embed.*", r"wte", r"wpe")
@@ -125,6 +129,30 @@ def check_matrix_leaf(spec: MatrixSpec, path: str, shape, dtype) -> None:
     )
 
 
+def check_rules(rules, problems: list[str] | None = None) -> list[tuple[re.Pattern, Any, str]]:
+    """``[(compiled regex, target, pattern text)]``; raises ``ValueError`` for a malformed
+    rule, or, given a ``problems`` list, records its message there and skips the rule."""
+    if problems is None:
+        return _check_rules(rules)
+    try:
+        return _check_rules(rules)
+    except ValueError as err:
+        whole = str(err)
+    if not isinstance(rules, (list, tuple)) or (
+            isinstance(rules, tuple) and len(rules) == 2 and isinstance(rules[0], str)):
+        problems.append(whole)
+        return []
+    checked = []
+    for i, rule in enumerate(rules):  # the good rules, and the message of each bad one
+        try:
+            ((regex, target, _),) = _check_rules([rule])
+        except ValueError as err:
+            problems.append(str(err).replace("rules[0]", f"rules[{i}]", 1))
+            continue
+        checked.append((regex, target, regex.pattern))
+    return checked
+
+
 def _check_rules(rules) -> list[tuple[re.Pattern, Any, str]]:
     if isinstance(rules, dict):
         raise ValueError(f"rules={rules!r}: expected a list of (regex, target) pairs; for a "
@@ -150,24 +178,17 @@ def _check_rules(rules) -> list[tuple[re.Pattern, Any, str]]:
     return checked
 
 
-def _ambiguous(path, shape) -> ValueError:
-    p = re.escape(path)
-    return ValueError(
-        f"Leaf {path!r} of shape {shape} (rank {len(shape)}) has no unambiguous matrix layout: "
-        f"it could be stacked/scanned layers, a conv kernel or a multi-head projection. Add a "
-        f"rule, first match wins, e.g. rules=[(r'^{p}$', optorth.MatrixSpec.stacked())] for "
-        f"(L, in, out) layers, optorth.MatrixSpec.conv(spatial_dims={len(shape) - 2}) for a "
-        f"conv kernel, rules=optorth.nnx_attention_rules() for nnx.MultiHeadAttention, or "
-        f"(r'^{p}$', 'fallback') to use the fallback optimizer."
-    )
-
-
-def _decide(path, leaf, rules, embed, head, bias) -> Decision:
+def _decide(path, leaf, rules, embed, head, bias, strict=True) -> Decision:
     shape = shape_of(leaf)
     for regex, target, pattern in rules:
         if regex.search(path):
             if isinstance(target, MatrixSpec):
-                check_matrix_leaf(target, path, shape, dtype_of(leaf))
+                try:
+                    check_matrix_leaf(target, path, shape, dtype_of(leaf))
+                except ValueError as err:
+                    if strict:
+                        raise
+                    return Decision(path, shape, UNRESOLVED, f"rule {pattern!r}: {err}")
             return Decision(path, shape, target, f"rule {pattern!r}")
     dtype = dtype_of(leaf)
     if len(shape) <= 1:
@@ -187,7 +208,7 @@ def _decide(path, leaf, rules, embed, head, bias) -> Decision:
         return Decision(path, shape, MatrixSpec(), "hidden 2-D kernel")
     if len(shape) == 4:
         return Decision(path, shape, MatrixSpec.conv(), "4-D conv kernel (kh, kw, cin, cout)")
-    raise _ambiguous(path, shape)
+    return Decision(path, shape, UNRESOLVED, f"rank {len(shape)}: no unambiguous layout")
 
 
 def routing_decisions(
@@ -198,14 +219,32 @@ def routing_decisions(
     head_patterns: Sequence[str] = HEAD_PATTERNS,
     bias_patterns: Sequence[str] = BIAS_PATTERNS,
 ) -> tuple[list[Decision], Any]:
-    """The :class:`Decision` of every leaf (in tree order) and the tree definition."""
-    checked = _check_rules(rules)
-    embed = _compile(embedding_patterns, "embedding_patterns")
-    head = _compile(head_patterns, "head_patterns")
-    bias = _compile(bias_patterns, "bias_patterns")
+    """The :class:`Decision` of every leaf (in tree order) and the tree definition.
+
+    Raises:
+      ValueError: for a malformed rule or pattern, a rule whose spec does not fit its leaf,
+        or leaves with no unambiguous layout (all of them named, with suggested rules).
+    """
+    checked = check_rules(rules)
+    patterns = compile_patterns(embedding_patterns, head_patterns, bias_patterns)
     items, treedef = flatten_with_paths(as_params_tree(params))
-    decisions = [_decide(path, leaf, checked, embed, head, bias) for path, leaf in items]
+    decisions = [_decide(path, leaf, checked, *patterns) for path, leaf in items]
+    ambiguous = [(d.path, d.shape) for d in decisions if d.target == UNRESOLVED]
+    if ambiguous:
+        raise ambiguity_error(ambiguous, [d.path for d in decisions])
     return decisions, treedef
+
+
+def compile_patterns(embedding_patterns, head_patterns, bias_patterns) -> list[list]:
+    """The compiled ``[embedding, head, bias]`` component patterns (``ValueError`` if bad)."""
+    return [_compile(embedding_patterns, "embedding_patterns"),
+            _compile(head_patterns, "head_patterns"), _compile(bias_patterns, "bias_patterns")]
+
+
+def decide_all(items, rules, patterns) -> list[Decision]:
+    """Every leaf's :class:`Decision` without raising: a leaf that cannot be routed gets the
+    target ``"unresolved"`` and the reason (for :func:`describe_routing`)."""
+    return [_decide(path, leaf, rules, *patterns, strict=False) for path, leaf in items]
 
 
 def route(
@@ -251,41 +290,14 @@ def route(
     return jax.tree_util.tree_unflatten(treedef, [d.target for d in decisions])
 
 
-def _matrices_text(spec, shape) -> str:
-    if not isinstance(spec, MatrixSpec):
-        return ""
-    return " + ".join(f"{b}×({m}×{n})" for b, m, n in spec.matrix_shapes(shape))
-
-
-def describe_routing(
-    params,
-    rules: Sequence[Rule] | None = None,
-    *,
-    embedding_patterns: Sequence[str] = EMBEDDING_PATTERNS,
-    head_patterns: Sequence[str] = HEAD_PATTERNS,
-    bias_patterns: Sequence[str] = BIAS_PATTERNS,
-) -> str:
-    """A printable table: leaf path, shape, path taken, spec, matrices and the reason.
-
-    Takes the same arguments as :func:`route` and makes the same decisions.
-
-    Example::
-
-        print(optorth.describe_routing(nnx.state(model, nnx.Param)))
-    """
-    decisions, _ = routing_decisions(
-        params, rules, embedding_patterns=embedding_patterns, head_patterns=head_patterns,
-        bias_patterns=bias_patterns)
-    header = ("path", "shape", "route", "spec", "matrices", "reason")
-    rows = [header] + [
-        (d.path, str(d.shape), "matrix" if isinstance(d.target, MatrixSpec) else FALLBACK,
-         d.target.describe() if isinstance(d.target, MatrixSpec) else "",
-         _matrices_text(d.target, d.shape), d.reason)
-        for d in decisions
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    n_matrix = sum(isinstance(d.target, MatrixSpec) for d in decisions)
-    lines.append(f"{n_matrix} matrix leaves, {len(decisions) - n_matrix} fallback leaves")
-    return "\n".join(lines)
+def route_or_fallback(params, rules: Sequence[Rule] | None = None):
+    """:func:`route`, except that a leaf with no unambiguous layout (rank 3, rank ≥ 5) takes
+    ``"fallback"`` instead of raising: for blocks whose fallback treats a rank ≥ 2 leaf as a
+    batch of matrices over its last two axes (Adafactor's convention). Rules still win, and a
+    rule whose spec does not fit its leaf still raises."""
+    checked = check_rules(rules)
+    patterns = compile_patterns(EMBEDDING_PATTERNS, HEAD_PATTERNS, BIAS_PATTERNS)
+    items, treedef = flatten_with_paths(as_params_tree(params))
+    targets = [_decide(path, leaf, checked, *patterns).target for path, leaf in items]
+    return jax.tree_util.tree_unflatten(
+        treedef, [FALLBACK if t == UNRESOLVED else t for t in targets])

@@ -54,6 +54,8 @@ def adapt(model: nnx.Module, make_adapter: Callable[[nnx.Linear], nnx.Module], *
 
     Raises:
       ValueError: for a bad regex, or when nothing matches (naming the dense layers found).
+        ``make_adapter`` runs on every selected layer before any is replaced, so an error
+        it raises leaves the model unchanged.
 
     Example:
       >>> from flax import nnx
@@ -79,8 +81,10 @@ def adapt(model: nnx.Module, make_adapter: Callable[[nnx.Linear], nnx.Module], *
         found = ", ".join(_path_text(path) for path, _ in dense) or "none"
         raise ValueError(f"{who}: no nnx.Linear matched include={include!r}, "
                          f"exclude={exclude!r}; dense layers found: {found}")
-    for path, module in chosen:
-        _replace(model, path, make_adapter(module))
+    # Build every adapter first: a layer make_adapter refuses leaves the model unchanged.
+    adapters = [(path, make_adapter(module)) for path, module in chosen]
+    for path, adapter in adapters:
+        _replace(model, path, adapter)
     return [_path_text(path) for path, _ in chosen]
 
 

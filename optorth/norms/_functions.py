@@ -32,12 +32,18 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from optorth.ns._config import NewtonSchulz
-from optorth.ns._engine import polar
+from optorth.ns._engine import check_matrices, polar
 
 
 def _f32(m):
-    m = jnp.asarray(m)
+    m = check_matrices(m, "optorth.norms")
     return m.astype(jnp.promote_types(m.dtype, jnp.float32))
+
+
+def _peak(x):
+    """max |M_ij| per matrix, shape ``(..., 1, 1)`` (1 for a zero matrix)."""
+    peak = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True, initial=0.0)
+    return jnp.where(peak > 0, peak, 1.0)
 
 
 def _safe_divide(x, norm):
@@ -57,7 +63,11 @@ def _inner(a, b):
 
 
 def _fro(m):
-    return jnp.sqrt(jnp.sum(jnp.square(_f32(m)), axis=(-2, -1)))
+    """‖M‖_F per matrix, computed on M / max|M_ij| (no overflow at 1e30, no underflow at
+    1e-30) and scaled back."""
+    x = _f32(m)
+    peak = _peak(x)
+    return jnp.sqrt(jnp.sum(jnp.square(x / peak), axis=(-2, -1))) * peak[..., 0, 0]
 
 
 # ----- spectral -------------------------------------------------------------------------------
@@ -95,7 +105,7 @@ primal_norm_frobenius = dual_norm_frobenius
 # ----- sign (entrywise ℓ∞) --------------------------------------------------------------------
 def lmo_sign(m):
     """sign(M): the lmo of the entrywise max norm (Signum's direction)."""
-    return jnp.sign(m)
+    return jnp.sign(check_matrices(m, "optorth.norms"))
 
 
 def dual_norm_sign(m):
@@ -110,7 +120,10 @@ def primal_norm_sign(m):
 
 # ----- row / column ---------------------------------------------------------------------------
 def _vector_norms(m, axis):
-    return jnp.sqrt(jnp.sum(jnp.square(_f32(m)), axis=axis, keepdims=True))
+    """Row (``axis=-1``) or column (``-2``) ℓ2 norms, computed on M / max|M_ij|."""
+    x = _f32(m)
+    peak = _peak(x)
+    return jnp.sqrt(jnp.sum(jnp.square(x / peak), axis=axis, keepdims=True)) * peak
 
 
 def lmo_row(m):

@@ -21,6 +21,11 @@ from optorth.norms._shape_scale import ShapeScale, as_shape_scale
 from optorth.ns._config import NewtonSchulz, as_newton_schulz
 
 
+def _abstract(norm, method: str) -> str:
+    return (f"{type(norm).__name__} does not define {method}(); subclass optorth.norms.Norm "
+            f"with lmo, dual and primal, or use one of {tuple(NORMS)}.")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Norm:
     """Base class: a norm on m×n matrices with its lmo and an update-scale convention.
@@ -41,15 +46,15 @@ class Norm:
 
     def lmo(self, mats) -> jax.Array:
         """lmo(M) per matrix, in the input dtype."""
-        raise NotImplementedError
+        raise NotImplementedError(_abstract(self, "lmo"))
 
     def dual(self, mats) -> jax.Array:
         """The dual norm ‖M‖_* = ⟨M, lmo(M)⟩ per matrix."""
-        raise NotImplementedError
+        raise NotImplementedError(_abstract(self, "dual"))
 
     def primal(self, mats) -> jax.Array:
         """The norm ‖M‖ itself per matrix."""
-        raise NotImplementedError
+        raise NotImplementedError(_abstract(self, "primal"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +210,11 @@ NORMS: dict[str, type[Norm]] = {
 def as_norm(norm: Any) -> Norm:
     """A :class:`Norm` from itself or a name in :data:`NORMS`."""
     if isinstance(norm, Norm):
+        if type(norm).lmo is Norm.lmo:
+            raise ValueError(f"{type(norm).__name__}() defines no lmo: optorth.norms.Norm is the "
+                             f"base class. Use one of {tuple(NORMS)} (e.g. "
+                             f"optorth.norms.Spectral()) or a subclass with lmo, dual and "
+                             f"primal.")
         return norm
     if isinstance(norm, str) and norm in NORMS:
         return NORMS[norm]()

@@ -46,7 +46,18 @@ class ShapeScale:
         object.__setattr__(self, "rms", float(check_positive("ShapeScale", "rms", self.rms)))
 
     def factor(self, fan_in: int, fan_out: int) -> float:
-        """The factor for a ``fan_in × fan_out`` matrix (Flax layout ``y = x @ W``)."""
+        """The factor for a ``fan_in × fan_out`` matrix (Flax layout ``y = x @ W``); 1 for an
+        empty matrix (no entries to scale).
+
+        Raises:
+          ValueError: for a negative or non-integer size.
+        """
+        for name, size in (("fan_in", fan_in), ("fan_out", fan_out)):
+            if isinstance(size, bool) or not float(size).is_integer() or size < 0:
+                raise ValueError(f"ShapeScale.factor: {name}={size!r} must be a matrix size, "
+                                 f"an integer >= 0.")
+        if fan_in == 0 or fan_out == 0:
+            return 1.0
         if self.convention == "keller":
             return math.sqrt(max(1.0, fan_out / fan_in))
         if self.convention == "consistent_rms":

@@ -172,9 +172,32 @@ class NewtonSchulz:
         x = check_matrices(x, "newton_schulz")
         if coeffs is None:
             coeffs = jnp.asarray(self.table(x.shape[-2:]), jnp.float32)
+        else:
+            check_coeffs(coeffs)
         safety, precondition = self.normalization(x.shape[-2:])
         return newton_schulz_table(x, coeffs, safety=safety, precondition=precondition,
                                    method=self.method, dtype=self.compute_dtype, eps=self.eps)
+
+
+def check_coeffs(coeffs) -> None:
+    """Raises ``ValueError`` for a concrete ``coeffs=`` table that is not ``(T, 3)``, holds
+    NaN/inf or that ``validate_schedule`` rejects. A traced table (learned under ``jit`` /
+    ``grad``) cannot be inspected and is used as it is."""
+    if isinstance(coeffs, jax.core.Tracer):
+        return
+    table = np.asarray(coeffs, np.float64)
+    if table.ndim != 2 or table.shape[-1] != 3 or table.shape[0] == 0:
+        raise ValueError(f"newton_schulz: coeffs must be a (T, 3) table of rows (a, b, c), "
+                         f"T ≥ 1; got shape {table.shape}.")
+    if not np.isfinite(table).all():
+        row = int(np.argmax(~np.isfinite(table).all(axis=1)))
+        raise ValueError(f"newton_schulz: coeffs row {row} is {table[row].tolist()}, not "
+                         f"finite: every update would be NaN. Restore the table "
+                         f"(optorth.checkpoint.reconcile_coefficients) or pass a preset.")
+    report = validate_schedule(table)
+    if not report.ok:
+        raise ValueError(f"newton_schulz: coeffs is rejected by optorth.validate_schedule: "
+                         f"{report.reason}")
 
 
 def as_newton_schulz(ns) -> NewtonSchulz:

@@ -157,7 +157,7 @@ def _standard(x, coeffs, a_mat):
 
 def _gram_polynomial(r, row):
     """P = aI + bR + cR² for a Gram matrix R (so that X_new = P X)."""
-    eye = jnp.eye(r.shape[-1], dtype=r.dtype)
+    eye = jnp.broadcast_to(jnp.eye(r.shape[-1], dtype=r.dtype), r.shape)  # rank-safe
     return row[0] * eye + row[1] * r + row[2] * (r @ r)
 
 

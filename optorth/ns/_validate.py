@@ -20,6 +20,12 @@ row forever does not keep the image bounded. The first row of Polar Express deli
 overshoots its *own* fixed point (it maps [ℓ, 1] onto [ℓ′, 2 − ℓ′]); what matters is the
 row that receives the overshoot. A negative output for a positive input is a sign flip.
 
+Accuracy: a stable table can still fail to orthogonalize. A table with φ′(0) = ∏a / safety
+≤ 1 never grows the small singular values (``[[1, 0, 0]]`` is the identity, ``[[1e-3, 0,
+0]]`` shrinks every update 1000-fold), and one whose peak on [0, 1] exceeds
+:data:`PEAK_LIMIT` amplifies the top of the spectrum instead of mapping it towards 1
+(a single row ``(10, −1, 0)`` maps σ = 1 to 9). Both are rejected.
+
 References:
   Amsel et al., "The Polar Express: Optimal Matrix Sign Methods and Their Application to
   the Muon Algorithm" (arXiv 2505.16932), §4 (greedy minimax, equioscillation, safety).
@@ -39,6 +45,9 @@ from optorth.ns._schedule import check_below, quintic
 _GRID_POINTS = 20_001
 _TAIL_ITERS = 200
 _REL_TOL = 1e-12
+#: The largest φ(σ) on [0, 1] an accepted table may reach (Polar Express's deliberate overshoot
+#: of its first row, truncated to one step, peaks at 1.99).
+PEAK_LIMIT = 2.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +67,8 @@ class ScheduleReport:
       peak: max φ(σ) over σ ∈ [0, 1].
       escapes: some σ ∈ [0, 1] is driven past a repelling fixed point (see module doc).
       sign_flip: some step maps a positive value to a negative (or zero) one.
-      ok: the schedule is stable: no escape, no sign flip, finite band with lo > 0.
+      ok: the schedule is stable (no escape, no sign flip, finite band with lo > 0) and
+        orthogonalizes: slope at 0 above 1 and peak at most :data:`PEAK_LIMIT`.
       reason: a human-readable explanation of the verdict.
 
     Example:
@@ -273,12 +283,20 @@ def validate_schedule(schedule, *, sigma_min: float = 1e-3, steps: int | None = 
         slope = float(np.prod(rows[:, 0]) / safety)
         mean_error = float(np.mean(errors))
     finite = bool(np.isfinite([lo, hi]).all())
-    ok = not escapes and not sign_flip and finite and lo > 0.0
+    stable = not escapes and not sign_flip and finite and lo > 0.0
+    ok = stable and slope > 1.0 and peak <= PEAK_LIMIT
     if not finite and not (escapes or sign_flip):
         reason = "overflow: the composed map is not finite on [sigma_min, 1]."
-    elif not ok and not (escapes or sign_flip):
+    elif not stable and not (escapes or sign_flip):
         reason = (f"collapse: some σ ∈ [{sigma_min:g}, 1] are mapped to {lo:.4g} ≤ 0, not "
                   f"towards 1.")
+    elif stable and slope <= 1.0:
+        reason = (f"no gain: the slope at 0, ∏a / safety = {slope:.4g}, is not above 1, so "
+                  f"small singular values are never grown towards 1 (max |φ−1| = "
+                  f"{max(abs(lo - 1.0), abs(hi - 1.0)):.3g} on [{sigma_min:g}, 1]).")
+    elif stable and not ok:
+        reason = (f"amplifies: singular values are mapped up to {peak:.4g} > {PEAK_LIMIT} "
+                  f"instead of towards 1.")
     return ScheduleReport(
         name=sched.name,
         steps=len(rows),

@@ -42,9 +42,10 @@ from optorth._checks import (
     check_positive,
 )
 from optorth.blocks._block_rms import clip_by_rms, scale_by_param_rms
+from optorth.blocks._clip_gradients import clip_gradients
 from optorth.blocks._compute_dtype import with_compute_dtype
 from optorth.blocks._factored import scale_by_factored_rms
-from optorth.matrices._resolve import route_specs
+from optorth.matrices._routing import route_or_fallback
 from optorth.optimizers._assemble import guard
 
 
@@ -103,7 +104,9 @@ def adafactor(
       weight_decay: λ of decoupled weight decay, multiplied by ρ_t; ``None`` disables it.
       weight_decay_mask: pytree of booleans or a callable ``params -> pytree`` (True: decay).
       rules: routing rules (:func:`optorth.route`): how each leaf becomes matrices. Leaves
-        routed to the fallback (embeddings, heads) are factored over their last two axes.
+        routed to the fallback (embeddings, heads) and rank-3 / rank ≥ 5 leaves that no rule
+        covers are factored over their last two axes (the paper's convention; every leaf
+        ``optax.adafactor`` accepts is accepted).
       mu_dtype: dtype of the momentum buffer (``None``: the parameters' dtype), e.g.
         "float32" for bf16 parameters. Statistics are always float32.
       min_dim_size_to_factor: factor only matrices with min(m, n) ≥ this (``None``: all).
@@ -135,7 +138,9 @@ def adafactor(
     if clipping_threshold is not None:
         check_positive(who, "clipping_threshold", clipping_threshold)
     dtype = check_dtype(who, "mu_dtype", mu_dtype)  # checked even when unused (no beta)
-    specs = route_specs(rules)
+    def specs(tree):  # like optax.adafactor, refuse no leaf: a rank-3 leaf that no rule
+        return route_or_fallback(tree, rules)  # covers is matrices over its last two axes
+
     chain = [scale_by_factored_rms(decay_rate=decay_rate, eps=eps, specs=specs,
                                    min_dim_size_to_factor=min_dim_size_to_factor)]
     if clipping_threshold is not None:
@@ -149,4 +154,6 @@ def adafactor(
         check_nonnegative(who, "weight_decay", weight_decay)
         chain.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
     chain.append(optax.scale_by_learning_rate(learning_rate))
-    return guard("adafactor", with_compute_dtype(optax.chain(*chain), None))
+    # Entries beyond ±2⁶⁰ are clipped: G² would overflow the second-moment statistics to inf
+    # (from |g| ≈ 1.8e19), after which the leaf's updates are 0 for good.
+    return guard("adafactor", clip_gradients(with_compute_dtype(optax.chain(*chain), None)))

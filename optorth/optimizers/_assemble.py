@@ -13,12 +13,15 @@ optimizer in every error about a missing ``params`` or a state that is not its o
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from optorth._checks import check_dtype, check_learning_rate, check_nonnegative
+from optorth.blocks._clip_gradients import clip_gradients
 from optorth.blocks._compute_dtype import check_updates_match_params, with_compute_dtype
 from optorth.blocks._shape_scale import scale_by_shape
 from optorth.matrices._paths import (
@@ -28,10 +31,12 @@ from optorth.matrices._paths import (
     path_to_str,
     shape_of,
 )
+from optorth.matrices._report import warn_routing_at_init
 from optorth.matrices._resolve import route_specs
 from optorth.matrices._routing import route
 from optorth.matrices._specs import MatrixSpec
 from optorth.norms._shape_scale import as_shape_scale
+from optorth.optimizers._fallback_lr import check_schedule, fallback_learning_rate
 
 MATRIX, FALLBACK, FROZEN = "matrix", "fallback", "frozen"
 
@@ -53,23 +58,32 @@ def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init_fn, inner.update)
 
 
-def default_fallback() -> optax.GradientTransformation:
+def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
     """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
 
     ``optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)``: a true AdamW (not
     NAdam) with the Muon reference's betas and eps for embeddings, output heads, biases and
     norm gains. Its learning rate is 10x the reference's 3e-4: on a small transformer
-    (``benchmarks/defaults.py``) Muon's defaults ended 0.18 nats/char worse with 3e-4. It is
-    constant; for long runs pass your own with a schedule. It refuses float16 leaves at
+    (``benchmarks/defaults.py``) Muon's defaults ended 0.18 nats/char worse with 3e-4. When
+    the optimizer's ``learning_rate`` is a schedule, the ready optimizers pass it here with
+    the schedule's shape at a peak of 3e-3 (``lr(t)·3e-3/max lr``), so a warmup also warms
+    the fallback up. Gradient entries beyond ±2⁶⁰ are clipped first: optax's AdamW squares
+    them into its second moment, which overflows to inf beyond |g| ≈ 1.8e19 and freezes the
+    leaf for good (measured: after one 1e20 gradient, optax.adamw's updates stay exactly 0).
+    It refuses float16 leaves at
     ``init`` (its eps underflows in float16; pass ``mu_dtype="float32"``). Pass any
     ``optax.GradientTransformation`` as ``fallback=`` to change it, e.g.
     ``optax.adamw(1e-3, weight_decay=0.1, mask=...)``.
+
+    Args:
+      learning_rate: a number or an optax schedule (default 3e-3).
 
     Example:
       >>> import optorth
       >>> tx = optorth.muon(fallback=optorth.optimizers.default_fallback())
     """
-    return _reject_float16(optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0))
+    return _reject_float16(clip_gradients(optax.adamw(learning_rate, b1=0.9, b2=0.95,
+                                                       eps=1e-10, weight_decay=0.0)))
 
 
 def _is_integer(leaf) -> bool:
@@ -96,6 +110,12 @@ def _state_mismatch(expected, state) -> str | None:
     want, _ = flatten_with_paths(expected)
     got, _ = flatten_with_paths(state)
     want_paths, got_paths = [p for p, _ in want], [p for p, _ in got]
+    plain = ("its containers are dicts or lists where this optimizer's state has NamedTuples, "
+             "as a checkpoint restored without a target gives. Restore with the structure of "
+             "tx.init(params) as the target (orbax: ocp.args.StandardRestore("
+             "jax.eval_shape(tx.init, params)))")
+    if want_paths != got_paths and sorted(want_paths) == sorted(got_paths):
+        return f"it holds the same {len(want_paths)} leaves in another order: {plain}"
     if want_paths != got_paths:
         missing = [p for p in want_paths if p not in got_paths][:3]
         extra = [p for p in got_paths if p not in want_paths][:3]
@@ -107,6 +127,8 @@ def _state_mismatch(expected, state) -> str | None:
     # Same leaves, other containers: e.g. a chain with one more stateless block.
     want_tree = jax.tree.structure(expected, is_leaf=is_variable)
     got_tree = jax.tree.structure(state, is_leaf=is_variable)
+    if want_tree != got_tree and want_tree.num_nodes == got_tree.num_nodes:
+        return f"it holds the same {len(want_paths)} leaves in other containers: {plain}"
     if want_tree != got_tree:
         return (f"its leaves match but its structure differs: {got_tree.num_nodes} nodes, "
                 f"expected {want_tree.num_nodes}; another chain of blocks with the same "
@@ -137,11 +159,39 @@ def _as_arrays(tree, who: str):
     return jax.tree_util.tree_map_with_path(convert, tree)
 
 
+def _check_same_structure(who: str, updates, params) -> None:
+    """Raises ``ValueError`` when the gradients' containers differ from the parameters'."""
+    want = jax.tree.structure(params, is_leaf=is_variable)
+    got = jax.tree.structure(updates, is_leaf=is_variable)
+    if want != got:
+        raise ValueError(
+            f"{who}: the gradients' tree structure differs from the parameters' (e.g. a "
+            f"tuple where the parameters hold a list, or other keys): gradients {got}, "
+            f"parameters {want}. Take the gradients of the same tree that holds the "
+            f"parameters (jax.grad(loss)(params)).")
+
+
 def _zero_integer_updates(updates, params):
     def fix(u, p):
         return jnp.zeros(np.shape(p), dtype_of(p)) if _is_integer(p) else u
 
     return jax.tree.map(fix, updates, params)
+
+
+def _propagate_nonfinite(out, updates):
+    """Each update entry whose gradient entry is ±inf or NaN takes that value.
+
+    Sign- and clip-based directions (Signum, ROOT's threshold) map an infinite gradient to a
+    finite step, so the entry would move by the learning rate while its momentum holds inf
+    forever, unseen by ``optax.apply_if_finite``. Passing the non-finite value through makes
+    the step visibly non-finite (and skipped by ``apply_if_finite``, state included).
+    """
+    def fix(u, g):
+        if not jnp.issubdtype(dtype_of(g), jnp.inexact) or np.shape(u) != np.shape(g):
+            return u
+        return jnp.where(jnp.isfinite(g), u, jnp.asarray(g).astype(dtype_of(u)))
+
+    return jax.tree.map(fix, out, updates)
 
 
 def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -162,6 +212,7 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
                 f"{who}: update needs the parameters (weight decay, the fallback and "
                 f"relative steps read them). Call tx.update(grads, state, params).")
         updates, params = _as_arrays(updates, who), _as_arrays(params, who)
+        _check_same_structure(who, updates, params)
         expected = jax.eval_shape(inner.init, params)
         mismatch = _state_mismatch(expected, state)
         if mismatch is not None:
@@ -175,6 +226,7 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
         except ValueError as err:
             raise ValueError(f"{who}: {err}") from None
         out, new_state = inner.update(updates, state, params)
+        out = _propagate_nonfinite(out, updates)
         return _zero_integer_updates(out, params), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -184,7 +236,7 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
              weight_decay_mask=None, scale=None, rules=None, mu_dtype=None,
              fallback=None) -> optax.GradientTransformation:
     """The ready optimizer ``name`` from its direction blocks (module docstring)."""
-    check_learning_rate(f"optorth.{name}", learning_rate)
+    learning_rate = check_learning_rate(f"optorth.{name}", learning_rate)
     check_nonnegative(f"optorth.{name}", "weight_decay", weight_decay)
     mu_dtype = check_dtype(f"optorth.{name}", "mu_dtype", mu_dtype)
     if fallback is not None and not isinstance(fallback, optax.GradientTransformation):
@@ -196,7 +248,12 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
         blocks.append(scale_by_shape(scale, specs=route_specs(rules)))
     matrix = optax.chain(*blocks, optax.add_decayed_weights(weight_decay, weight_decay_mask),
                          optax.scale_by_learning_rate(learning_rate))
-    transforms = {MATRIX: matrix, FALLBACK: fallback or default_fallback()}
+    if callable(learning_rate) and not hasattr(learning_rate, "dtype"):
+        check_schedule(f"optorth.{name}", learning_rate)
+    if fallback is None:
+        fallback = default_fallback(fallback_learning_rate(f"optorth.{name}", learning_rate, 3e-3))
+    transforms = {MATRIX: matrix, FALLBACK: fallback}
     partition = optax.partition(transforms, _labels(rules))
-    return guard(name, with_compute_dtype(partition, mu_dtype))
+    return warn_routing_at_init(f"optorth.{name}",
+                                guard(name, with_compute_dtype(partition, mu_dtype)), rules)
 

@@ -43,6 +43,7 @@ from optorth.norms._shape_scale import ShapeScale
 from optorth.ns._config import NewtonSchulz
 from optorth.optimizers._adafactor import adafactor
 from optorth.optimizers._assemble import assemble
+from optorth.optimizers._fallback_lr import fallback_learning_rate
 
 
 def _check(name, *, beta, beta2, eps, rms=1.0):
@@ -252,5 +253,6 @@ def factored_muon(
     return assemble("factored_muon", blocks, learning_rate=learning_rate,
                     weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
                     scale=scale, rules=rules, mu_dtype=mu_dtype,
-                    fallback=fallback or adafactor(3e-3, multiply_by_parameter_scale=False,
-                                                   rules=rules))
+                    fallback=fallback or adafactor(
+                        fallback_learning_rate("optorth.factored_muon", learning_rate, 3e-3),
+                        multiply_by_parameter_scale=False, rules=rules))
