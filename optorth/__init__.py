@@ -13,7 +13,8 @@ a fallback AdamW; print :func:`describe_routing` to see which leaf goes where):
 
 Configuration objects (frozen, validated where they are built, static under ``jax.jit``):
   :class:`NewtonSchulz` (schedule, steps, normalization, method, dtype, online learning),
-  :class:`OnlineLearning`, :class:`Schedule`; norms in :mod:`optorth.norms`.
+  :class:`OnlineLearning`, :class:`Schedule`, :class:`WeightDecay` (decoupled or cautious,
+  coupled to the learning rate or not); norms in :mod:`optorth.norms`.
 
 Blocks to chain yourself: :func:`scale_by_momentum`, :func:`soft_threshold`,
   :func:`orthogonalize`, :func:`dualize`, :func:`scale_by_shape`,
@@ -65,6 +66,7 @@ from optorth.blocks import scale_by_param_rms as scale_by_param_rms
 from optorth.blocks import scale_by_shape as scale_by_shape
 from optorth.blocks import scale_to_rms as scale_to_rms
 from optorth.blocks import soft_threshold as soft_threshold
+from optorth.blocks import WeightDecay as WeightDecay
 from optorth.checkpoint import reconcile_coefficients as reconcile_coefficients
 from optorth.matrices._routing import describe_routing as describe_routing
 from optorth.matrices._routing import nnx_attention_rules as nnx_attention_rules
@@ -96,7 +98,7 @@ __all__ = [
     "muon", "turbo_muon", "root", "normuon", "adamuon", "factored_muon", "trust_region",
     "normalized_sgdm", "signum", "auon", "hybrid_auon", "adafactor",
     # configuration
-    "NewtonSchulz", "OnlineLearning", "Schedule",
+    "NewtonSchulz", "OnlineLearning", "Schedule", "WeightDecay",
     # blocks
     "scale_by_momentum", "soft_threshold", "orthogonalize", "dualize", "scale_by_shape",
     "scale_by_factored_rms", "scale_by_neuron_rms", "scale_by_elementwise_rms",

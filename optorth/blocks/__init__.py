@@ -9,6 +9,8 @@
   :class:`ScaleByFactoredRMSState`), :func:`scale_by_neuron_rms` (NorMuon),
   :func:`scale_by_elementwise_rms` (AdaMuon), :func:`keep_matrix_norm`, :func:`scale_to_rms`,
   :func:`clip_by_rms`, :func:`scale_by_param_rms`;
+- weight decay: :func:`decay_weights` under a :class:`WeightDecay` (decoupled, cautious,
+  coupled to the learning rate or not);
 - diagnostics: :func:`record_spectra` / :func:`recorded_spectra` (:class:`SpectraState`);
 - :func:`with_compute_dtype`: run any transformation in another dtype.
 
@@ -43,9 +45,11 @@ from optorth.blocks._spectra import SpectraState as SpectraState
 from optorth.blocks._spectra import matrix_spectrum as matrix_spectrum
 from optorth.blocks._spectra import record_spectra as record_spectra
 from optorth.blocks._spectra import recorded_spectra as recorded_spectra
+from optorth.blocks._weight_decay import WeightDecay as WeightDecay
+from optorth.blocks._weight_decay import decay_weights as decay_weights
 
 __all__ = [
-    "MomentumState", "OrthogonalizeState", "ScaleByElementwiseRMSState",
+    "MomentumState", "OrthogonalizeState", "WeightDecay", "decay_weights", "ScaleByElementwiseRMSState",
     "ScaleByFactoredRMSState", "ScaleByNeuronRMSState", "SpectraState", "clip_by_rms",
     "dualize", "keep_matrix_norm", "matrix_spectrum", "orthogonalize", "record_spectra",
     "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms",

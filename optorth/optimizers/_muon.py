@@ -15,6 +15,7 @@ from optorth._checks import check_decay
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
 from optorth.blocks._soft_threshold import soft_threshold
+from optorth.blocks._weight_decay import WeightDecay
 from optorth.matrices._resolve import route_specs
 from optorth.norms._shape_scale import ShapeScale
 from optorth.ns._config import NewtonSchulz
@@ -27,7 +28,7 @@ def muon(
     *,
     nesterov: bool = True,
     bias_correction: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz(),
     scale: ShapeScale | str | None = "keller",
@@ -54,7 +55,8 @@ def muon(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path, p ← p − lr·wd·p.
+      weight_decay: decoupled weight decay on the matrix path, p ← p − lr·wd·p; an
+        :class:`optorth.WeightDecay` picks cautious or learning-rate-independent decay.
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration (schedule, steps, dtype, learning).
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
@@ -86,7 +88,7 @@ def turbo_muon(
     *,
     nesterov: bool = True,
     bias_correction: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz("turbo"),
     scale: ShapeScale | str | None = "keller",
@@ -105,7 +107,7 @@ def turbo_muon(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration (default: the ``"turbo"`` table).
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
@@ -135,7 +137,7 @@ def root(
     *,
     nesterov: bool = True,
     quantile: float = 0.9,
-    weight_decay: float = 0.1,
+    weight_decay: float | WeightDecay = 0.1,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz("root"),
     scale: ShapeScale | str | None = "consistent_rms",
@@ -158,7 +160,7 @@ def root(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       quantile: the quantile of |u| per matrix above which entries are clipped, in [0, 1].
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration (default: ROOT's per-shape tables).
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
