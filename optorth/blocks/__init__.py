@@ -11,6 +11,7 @@
   :func:`clip_by_rms`, :func:`scale_by_param_rms`;
 - weight decay: :func:`decay_weights` under a :class:`WeightDecay` (decoupled, cautious,
   coupled to the learning rate or not);
+- after the step: :func:`qk_clip` (QK-clip / MuonClip, :class:`QKClip`, :class:`QKLeaf`);
 - diagnostics: :func:`record_spectra` / :func:`recorded_spectra` (:class:`SpectraState`);
 - :func:`with_compute_dtype`: run any transformation in another dtype.
 
@@ -33,6 +34,10 @@ from optorth.blocks._momentum import MomentumState as MomentumState
 from optorth.blocks._momentum import scale_by_momentum as scale_by_momentum
 from optorth.blocks._orthogonalize import OrthogonalizeState as OrthogonalizeState
 from optorth.blocks._orthogonalize import orthogonalize as orthogonalize
+from optorth.blocks._qk_clip import QKClip as QKClip
+from optorth.blocks._qk_clip import QKClipState as QKClipState
+from optorth.blocks._qk_clip import QKLeaf as QKLeaf
+from optorth.blocks._qk_clip import qk_clip as qk_clip
 from optorth.blocks._second_moments import ScaleByElementwiseRMSState as ScaleByElementwiseRMSState
 from optorth.blocks._second_moments import ScaleByNeuronRMSState as ScaleByNeuronRMSState
 from optorth.blocks._second_moments import keep_matrix_norm as keep_matrix_norm
@@ -49,7 +54,8 @@ from optorth.blocks._weight_decay import WeightDecay as WeightDecay
 from optorth.blocks._weight_decay import decay_weights as decay_weights
 
 __all__ = [
-    "MomentumState", "OrthogonalizeState", "WeightDecay", "decay_weights", "ScaleByElementwiseRMSState",
+    "MomentumState", "OrthogonalizeState", "QKClip", "QKClipState", "QKLeaf", "WeightDecay",
+    "decay_weights", "qk_clip", "ScaleByElementwiseRMSState",
     "ScaleByFactoredRMSState", "ScaleByNeuronRMSState", "SpectraState", "clip_by_rms",
     "dualize", "keep_matrix_norm", "matrix_spectrum", "orthogonalize", "record_spectra",
     "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms",

@@ -20,6 +20,7 @@ import optax
 
 from optorth._checks import check_dtype, check_learning_rate
 from optorth.blocks._compute_dtype import check_updates_match_params, with_compute_dtype
+from optorth.blocks._qk_clip import QKClip, qk_clip
 from optorth.blocks._shape_scale import scale_by_shape
 from optorth.blocks._weight_decay import WeightDecay, around_learning_rate, as_weight_decay
 from optorth.matrices._paths import (
@@ -191,8 +192,9 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
 
 def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
              weight_decay_mask=None, scale=None, rules=None, mu_dtype=None,
-             fallback=None) -> optax.GradientTransformation:
-    """The ready optimizer ``name`` from its direction blocks (module docstring)."""
+             fallback=None, clip: QKClip | None = None) -> optax.GradientTransformation:
+    """The ready optimizer ``name`` from its direction blocks (module docstring), followed
+    by :func:`optorth.qk_clip` when ``clip`` is a :class:`optorth.QKClip`."""
     check_learning_rate(f"optorth.{name}", learning_rate)
     weight_decay = as_weight_decay(f"optorth.{name}", weight_decay)
     mu_dtype = check_dtype(f"optorth.{name}", "mu_dtype", mu_dtype)
@@ -207,5 +209,11 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
                          *around_learning_rate(weight_decay, weight_decay_mask, learning_rate))
     transforms = {MATRIX: matrix, FALLBACK: fallback or default_fallback()}
     partition = optax.partition(transforms, _labels(rules))
-    return guard(name, with_compute_dtype(partition, mu_dtype))
+    guarded = guard(name, with_compute_dtype(partition, mu_dtype))
+    if clip is None:
+        return guarded
+    if not isinstance(clip, QKClip):
+        raise ValueError(f"optorth.{name}: qk_clip must be an optorth.QKClip (e.g. "
+                         f"optorth.QKClip(100.0)) or None; got {clip!r}.")
+    return optax.chain(guarded, qk_clip(clip))
 

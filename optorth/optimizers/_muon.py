@@ -14,6 +14,7 @@ import optax
 from optorth._checks import check_decay
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
+from optorth.blocks._qk_clip import QKClip
 from optorth.blocks._soft_threshold import soft_threshold
 from optorth.blocks._weight_decay import WeightDecay
 from optorth.matrices._resolve import route_specs
@@ -35,6 +36,7 @@ def muon(
     rules: Any = None,
     mu_dtype: Any = None,
     fallback: optax.GradientTransformation | None = None,
+    qk_clip: QKClip | None = None,
 ) -> optax.GradientTransformation:
     """Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for the rest.
 
@@ -63,6 +65,9 @@ def muon(
       rules: routing rules ``(regex, MatrixSpec | "fallback")`` (:func:`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic (``None``: the parameters').
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
+      qk_clip: an :class:`optorth.QKClip` to rescale attention heads whose maximum logit
+        exceeds its threshold after each step (MuonClip); ``update`` then takes
+        ``max_logits=`` (:func:`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth, jax.numpy as jnp
@@ -79,7 +84,7 @@ def muon(
     blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
     return assemble("muon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
                     weight_decay_mask=weight_decay_mask, scale=scale, rules=rules,
-                    mu_dtype=mu_dtype, fallback=fallback)
+                    mu_dtype=mu_dtype, fallback=fallback, clip=qk_clip)
 
 
 def turbo_muon(
@@ -95,6 +100,7 @@ def turbo_muon(
     rules: Any = None,
     mu_dtype: Any = None,
     fallback: optax.GradientTransformation | None = None,
+    qk_clip: QKClip | None = None,
 ) -> optax.GradientTransformation:
     """Turbo-Muon: :func:`muon` with AOL preconditioning and one step fewer.
 
@@ -114,6 +120,9 @@ def turbo_muon(
       rules: routing rules (:func:`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
+      qk_clip: an :class:`optorth.QKClip` to rescale attention heads whose maximum logit
+        exceeds its threshold after each step (MuonClip); ``update`` then takes
+        ``max_logits=`` (:func:`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth
@@ -128,7 +137,8 @@ def turbo_muon(
     blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
     return assemble("turbo_muon", blocks, learning_rate=learning_rate,
                     weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
-                    scale=scale, rules=rules, mu_dtype=mu_dtype, fallback=fallback)
+                    scale=scale, rules=rules, mu_dtype=mu_dtype, fallback=fallback,
+                    clip=qk_clip)
 
 
 def root(
