@@ -13,6 +13,8 @@
   coupled to the learning rate or not);
 - after the step: :func:`qk_clip` (QK-clip / MuonClip, :class:`QKClip`, :class:`QKLeaf`);
 - diagnostics: :func:`record_spectra` / :func:`recorded_spectra` (:class:`SpectraState`);
+  :func:`ns_telemetry` (per-leaf orthogonality error and dtype of Newton–Schulz, kept when
+  ``NewtonSchulz(telemetry=k)``);
 - :func:`with_compute_dtype`: run any transformation in another dtype.
 
 Every block works per matrix: ``specs`` says how a leaf becomes matrices
@@ -31,6 +33,8 @@ from optorth.blocks._dualize import dualize as dualize
 from optorth.blocks._factored import ScaleByFactoredRMSState as ScaleByFactoredRMSState
 from optorth.blocks._factored import scale_by_factored_rms as scale_by_factored_rms
 from optorth.blocks._momentum import MomentumState as MomentumState
+from optorth.blocks._ns_telemetry import NSTelemetry as NSTelemetry
+from optorth.blocks._ns_telemetry import ns_telemetry as ns_telemetry
 from optorth.blocks._momentum import scale_by_momentum as scale_by_momentum
 from optorth.blocks._orthogonalize import OrthogonalizeState as OrthogonalizeState
 from optorth.blocks._orthogonalize import orthogonalize as orthogonalize
@@ -54,11 +58,11 @@ from optorth.blocks._weight_decay import WeightDecay as WeightDecay
 from optorth.blocks._weight_decay import decay_weights as decay_weights
 
 __all__ = [
-    "MomentumState", "OrthogonalizeState", "QKClip", "QKClipState", "QKLeaf", "WeightDecay",
-    "decay_weights", "qk_clip", "ScaleByElementwiseRMSState",
-    "ScaleByFactoredRMSState", "ScaleByNeuronRMSState", "SpectraState", "clip_by_rms",
-    "dualize", "keep_matrix_norm", "matrix_spectrum", "orthogonalize", "record_spectra",
-    "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms",
-    "scale_by_momentum", "scale_by_neuron_rms", "scale_by_param_rms", "scale_by_shape",
-    "scale_to_rms", "soft_threshold", "with_compute_dtype",
+    "MomentumState", "NSTelemetry", "OrthogonalizeState", "QKClip", "QKClipState", "QKLeaf",
+    "ScaleByElementwiseRMSState", "ScaleByFactoredRMSState", "ScaleByNeuronRMSState",
+    "SpectraState", "WeightDecay", "clip_by_rms", "decay_weights", "dualize", "keep_matrix_norm",
+    "matrix_spectrum", "ns_telemetry", "orthogonalize", "qk_clip", "record_spectra",
+    "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms", "scale_by_momentum",
+    "scale_by_neuron_rms", "scale_by_param_rms", "scale_by_shape", "scale_to_rms", "soft_threshold",
+    "with_compute_dtype",
 ]

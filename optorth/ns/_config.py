@@ -82,6 +82,9 @@ class NewtonSchulz:
       eps: added to the normalizer (> 0).
       learn: an :class:`optorth.OnlineLearning` to refine the table online inside the
         optimizer state; ``None`` keeps it fixed. Not available for per-shape schedules.
+      telemetry: ``k > 0`` keeps, in the ``orthogonalize`` state, a per-leaf estimate of
+        RMS(σ² − 1) of each update from ``k`` random probes (2·m·n·k flops per matrix) and
+        the iteration's dtype, read by ``optorth.blocks.ns_telemetry(state)``; 0: off.
 
     Raises:
       ValueError: at construction, for an unknown preset, a step count the schedule does not
@@ -108,6 +111,7 @@ class NewtonSchulz:
     dtype: Any = None
     eps: float = 1e-7
     learn: OnlineLearning | None = None
+    telemetry: int = 0
 
     def __post_init__(self):
         set_ = functools.partial(object.__setattr__, self)
@@ -118,6 +122,11 @@ class NewtonSchulz:
         check_choice(_WHO, "method", self.method, METHODS)
         set_("dtype", check_dtype(_WHO, "dtype", self.dtype))
         set_("eps", float(check_positive(_WHO, "eps", self.eps)))
+        if isinstance(self.telemetry, bool) or not isinstance(self.telemetry, int) or (
+                self.telemetry < 0):
+            raise ValueError(f"{_WHO}: telemetry must be an int >= 0 (random probes of the "
+                             f"orthogonality estimate, e.g. 8; 0: off); got "
+                             f"{self.telemetry!r}.")
         if self.learn is not None and not isinstance(self.learn, OnlineLearning):
             raise ValueError(f"{_WHO}: learn must be an optorth.OnlineLearning or None; got "
                              f"{type(self.learn).__name__}. Example: "
