@@ -17,8 +17,9 @@ Configurations (each a change of one ready optimizer's construction):
   decoupled weight decay 0.1), and the same with that decay cautious;
 - ``adamuon_0.0192_wd`` / ``adamuon_0.0192_cwd``: AdaMuon at its best swept peak lr with the
   sweep's AdamW fallback, plain or cautious weight decay 0.1 on the matrices;
-- ``*_qk``: the same with QK-clip (threshold ``--tau``), the attention recording its
-  per-head maximum logits (``benchmarks/lm/qk.py``).
+- ``adamuon_0.0192_qk``: the sweep's AdaMuon (no weight decay) with QK-clip;
+- ``*_qk``: the same with QK-clip (threshold ``--tau``) chained after the optimizer, the
+  attention recording its per-head maximum logits (``benchmarks/lm/qk.py``).
 
 Writes ``--out``/runs.jsonl (resumable) and ``options_to_target.md``.
 """
@@ -54,10 +55,11 @@ def _adamuon_defaults(cfg, cautious):
 
 
 def _adamuon_swept(cfg, cautious):
+    """AdaMuon as the sweep builds it; ``cautious=None``: no weight decay (the sweep's)."""
     import optorth
 
-    return optorth.adamuon(learning_rate=lr_schedule(0.0192, cfg),
-                           weight_decay=optorth.WeightDecay(RATE, cautious=cautious),
+    decay = 0.0 if cautious is None else optorth.WeightDecay(RATE, cautious=cautious)
+    return optorth.adamuon(learning_rate=lr_schedule(0.0192, cfg), weight_decay=decay,
                            fallback=fallback_adamw(cfg, lr_schedule(sweep.FALLBACK_LR, cfg)))
 
 
@@ -67,6 +69,10 @@ CONFIGS = {
     "adamuon_defaults_cwd": (lambda cfg: _adamuon_defaults(cfg, True), False),
     "adamuon_0.0192_wd": (lambda cfg: _adamuon_swept(cfg, False), False),
     "adamuon_0.0192_cwd": (lambda cfg: _adamuon_swept(cfg, True), False),
+    "adamuon_0.0192_qk": (lambda cfg: _adamuon_swept(cfg, None), True),
+    "adamuon_0.0192_cwd_qk": (lambda cfg: _adamuon_swept(cfg, True), True),
+    "adamuon_defaults_qk": (lambda cfg: _adamuon_defaults(cfg, False), True),
+    "adamuon_defaults_cwd_qk": (lambda cfg: _adamuon_defaults(cfg, True), True),
 }
 
 
@@ -120,7 +126,7 @@ def main(argv=None) -> str:
     parser = sweep.doc_parser(__doc__)
     parser.add_argument("--configs", default=None, help="comma-separated names (all)")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--tau", type=float, default=30.0, help="QK-clip threshold (30)")
+    parser.add_argument("--tau", type=float, default=10.0, help="QK-clip threshold (10)")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--out", default="out/options_to_target")
     args = parser.parse_args(argv)
