@@ -18,6 +18,7 @@ Configurations (each a change of one ready optimizer's construction):
 - ``adamuon_0.0192_wd`` / ``adamuon_0.0192_cwd``: AdaMuon at its best swept peak lr with the
   sweep's AdamW fallback, plain or cautious weight decay 0.1 on the matrices;
 - ``adamuon_0.0192_qk``: the sweep's AdaMuon (no weight decay) with QK-clip;
+- ``adamuon_0.0192_wd_qk``: plain weight decay 0.1 and QK-clip;
 - ``*_qk``: the same with QK-clip (threshold ``--tau``) chained after the optimizer, the
   attention recording its per-head maximum logits (``benchmarks/lm/qk.py``).
 
@@ -70,6 +71,7 @@ CONFIGS = {
     "adamuon_0.0192_wd": (lambda cfg: _adamuon_swept(cfg, False), False),
     "adamuon_0.0192_cwd": (lambda cfg: _adamuon_swept(cfg, True), False),
     "adamuon_0.0192_qk": (lambda cfg: _adamuon_swept(cfg, None), True),
+    "adamuon_0.0192_wd_qk": (lambda cfg: _adamuon_swept(cfg, False), True),
     "adamuon_0.0192_cwd_qk": (lambda cfg: _adamuon_swept(cfg, True), True),
     "adamuon_defaults_qk": (lambda cfg: _adamuon_defaults(cfg, False), True),
     "adamuon_defaults_cwd_qk": (lambda cfg: _adamuon_defaults(cfg, True), True),
@@ -108,7 +110,8 @@ def table(names, runs, targets, steps) -> str:
     lines = [f"Target: {BASELINE} at lr {BASELINE_LR:g}, final validation loss per seed "
              f"{', '.join(f'{t:.4f}' for t in targets)}.", "",
              "| configuration | final loss (mean) | steps to target per seed | "
-             "fraction of the run (mean) |", "|---|---|---|---|"]
+             "fraction of the run (mean) | largest logit (QK-clip runs) |",
+             "|---|---|---|---|---|"]
     for name in names:
         recs = [runs.get((name, s)) for s in range(len(targets))]
         if None in recs:
@@ -116,9 +119,11 @@ def table(names, runs, targets, steps) -> str:
         reached = [steps_to(t, r["eval_steps"], r["val_losses"])
                    for t, r in zip(targets, recs, strict=True)]
         fraction = None if None in reached else float(np.mean(reached)) / steps
+        logit = [max(r["max_logit"]) for r in recs if r.get("max_logit")]
         lines.append(f"| {name} | {np.mean([r['final_val_loss'] for r in recs]):.4f} | "
                      f"{', '.join('—' if s is None else f'{s:.0f}' for s in reached)} | "
-                     f"{'—' if fraction is None else f'{fraction:.3f}'} |")
+                     f"{'—' if fraction is None else f'{fraction:.3f}'} | "
+                     f"{', '.join(f'{v:.1f}' for v in logit) or '—'} |")
     return "\n".join(lines)
 
 

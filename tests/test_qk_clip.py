@@ -248,9 +248,9 @@ def test_muon_with_qk_clip_applies_the_clip_to_the_stepped_weights():
     gamma = _np_gamma(np.asarray(record["attn"], np.float64), clip.threshold)
     assert np.sum(gamma < 1) >= 1
     for name in ("query", "key"):
-        stepped = np.asarray(params["attn"][name]["kernel"]) + np.asarray(u0["attn"][name]["kernel"])
-        want = stepped * np.sqrt(gamma)[:, None]
-        got = np.asarray(params["attn"][name]["kernel"]) + np.asarray(u1["attn"][name]["kernel"])
+        x0 = np.asarray(params["attn"][name]["kernel"])
+        want = (x0 + np.asarray(u0["attn"][name]["kernel"])) * np.sqrt(gamma)[:, None]
+        got = x0 + np.asarray(u1["attn"][name]["kernel"])
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(u1["mlp"]["kernel"], u0["mlp"]["kernel"], rtol=1e-5, atol=1e-6)
 
@@ -326,3 +326,36 @@ def test_bad_layouts_are_refused():
         optorth.QKClip(10.0, {"query/kernel": "heads"})
     with pytest.raises(ValueError, match="qk_clip must be an optorth.QKClip"):
         optorth.muon(qk_clip=10.0)
+
+
+_SHARDED = r"""
+import jax, jax.numpy as jnp, numpy as np, optax, optorth
+from jax.sharding import NamedSharding, PartitionSpec as P
+mesh = jax.make_mesh((8,), ("x",))
+rng = np.random.default_rng(0)
+params = {"attn": {n: {"kernel": jnp.asarray(rng.normal(size=(16, 32)), jnp.float32)}
+                   for n in ("query", "key")}}
+grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+maxima = {"attn": jnp.asarray([9.0, 2.0, 30.0, 4.0, 5.0, 12.0, 1.0, 3.0])}
+tx = optax.chain(optax.sgd(0.1), optorth.qk_clip(optorth.QKClip.separate(4.0)))
+want, _ = tx.update(grads, tx.init(params), params, max_logits=maxima)
+shard = NamedSharding(mesh, P(None, "x"))
+sp, sg = (jax.device_put(t, shard) for t in (params, grads))
+got, _ = jax.jit(tx.update)(sg, tx.init(sp), sp, max_logits=maxima)
+assert got["attn"]["query"]["kernel"].sharding.is_equivalent_to(shard, 2)
+jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), got, want)
+print("sharded ok")
+"""
+
+
+@pytest.mark.slow
+def test_sharded_kernels_on_8_simulated_devices():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    done = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sharded ok" in done.stdout
