@@ -39,12 +39,16 @@ def clip_config(tau: float):
     return optorth.QKClip.separate(tau)
 
 
-def _step(graphdef, state, inputs, targets, clip: bool):
+def _step(graphdef, state, inputs, targets, clip: bool, capture: bool = True):
+    """One training step; with ``capture`` the attention's maxima are recorded and returned
+    (and passed to the optimizer with ``clip``)."""
     import optorth
 
     model, optimizer = nnx.merge(graphdef, state)
 
     def loss(m):
+        if not capture:
+            return lm_model.loss_fn(m, inputs, targets), {}
         with optorth.nn.capture_max_logits() as record:
             value = lm_model.loss_fn(m, inputs, targets)
         return value, record
@@ -57,7 +61,7 @@ def _step(graphdef, state, inputs, targets, clip: bool):
     return nnx.state((model, optimizer)), value, record
 
 
-_jit_step = jax.jit(_step, static_argnums=(0, 4))
+_jit_step = jax.jit(_step, static_argnums=(0, 4, 5))
 
 
 def train(tx, cfg: Config, corpus, *, clip: bool, record: bool = True) -> tuple[History, dict]:
@@ -81,7 +85,7 @@ def train(tx, cfg: Config, corpus, *, clip: bool, record: bool = True) -> tuple[
     evaluate(0)
     for step in range(cfg.steps):
         start = time.perf_counter()
-        state, loss, rec = _jit_step(graphdef, state, *batches[step], clip)
+        state, loss, rec = _jit_step(graphdef, state, *batches[step], clip, True)
         loss = float(loss)
         history.step_seconds.append(time.perf_counter() - start)
         history.train_loss.append(loss)
