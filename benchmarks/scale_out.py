@@ -252,7 +252,8 @@ def markdown(rows: list[dict], header: str) -> str:
             continue
         cells = (r["model"], mesh, r["optimizer"], _fmt(r.get("work_ratio")),
                  _collectives_cell(r), f"{r['total_bytes'] / r['param_bytes']:.3f}",
-                 f"{r['total_bytes'] / r['matrix_bytes']:.3f}", _axes_cell(r), f"{r['temp_bytes'] / 2**20:.0f}",
+                 f"{r['total_bytes'] / r['matrix_bytes']:.3f}", _axes_cell(r),
+                 f"{r['temp_bytes'] / 2**20:.0f}",
                  _fmt(r.get("temp_ratio")), _out_cell(r))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -13,14 +13,16 @@ a fallback AdamW; print :func:`describe_routing` to see which leaf goes where):
 
 Configuration objects (frozen, validated where they are built, static under ``jax.jit``):
   :class:`NewtonSchulz` (schedule, steps, normalization, method, dtype, online learning,
-  distribution), :class:`OnlineLearning`, :class:`Schedule`, :class:`Distribution` (how the
-  matrices are divided over a device mesh); norms in :mod:`optorth.norms`.
+  distribution, telemetry), :class:`OnlineLearning`, :class:`Schedule`, :class:`Distribution`
+  (how the matrices are divided over a device mesh), :class:`WeightDecay` (decoupled or
+  cautious, coupled to the learning rate or not); norms in :mod:`optorth.norms`.
 
 Blocks to chain yourself: :func:`scale_by_momentum`, :func:`soft_threshold`,
   :func:`orthogonalize`, :func:`dualize`, :func:`scale_by_shape`,
   :func:`scale_by_factored_rms`, :func:`scale_by_neuron_rms`,
   :func:`scale_by_elementwise_rms`, :func:`keep_matrix_norm`, :func:`scale_to_rms`,
-  :func:`clip_by_rms`, :func:`scale_by_param_rms`, :func:`record_spectra`.
+  :func:`clip_by_rms`, :func:`scale_by_param_rms`, :func:`record_spectra`, :func:`qk_clip`
+  (QK-clip after the step, with :class:`QKClip` and ``optorth.nn.capture_max_logits``).
 
 Matrices and routing: :class:`MatrixSpec`, :func:`route`, :func:`describe_routing`,
   :func:`nnx_attention_rules`.
@@ -67,6 +69,9 @@ from optorth.blocks import scale_by_param_rms as scale_by_param_rms
 from optorth.blocks import scale_by_shape as scale_by_shape
 from optorth.blocks import scale_to_rms as scale_to_rms
 from optorth.blocks import soft_threshold as soft_threshold
+from optorth.blocks import QKClip as QKClip
+from optorth.blocks import WeightDecay as WeightDecay
+from optorth.blocks import qk_clip as qk_clip
 from optorth.checkpoint import reconcile_coefficients as reconcile_coefficients
 from optorth.matrices._report import describe_routing as describe_routing
 from optorth.matrices._routing import nnx_attention_rules as nnx_attention_rules
@@ -98,11 +103,12 @@ __all__ = [
     "muon", "turbo_muon", "root", "normuon", "adamuon", "factored_muon", "trust_region",
     "normalized_sgdm", "signum", "auon", "hybrid_auon", "adafactor",
     # configuration
-    "NewtonSchulz", "OnlineLearning", "Schedule", "Distribution",
+    "NewtonSchulz", "OnlineLearning", "Schedule", "Distribution", "WeightDecay", "QKClip",
     # blocks
     "scale_by_momentum", "soft_threshold", "orthogonalize", "dualize", "scale_by_shape",
     "scale_by_factored_rms", "scale_by_neuron_rms", "scale_by_elementwise_rms",
     "keep_matrix_norm", "scale_to_rms", "clip_by_rms", "scale_by_param_rms", "record_spectra",
+    "qk_clip",
     # matrices and routing
     "MatrixSpec", "route", "describe_routing", "nnx_attention_rules",
     # Newton–Schulz, schedules, checkpoints

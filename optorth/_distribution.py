@@ -58,8 +58,10 @@ class Distribution:
       layouts: the parameters' layouts, ``((path, PartitionSpec entries), ...)`` as
         :meth:`for_params` records them; under automatic axes they stand in for the layouts
         that tracing hides (a leaf whose path is not listed leaves the plan as without them).
-      memory_budget: bytes of input matrices (counted in float32, the iteration's precision,
-        or the parameters' dtype if wider) that one device iterates on at once; a larger local stack is orthogonalized in sequential chunks.
+      memory_budget: bytes of matrices (counted in float32, the iteration's precision, or the
+        parameters' dtype if wider) that one device gathers and iterates on at once; a larger
+        stack runs as pieces, one after another, each moved, iterated and moved back before
+        the next. It bounds the gathered working set, not below one matrix per device.
         ``None``: no limit.
 
     Raises:

@@ -1,9 +1,9 @@
 """Counting collectives in compiled HLO text (``jax.jit(f).lower(...).compile().as_text()``).
 
-Used by ``test_sharding.py`` and ``test_distribution.py``. An instruction is counted where it is defined
-(``... = f32[...] all-to-all(%operand), ...``, or its async ``-start`` half), so each appears
-once however often a loop runs it. (``benchmarks/_hlo.py`` reports the same counts for the
-step-time benchmark; the library's tests do not import the benchmarks.)
+Used by ``test_sharding.py`` and ``test_distribution.py``. An instruction is counted where it
+is defined (``... = f32[...] all-to-all(%operand), ...``, or its async ``-start`` half), so
+each appears once however often a loop runs it. (``benchmarks/_hlo.py`` reports the same counts
+for the step-time benchmark; the library's tests do not import the benchmarks.)
 """
 
 from __future__ import annotations

@@ -60,10 +60,9 @@ def main():
     args = _parse()
     faulthandler.dump_traceback_later(args.deadline, exit=True)
     jax = _start_jax(args)
+    import _sharded_model as model
     import numpy as np
     from jax.experimental import multihost_utils
-
-    import _sharded_model as model
 
     n_global = args.local_devices * args.num_processes
     assert jax.device_count() == n_global, (jax.device_count(), n_global)

@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import optax
 import pytest
+from _hlo import collective_counts, collective_groups
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optorth
-from _hlo import collective_counts, collective_groups
 from optorth import Distribution, MatrixSpec
 
 N_DEVICES = 8

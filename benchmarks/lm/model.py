@@ -112,13 +112,29 @@ class CausalSelfAttention(nnx.Module):
         self.key = _linear(d, d, 0.02, cfg, rngs)
         self.value = _linear(d, d, 0.02, cfg, rngs)
         self.out = _linear(d, d, resid_std, cfg, rngs)
+        self.record_as: str | None = None  # set by benchmarks.lm.qk.enable_recording
 
     def __call__(self, x):
         batch, length, d = x.shape
         split = lambda t: t.reshape(batch, length, self.heads, d // self.heads)  # noqa: E731
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        if self.record_as is None:
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        else:  # the same attention from explicit logits, whose per-head maxima it records
+            y = _recorded_attention(q, k, v, self.record_as)
         return self.out(y.reshape(batch, length, d))
+
+
+def _recorded_attention(q, k, v, name):
+    """Causal softmax attention (float32 softmax) that records its per-head maximum logits
+    under ``name`` for QK-clip (``optorth.nn.record_max_logits``)."""
+    import optorth
+
+    logits = optorth.nn.attention_logits(q, k).astype(jnp.float32)
+    causal = jnp.tril(jnp.ones(logits.shape[-2:], bool))
+    optorth.nn.record_max_logits(name, logits, causal)
+    weights = jax.nn.softmax(jnp.where(causal, logits, -jnp.inf), axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 class MLP(nnx.Module):

@@ -9,7 +9,12 @@
   :class:`ScaleByFactoredRMSState`), :func:`scale_by_neuron_rms` (NorMuon),
   :func:`scale_by_elementwise_rms` (AdaMuon), :func:`keep_matrix_norm`, :func:`scale_to_rms`,
   :func:`clip_by_rms`, :func:`scale_by_param_rms`;
+- weight decay: :func:`decay_weights` under a :class:`WeightDecay` (decoupled, cautious,
+  coupled to the learning rate or not);
+- after the step: :func:`qk_clip` (QK-clip / MuonClip, :class:`QKClip`, :class:`QKLeaf`);
 - diagnostics: :func:`record_spectra` / :func:`recorded_spectra` (:class:`SpectraState`);
+  :func:`ns_telemetry` (per-leaf orthogonality error and dtype of Newton–Schulz, kept when
+  ``NewtonSchulz(telemetry=k)``);
 - :func:`with_compute_dtype`: run any transformation in another dtype.
 
 Every block works per matrix: ``specs`` says how a leaf becomes matrices
@@ -29,8 +34,14 @@ from optorth.blocks._factored import ScaleByFactoredRMSState as ScaleByFactoredR
 from optorth.blocks._factored import scale_by_factored_rms as scale_by_factored_rms
 from optorth.blocks._momentum import MomentumState as MomentumState
 from optorth.blocks._momentum import scale_by_momentum as scale_by_momentum
+from optorth.blocks._ns_telemetry import NSTelemetry as NSTelemetry
+from optorth.blocks._ns_telemetry import ns_telemetry as ns_telemetry
 from optorth.blocks._orthogonalize import OrthogonalizeState as OrthogonalizeState
 from optorth.blocks._orthogonalize import orthogonalize as orthogonalize
+from optorth.blocks._qk_clip import QKClip as QKClip
+from optorth.blocks._qk_clip import QKClipState as QKClipState
+from optorth.blocks._qk_clip import QKLeaf as QKLeaf
+from optorth.blocks._qk_clip import qk_clip as qk_clip
 from optorth.blocks._second_moments import ScaleByElementwiseRMSState as ScaleByElementwiseRMSState
 from optorth.blocks._second_moments import ScaleByNeuronRMSState as ScaleByNeuronRMSState
 from optorth.blocks._second_moments import keep_matrix_norm as keep_matrix_norm
@@ -43,12 +54,15 @@ from optorth.blocks._spectra import SpectraState as SpectraState
 from optorth.blocks._spectra import matrix_spectrum as matrix_spectrum
 from optorth.blocks._spectra import record_spectra as record_spectra
 from optorth.blocks._spectra import recorded_spectra as recorded_spectra
+from optorth.blocks._weight_decay import WeightDecay as WeightDecay
+from optorth.blocks._weight_decay import decay_weights as decay_weights
 
 __all__ = [
-    "MomentumState", "OrthogonalizeState", "ScaleByElementwiseRMSState",
-    "ScaleByFactoredRMSState", "ScaleByNeuronRMSState", "SpectraState", "clip_by_rms",
-    "dualize", "keep_matrix_norm", "matrix_spectrum", "orthogonalize", "record_spectra",
-    "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms",
-    "scale_by_momentum", "scale_by_neuron_rms", "scale_by_param_rms", "scale_by_shape",
-    "scale_to_rms", "soft_threshold", "with_compute_dtype",
+    "MomentumState", "NSTelemetry", "OrthogonalizeState", "QKClip", "QKClipState", "QKLeaf",
+    "ScaleByElementwiseRMSState", "ScaleByFactoredRMSState", "ScaleByNeuronRMSState",
+    "SpectraState", "WeightDecay", "clip_by_rms", "decay_weights", "dualize", "keep_matrix_norm",
+    "matrix_spectrum", "ns_telemetry", "orthogonalize", "qk_clip", "record_spectra",
+    "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms", "scale_by_momentum",
+    "scale_by_neuron_rms", "scale_by_param_rms", "scale_by_shape", "scale_to_rms", "soft_threshold",
+    "with_compute_dtype",
 ]

@@ -14,7 +14,9 @@ import optax
 
 from optorth._checks import check_bool
 from optorth._distribution import Distribution, as_distribution
+from optorth.blocks._ns_telemetry import init_telemetry, leaf_errors
 from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
+from optorth.matrices._paths import flatten_with_paths
 from optorth.matrices._resolve import matrix_shapes
 from optorth.matrices._sharding import call_replicated
 from optorth.ns._config import NewtonSchulz, as_newton_schulz
@@ -34,12 +36,15 @@ class OrthogonalizeState(NamedTuple):
     :func:`optorth.reconcile_coefficients` after a checkpoint restore (``optorth.checkpoint``).
     ``count``: int32 number of updates, kept only when the block learns its table online
     (``learn=``; ``None`` otherwise).
+    ``telemetry``: an ``NSTelemetry`` (per-leaf orthogonality error of the last update and
+    the compute dtype) when ``ns.telemetry > 0``; ``None`` otherwise.
     """
 
     coeffs: Any
     fingerprint: Any = None
     version: Any = None
     count: Any = None
+    telemetry: Any = None
 
 
 def _shape_key(shape) -> str:
@@ -191,6 +196,10 @@ def orthogonalize(
     """
     ns = as_newton_schulz(ns)
     check_bool("orthogonalize", "adaptive", adaptive)
+    if adaptive and ns.telemetry:
+        raise ValueError("orthogonalize: NewtonSchulz(telemetry=...) measures the "
+                         "orthogonalized direction, which adaptive=True rescales by ⟨M, O⟩; "
+                         "use telemetry with adaptive=False.")
     distribute = (ns.distribute if distribute is None
                   else as_distribution(distribute, "orthogonalize"))
 
@@ -200,8 +209,11 @@ def orthogonalize(
         with jax.ensure_compile_time_eval():  # concrete tables (for the fingerprint) under jit
             coeffs = _initial_coeffs(ns, shapes)
             count = None if ns.learn is None else jnp.zeros([], jnp.int32)
+            telemetry = None if not ns.telemetry else init_telemetry(
+                ns.compute_dtype, specs_tree, params,
+                [p for p, _ in flatten_with_paths(params)[0]])
             return OrthogonalizeState(coeffs, coefficient_fingerprint(coeffs),
-                                      jnp.asarray(STATE_VERSION, jnp.int32), count)
+                                      jnp.asarray(STATE_VERSION, jnp.int32), count, telemetry)
 
     def update_fn(updates, state, params=None):
         del params
@@ -219,7 +231,12 @@ def orthogonalize(
             out = ns.apply(mats, _coeffs_for(coeffs, mats.shape))
             return scale_by_dual(mats, out) if adaptive else out
 
-        return map_matrices(direction, updates, specs_tree, consts=state.coeffs,
-                            transpose_tall=True, distribute=distribute), state
+        out = map_matrices(direction, updates, specs_tree, consts=state.coeffs,
+                           transpose_tall=True, distribute=distribute)
+        if ns.telemetry:
+            paths = [p for p, _ in flatten_with_paths(updates)[0]]
+            errors = leaf_errors(out, specs_tree, paths, ns.telemetry)
+            state = state._replace(telemetry=state.telemetry._replace(errors=errors))
+        return out, state
 
     return optax.GradientTransformation(init_fn, update_fn)

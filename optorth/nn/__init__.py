@@ -21,6 +21,10 @@ Adapters:
 Whole models: :func:`adapt` swaps the selected dense layers for adapters in place and
 :func:`merge` swaps them back for merged layers.
 
+QK-clip: :func:`track_max_logits` and :func:`record_max_logits` record each attention
+layer's per-head maximum logit inside :func:`capture_max_logits`, for
+:func:`optorth.qk_clip` (Kimi Team, "Kimi K2: Open Agentic Intelligence", arXiv 2507.20534).
+
 Training: ``nnx.Optimizer(model, tx, wrt=optorth.nn.AdapterParam)`` trains the adapters alone;
 ``wrt=nnx.Param`` trains the adapters and every non-adapted parameter (never the frozen bases).
 Under optorth's routing the adapter parameters (names ``oft_*``, ``hra_*``, ``givens_*``) take
@@ -31,6 +35,12 @@ linear maps of activations.
 from optorth.nn._adapter import AdapterParam, Frozen, OrthogonalAdapter
 from optorth.nn._givens import GivensLinear
 from optorth.nn._hra import HRALinear
+from optorth.nn._max_logits import (
+    attention_logits,
+    capture_max_logits,
+    record_max_logits,
+    track_max_logits,
+)
 from optorth.nn._model import adapt, merge
 from optorth.nn._oft import OFTLinear
 
@@ -42,5 +52,9 @@ __all__ = [
     "OFTLinear",
     "OrthogonalAdapter",
     "adapt",
+    "attention_logits",
+    "capture_max_logits",
     "merge",
+    "record_max_logits",
+    "track_max_logits",
 ]

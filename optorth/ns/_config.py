@@ -1,12 +1,12 @@
 """``NewtonSchulz``: how to orthogonalize, as one frozen, validated configuration object.
 
-The eight settings of a Newton–Schulz orthogonalization (coefficient schedule, step count,
-normalization, iteration form, compute dtype, epsilon, online learning, distribution over a mesh) are resolved and
-checked once, where they enter: a typo in a preset name, a step count the schedule does not
-define, or a coefficient table that ``validate_schedule`` rejects (NaN, no rows, an escape
-past a repelling fixed point, a sign flip) raise ``ValueError`` at construction, not NaN at
-the first update. The object is hashable, so it stays static under ``jax.jit`` and
-``optax.inject_hyperparams``.
+The settings of a Newton–Schulz orthogonalization (coefficient schedule, step count,
+normalization, iteration form, compute dtype, epsilon, online learning, telemetry, distribution
+over a mesh) are resolved and checked once, where they enter: a typo in a preset name, a step
+count the schedule does not define, or a coefficient table that ``validate_schedule`` rejects
+(NaN, no rows, an escape past a repelling fixed point, a sign flip) raise ``ValueError`` at
+construction, not NaN at the first update. The object is hashable, so it stays static under
+``jax.jit`` and ``optax.inject_hyperparams``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ class NewtonSchulz:
         :class:`optorth.Distribution`: which mesh axes carry them, what stays local, a
         memory budget); ``None``, ``True``, ``False`` are shorthand for its modes
         ``"auto"``, ``"always"``, ``"never"``. Off a mesh it has no effect.
+      telemetry: ``k > 0`` keeps, in the ``orthogonalize`` state, a per-leaf estimate of
+        RMS(σ² − 1) of each update from ``k`` random probes (2·m·n·k flops per matrix) and
+        the iteration's dtype, read by ``optorth.blocks.ns_telemetry(state)``; 0: off.
 
     Raises:
       ValueError: at construction, for an unknown preset, a step count the schedule does not
@@ -114,6 +117,7 @@ class NewtonSchulz:
     eps: float = 1e-7
     learn: OnlineLearning | None = None
     distribute: Distribution = Distribution()
+    telemetry: int = 0
 
     def __post_init__(self):
         set_ = functools.partial(object.__setattr__, self)
@@ -125,6 +129,11 @@ class NewtonSchulz:
         set_("dtype", check_dtype(_WHO, "dtype", self.dtype))
         set_("eps", float(check_positive(_WHO, "eps", self.eps)))
         set_("distribute", as_distribution(self.distribute, _WHO))
+        if isinstance(self.telemetry, bool) or not isinstance(self.telemetry, int) or (
+                self.telemetry < 0):
+            raise ValueError(f"{_WHO}: telemetry must be an int >= 0 (random probes of the "
+                             f"orthogonality estimate, e.g. 8; 0: off); got "
+                             f"{self.telemetry!r}.")
         if self.learn is not None and not isinstance(self.learn, OnlineLearning):
             raise ValueError(f"{_WHO}: learn must be an optorth.OnlineLearning or None; got "
                              f"{type(self.learn).__name__}. Example: "

@@ -45,6 +45,7 @@ from optorth.blocks._block_rms import clip_by_rms, scale_by_param_rms
 from optorth.blocks._clip_gradients import clip_gradients
 from optorth.blocks._compute_dtype import with_compute_dtype
 from optorth.blocks._factored import scale_by_factored_rms
+from optorth.blocks._weight_decay import WeightDecay, around_learning_rate, as_weight_decay
 from optorth.matrices._routing import route_or_fallback
 from optorth.optimizers._assemble import guard
 
@@ -75,7 +76,7 @@ def adafactor(
     clipping_threshold: float | None = 1.0,
     multiply_by_parameter_scale: bool = True,
     beta: float | None = None,
-    weight_decay: float | None = None,
+    weight_decay: float | WeightDecay | None = None,
     weight_decay_mask: Any = None,
     rules: Any = None,
     mu_dtype: Any = None,
@@ -101,7 +102,8 @@ def adafactor(
       clipping_threshold: d in Û = U / max(1, RMS(U)/d); ``None`` disables clipping.
       multiply_by_parameter_scale: scale by max(ε2, RMS(X_{t−1})) per matrix.
       beta: β1 of an (undebiased) momentum EMA applied after the scaling; ``None``: none.
-      weight_decay: λ of decoupled weight decay, multiplied by ρ_t; ``None`` disables it.
+      weight_decay: λ of decoupled weight decay, multiplied by ρ_t, or an
+        :class:`optorth.WeightDecay` (cautious, independent of ρ_t); ``None`` disables it.
       weight_decay_mask: pytree of booleans or a callable ``params -> pytree`` (True: decay).
       rules: routing rules (:func:`optorth.route`): how each leaf becomes matrices. Leaves
         routed to the fallback (embeddings, heads) and rank-3 / rank ≥ 5 leaves that no rule
@@ -150,10 +152,11 @@ def adafactor(
     if beta is not None:
         check_decay(who, "beta", beta)
         chain.append(optax.ema(beta, debias=False, accumulator_dtype=dtype))
-    if weight_decay is not None:
-        check_nonnegative(who, "weight_decay", weight_decay)
-        chain.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
-    chain.append(optax.scale_by_learning_rate(learning_rate))
+    if weight_decay is None:
+        chain.append(optax.scale_by_learning_rate(learning_rate))
+    else:
+        weight_decay = as_weight_decay(who, weight_decay)
+        chain.extend(around_learning_rate(weight_decay, weight_decay_mask, learning_rate))
     # Entries beyond ±2⁶⁰ are clipped: G² would overflow the second-moment statistics to inf
     # (from |g| ≈ 1.8e19), after which the leaf's updates are 0 for good.
     return guard("adafactor", clip_gradients(with_compute_dtype(optax.chain(*chain), None)))

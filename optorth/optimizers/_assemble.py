@@ -20,10 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optorth._checks import check_dtype, check_learning_rate, check_nonnegative
+from optorth._checks import check_dtype, check_learning_rate
 from optorth.blocks._clip_gradients import clip_gradients
 from optorth.blocks._compute_dtype import check_updates_match_params, with_compute_dtype
+from optorth.blocks._qk_clip import QKClip, qk_clip
 from optorth.blocks._shape_scale import scale_by_shape
+from optorth.blocks._weight_decay import WeightDecay, around_learning_rate, as_weight_decay
 from optorth.matrices._paths import (
     dtype_of,
     flatten_with_paths,
@@ -58,7 +60,8 @@ def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init_fn, inner.update)
 
 
-def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
+def default_fallback(learning_rate: Any = 3e-3, weight_decay: float | WeightDecay = 0.0
+                     ) -> optax.GradientTransformation:
     """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
 
     ``optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)``: a true AdamW (not
@@ -77,13 +80,19 @@ def default_fallback(learning_rate: Any = 3e-3) -> optax.GradientTransformation:
 
     Args:
       learning_rate: a number or an optax schedule (default 3e-3).
+      weight_decay: AdamW's decay, a number ≥ 0 or an :class:`optorth.WeightDecay` (e.g.
+        cautious); applied to every fallback leaf (pass your own ``fallback=`` to mask it).
 
     Example:
       >>> import optorth
-      >>> tx = optorth.muon(fallback=optorth.optimizers.default_fallback())
+      >>> wd = optorth.WeightDecay(0.1, cautious=True)
+      >>> tx = optorth.muon(weight_decay=wd,
+      ...                   fallback=optorth.optimizers.default_fallback(weight_decay=wd))
     """
-    return _reject_float16(clip_gradients(optax.adamw(learning_rate, b1=0.9, b2=0.95,
-                                                       eps=1e-10, weight_decay=0.0)))
+    weight_decay = as_weight_decay("optorth.default_fallback", weight_decay)
+    adam = optax.scale_by_adam(b1=0.9, b2=0.95, eps=1e-10)
+    decayed = optax.chain(adam, *around_learning_rate(weight_decay, None, learning_rate))
+    return _reject_float16(clip_gradients(decayed))
 
 
 def _is_integer(leaf) -> bool:
@@ -234,10 +243,11 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
 
 def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
              weight_decay_mask=None, scale=None, rules=None, mu_dtype=None,
-             fallback=None) -> optax.GradientTransformation:
-    """The ready optimizer ``name`` from its direction blocks (module docstring)."""
+             fallback=None, clip: QKClip | None = None) -> optax.GradientTransformation:
+    """The ready optimizer ``name`` from its direction blocks (module docstring), followed
+    by :func:`optorth.qk_clip` when ``clip`` is a :class:`optorth.QKClip`."""
     learning_rate = check_learning_rate(f"optorth.{name}", learning_rate)
-    check_nonnegative(f"optorth.{name}", "weight_decay", weight_decay)
+    weight_decay = as_weight_decay(f"optorth.{name}", weight_decay)
     mu_dtype = check_dtype(f"optorth.{name}", "mu_dtype", mu_dtype)
     if fallback is not None and not isinstance(fallback, optax.GradientTransformation):
         raise ValueError(f"optorth.{name}: fallback must be an optax.GradientTransformation "
@@ -246,14 +256,21 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
     scale = as_shape_scale(scale)
     if scale is not None:
         blocks.append(scale_by_shape(scale, specs=route_specs(rules)))
-    matrix = optax.chain(*blocks, optax.add_decayed_weights(weight_decay, weight_decay_mask),
-                         optax.scale_by_learning_rate(learning_rate))
+    matrix = optax.chain(*blocks,
+                         *around_learning_rate(weight_decay, weight_decay_mask, learning_rate))
     if callable(learning_rate) and not hasattr(learning_rate, "dtype"):
         check_schedule(f"optorth.{name}", learning_rate)
     if fallback is None:
-        fallback = default_fallback(fallback_learning_rate(f"optorth.{name}", learning_rate, 3e-3))
+        fallback = default_fallback(
+            learning_rate=fallback_learning_rate(f"optorth.{name}", learning_rate, 3e-3))
     transforms = {MATRIX: matrix, FALLBACK: fallback}
     partition = optax.partition(transforms, _labels(rules))
-    return warn_routing_at_init(f"optorth.{name}",
-                                guard(name, with_compute_dtype(partition, mu_dtype)), rules)
+    guarded = warn_routing_at_init(f"optorth.{name}",
+                                   guard(name, with_compute_dtype(partition, mu_dtype)), rules)
+    if clip is None:
+        return guarded
+    if not isinstance(clip, QKClip):
+        raise ValueError(f"optorth.{name}: qk_clip must be an optorth.QKClip (e.g. "
+                         f"optorth.QKClip(100.0)) or None; got {clip!r}.")
+    return optax.chain(guarded, qk_clip(clip))
 

@@ -14,7 +14,9 @@ import optax
 from optorth._checks import check_decay
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
+from optorth.blocks._qk_clip import QKClip
 from optorth.blocks._soft_threshold import soft_threshold
+from optorth.blocks._weight_decay import WeightDecay
 from optorth.matrices._resolve import route_specs
 from optorth.norms._shape_scale import ShapeScale
 from optorth.ns._config import NewtonSchulz
@@ -27,13 +29,14 @@ def muon(
     *,
     nesterov: bool = True,
     bias_correction: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz(),
     scale: ShapeScale | str | None = "keller",
     rules: Any = None,
     mu_dtype: Any = None,
     fallback: optax.GradientTransformation | None = None,
+    qk_clip: QKClip | None = None,
 ) -> optax.GradientTransformation:
     """Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for the rest.
 
@@ -54,13 +57,17 @@ def muon(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path, p ← p − lr·wd·p.
+      weight_decay: decoupled weight decay on the matrix path, p ← p − lr·wd·p; an
+        :class:`optorth.WeightDecay` picks cautious or learning-rate-independent decay.
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration (schedule, steps, dtype, learning).
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
       rules: routing rules ``(regex, MatrixSpec | "fallback")`` (:func:`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic (``None``: the parameters').
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
+      qk_clip: an :class:`optorth.QKClip` to rescale attention heads whose maximum logit
+        exceeds its threshold after each step (MuonClip); ``update`` then takes
+        ``max_logits=`` (:func:`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth, jax.numpy as jnp
@@ -77,7 +84,7 @@ def muon(
     blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
     return assemble("muon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
                     weight_decay_mask=weight_decay_mask, scale=scale, rules=rules,
-                    mu_dtype=mu_dtype, fallback=fallback)
+                    mu_dtype=mu_dtype, fallback=fallback, clip=qk_clip)
 
 
 def turbo_muon(
@@ -86,13 +93,14 @@ def turbo_muon(
     *,
     nesterov: bool = True,
     bias_correction: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz("turbo"),
     scale: ShapeScale | str | None = "keller",
     rules: Any = None,
     mu_dtype: Any = None,
     fallback: optax.GradientTransformation | None = None,
+    qk_clip: QKClip | None = None,
 ) -> optax.GradientTransformation:
     """Turbo-Muon: :func:`muon` with AOL preconditioning and one step fewer.
 
@@ -105,13 +113,16 @@ def turbo_muon(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration (default: the ``"turbo"`` table).
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
       rules: routing rules (:func:`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
+      qk_clip: an :class:`optorth.QKClip` to rescale attention heads whose maximum logit
+        exceeds its threshold after each step (MuonClip); ``update`` then takes
+        ``max_logits=`` (:func:`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth
@@ -126,7 +137,8 @@ def turbo_muon(
     blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
     return assemble("turbo_muon", blocks, learning_rate=learning_rate,
                     weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
-                    scale=scale, rules=rules, mu_dtype=mu_dtype, fallback=fallback)
+                    scale=scale, rules=rules, mu_dtype=mu_dtype, fallback=fallback,
+                    clip=qk_clip)
 
 
 def root(
@@ -135,7 +147,7 @@ def root(
     *,
     nesterov: bool = True,
     quantile: float = 0.9,
-    weight_decay: float = 0.1,
+    weight_decay: float | WeightDecay = 0.1,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz("root"),
     scale: ShapeScale | str | None = "consistent_rms",
@@ -158,7 +170,7 @@ def root(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       quantile: the quantile of |u| per matrix above which entries are clipped, in [0, 1].
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration (default: ROOT's per-shape tables).
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).

@@ -14,6 +14,7 @@ import optax
 from optorth._checks import check_decay
 from optorth.blocks._dualize import dualize
 from optorth.blocks._momentum import scale_by_momentum
+from optorth.blocks._weight_decay import WeightDecay
 from optorth.matrices._resolve import route_specs
 from optorth.norms._objects import AuON, Frobenius, HybridAuON, Norm, Sign, Spectral, as_norm
 from optorth.optimizers._assemble import assemble
@@ -30,7 +31,7 @@ def auon(
     beta: float = 0.95,
     *,
     nesterov: bool = True,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     norm: AuON = AuON(scale="keller"),
     rules: Any = None,
@@ -50,7 +51,7 @@ def auon(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       norm: an :class:`optorth.norms.AuON` (its ``gamma``, ``eps`` and shape ``scale``);
         :class:`optorth.norms.HybridAuON` gives :func:`hybrid_auon`.
@@ -81,7 +82,7 @@ def hybrid_auon(
     beta: float = 0.95,
     *,
     nesterov: bool = True,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     norm: HybridAuON = HybridAuON(scale="keller"),
     rules: Any = None,
@@ -99,7 +100,7 @@ def hybrid_auon(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       norm: an :class:`optorth.norms.HybridAuON` (``gamma``, ``eps``, shape ``scale``).
       rules: routing rules (:func:`optorth.route`).
@@ -129,7 +130,7 @@ def normalized_sgdm(
     beta: float = 0.9,
     *,
     nesterov: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     norm: Frobenius = Frobenius(),
     rules: Any = None,
@@ -146,7 +147,7 @@ def normalized_sgdm(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       norm: an :class:`optorth.norms.Frobenius` (its shape ``scale``; none by default).
       rules: routing rules (:func:`optorth.route`).
@@ -175,7 +176,7 @@ def signum(
     beta: float = 0.9,
     *,
     nesterov: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     norm: Sign = Sign(),
     rules: Any = None,
@@ -192,7 +193,7 @@ def signum(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       norm: an :class:`optorth.norms.Sign` (its shape ``scale``; none by default).
       rules: routing rules (:func:`optorth.route`).
@@ -224,7 +225,7 @@ def trust_region(
     beta: float = 0.95,
     warm_start: bool = True,
     adaptive: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     rules: Any = None,
     mu_dtype: Any = None,
@@ -249,7 +250,7 @@ def trust_region(
       beta: momentum coefficient β = 1 − α, in [0, 1).
       warm_start: M_0 = G_0 as in the paper (instead of an EMA from zero).
       adaptive: multiply each matrix's direction by the dual norm ⟨M, lmo(M)⟩.
-      weight_decay: λ, the centre shrink.
+      weight_decay: λ, the centre shrink (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       rules: routing rules (:func:`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.

@@ -38,6 +38,7 @@ from optorth.blocks._second_moments import (
     scale_by_neuron_rms,
     scale_to_rms,
 )
+from optorth.blocks._weight_decay import WeightDecay
 from optorth.matrices._resolve import route_specs
 from optorth.norms._shape_scale import ShapeScale
 from optorth.ns._config import NewtonSchulz
@@ -62,7 +63,7 @@ def normuon(
     *,
     eps: float = 1e-10,
     nesterov: bool = True,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz(),
     scale: ShapeScale | str | None = "keller",
@@ -90,7 +91,7 @@ def normuon(
       beta2: decay of the per-neuron EMA of O², in [0, 1).
       eps: ε added to √v (> 0).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration.
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
@@ -124,7 +125,7 @@ def adamuon(
     eps: float = 1e-8,
     rms: float = 0.2,
     nesterov: bool = True,
-    weight_decay: float = 0.1,
+    weight_decay: float | WeightDecay = 0.1,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz(),
     rules: Any = None,
@@ -153,7 +154,7 @@ def adamuon(
       beta2: decay of the element-wise EMA of O², in [0, 1).
       eps: ε added to √v̂ (> 0).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration.
       rms: the RMS each matrix update is aligned to (> 0).
@@ -186,7 +187,7 @@ def factored_muon(
     *,
     eps: float = 1e-30,
     nesterov: bool = True,
-    weight_decay: float = 0.0,
+    weight_decay: float | WeightDecay = 0.0,
     weight_decay_mask: Any = None,
     ns: NewtonSchulz | str = NewtonSchulz(),
     scale: ShapeScale | str | None = "keller",
@@ -226,7 +227,7 @@ def factored_muon(
       beta2: cap on Adafactor's β̂2_t = 1 − t^(−0.8) (NorMuon's β2), in [0, 1).
       eps: ε1 added to O² (> 0).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path.
+      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
       ns: the :class:`optorth.NewtonSchulz` configuration.
       scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).

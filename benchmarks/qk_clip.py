@@ -1,0 +1,194 @@
+"""QK-clip on the main job: maximum attention logit, loss and step time with and without it.
+
+    python benchmarks/qk_clip.py                       # lr 0.16, τ 20, the main job's 300 steps
+    python benchmarks/qk_clip.py --lr 0.08 --tau 15 --steps 100
+    python benchmarks/qk_clip.py --timing-only
+
+Both runs train ``optorth.muon`` (the main job's lr shape and AdamW fallback) at a peak
+learning rate above the tuned one, where the attention logits grow, with the attention
+recording its per-head maxima (``benchmarks/lm/qk.py``); one of them chains
+``optorth.qk_clip(QKClip.separate(τ))`` and passes the maxima to every update. The step-time
+overhead is measured separately, interleaving compiled steps of three programs on the same
+batches in one process: the main job's step (``jax.nn.dot_product_attention``), the same
+attention computed from explicit logits without recording (what the recording attention
+runs), the step that records the maxima, and the step that records and clips; each figure
+is the median over ``--rounds`` rounds of ``--repeat`` steps. QK-clip's overhead is the
+ratio of the last to the explicit-logits step (the same attention arithmetic).
+
+Writes ``--out``/qk_clip.json, qk_clip.md and qk_clip.png (max logit and loss per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+if __package__ in (None, ""):  # run as `python benchmarks/qk_clip.py`
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from benchmarks.lm import data as lm_data  # noqa: E402
+from benchmarks.lm import qk as lm_qk  # noqa: E402
+from benchmarks.lm.config import Config, lr_schedule, make_model  # noqa: E402
+from benchmarks.lm.registry import fallback_adamw  # noqa: E402
+
+FALLBACK_LR = 3e-3
+
+
+def muon(cfg, lr):
+    import optorth
+
+    return optorth.muon(learning_rate=lr_schedule(lr, cfg),
+                        fallback=fallback_adamw(cfg, lr_schedule(FALLBACK_LR, cfg)))
+
+
+def with_clip(tx, tau):
+    import optorth
+
+    return optax.chain(tx, optorth.qk_clip(lm_qk.clip_config(tau)))
+
+
+def training(cfg, corpus, lr, tau) -> dict:
+    out = {}
+    for name, clip in (("no_clip", False), ("qk_clip", True)):
+        tx = with_clip(muon(cfg, lr), tau) if clip else muon(cfg, lr)
+        start = time.perf_counter()
+        history, maxima = lm_qk.train(tx, cfg, corpus, clip=clip)
+        jax.clear_caches()
+        curve = [float(np.max(v)) for v in zip(*maxima.values(), strict=True)]
+        out[name] = {"train_loss": history.train_loss, "eval_steps": history.eval_steps,
+                     "val_loss": history.val_loss, "max_logit": curve,
+                     "max_logit_per_layer": maxima, "nonfinite_step": history.nonfinite_step,
+                     "seconds": time.perf_counter() - start}
+        print(f"{name}: final val {history.val_loss[-1]:.4f}, max logit {max(curve):.1f} "
+              f"(last {curve[-1]:.1f}), {out[name]['seconds']:.0f} s", flush=True)
+    return out
+
+
+def _program(cfg, corpus, tx, *, explicit, capture, clip):
+    model = make_model(cfg, corpus.vocab_size)
+    if explicit:
+        lm_qk.enable_recording(model)
+    graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+    return graphdef, state, (clip, capture)
+
+
+def timing(cfg, corpus, lr, tau, rounds: int, repeat: int) -> dict:
+    """Median seconds per step of the three programs, interleaved round by round."""
+    programs = {
+        "main_job_step": _program(cfg, corpus, muon(cfg, lr), explicit=False, capture=False,
+                                  clip=False),
+        "explicit_logits": _program(cfg, corpus, muon(cfg, lr), explicit=True, capture=False,
+                                    clip=False),
+        "recording": _program(cfg, corpus, muon(cfg, lr), explicit=True, capture=True,
+                              clip=False),
+        "recording_and_clip": _program(cfg, corpus, with_clip(muon(cfg, lr), tau),
+                                       explicit=True, capture=True, clip=True),
+    }
+    batches = lm_data.Batches(corpus.train, repeat, cfg.batch_size, cfg.seq_len, cfg.seed)
+    states = {}
+    for name, (graphdef, state, flags) in programs.items():  # compile and warm up
+        states[name] = lm_qk._jit_step(graphdef, state, *batches[0], *flags)[0]
+        jax.block_until_ready(states[name])
+    seconds = {name: [] for name in programs}
+    for _ in range(rounds):
+        for name, (graphdef, _, flags) in programs.items():
+            state = states[name]
+            start = time.perf_counter()
+            for step in range(repeat):
+                state, loss, _ = lm_qk._jit_step(graphdef, state, *batches[step], *flags)
+            jax.block_until_ready(loss)
+            seconds[name].append((time.perf_counter() - start) / repeat)
+            states[name] = state
+    median = {name: float(np.median(s)) for name, s in seconds.items()}
+    base, same = median["main_job_step"], median["explicit_logits"]
+    return {"median_seconds": median, "ratio": {n: m / base for n, m in median.items()},
+            "ratio_to_explicit": {n: m / same for n, m in median.items()},
+            "rounds": rounds, "repeat": repeat}
+
+
+def report(result: dict) -> str:
+    lines = [f"QK-clip on the main job: optorth.muon at peak lr {result['lr']:g}, τ = "
+             f"{result['tau']:g}, {result['steps']} steps, seed {result['seed']} "
+             f"({result['device']}).", ""]
+    if "runs" in result:
+        lines += ["| run | max logit (whole run) | max logit (last step) | final train loss | "
+                  "final val loss |", "|---|---|---|---|---|"]
+        for name, run in result["runs"].items():
+            lines.append(f"| {name} | {max(run['max_logit']):.1f} | {run['max_logit'][-1]:.1f}"
+                         f" | {run['train_loss'][-1]:.4f} | {run['val_loss'][-1]:.4f} |")
+        lines.append("")
+    t = result["timing"]
+    lines += [f"Step time (median of {t['rounds']} interleaved rounds of {t['repeat']} steps):",
+              "", "| program | ms per step | ratio to the main job's step | ratio to the "
+              "explicit-logits step |", "|---|---|---|---|"]
+    for name, sec in t["median_seconds"].items():
+        lines.append(f"| {name} | {1e3 * sec:.1f} | {t['ratio'][name]:.3f} | "
+                     f"{t['ratio_to_explicit'][name]:.3f} |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for name, run in result["runs"].items():
+        a.plot(np.arange(1, len(run["max_logit"]) + 1), run["max_logit"], label=name)
+        b.plot(run["eval_steps"], run["val_loss"], label=name)
+    a.axhline(result["tau"], color="k", ls=":", label="τ")
+    a.set(xlabel="step", ylabel="max attention logit (all layers and heads)")
+    b.set(xlabel="step", ylabel="validation loss (nats/char)")
+    a.legend()
+    b.legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lr", type=float, default=0.16)
+    parser.add_argument("--tau", type=float, default=20.0)
+    parser.add_argument("--steps", type=int, default=None, help="the main job's 300")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--timing-only", action="store_true")
+    parser.add_argument("--out", default="out/qk_clip")
+    args = parser.parse_args(argv)
+    cfg = Config(seed=args.seed)
+    cfg = cfg if args.steps is None else cfg.replace(steps=args.steps)
+    corpus = lm_data.load_corpus(cfg.corpus_chars)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"lr": args.lr, "tau": args.tau, "steps": cfg.steps, "seed": args.seed,
+              "device": jax.devices()[0].device_kind}
+    previous = out / "qk_clip.json"
+    if not args.timing_only:
+        result["runs"] = training(cfg, corpus, args.lr, args.tau)
+    elif previous.exists():  # keep the training runs of an earlier call
+        old = json.loads(previous.read_text())
+        if "runs" in old and (old["lr"], old["tau"], old["steps"]) == (
+                args.lr, args.tau, cfg.steps):
+            result["runs"] = old["runs"]
+    result["timing"] = timing(cfg, corpus, args.lr, args.tau, args.rounds, args.repeat)
+    (out / "qk_clip.json").write_text(json.dumps(result))
+    text = report(result)
+    (out / "qk_clip.md").write_text(text + "\n")
+    if "runs" in result:
+        plot(result, out / "qk_clip.png")
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
