@@ -60,9 +60,15 @@ def _documented_args(func) -> set[str]:
     return names
 
 
+#: The cap on ``optorth.__all__``: twelve ready optimizers, their configuration objects
+#: (Newton–Schulz, online learning, schedules, mesh distribution, weight decay, QK-clip), the
+#: blocks, routing and the Newton–Schulz tools. A new name beyond it belongs in a submodule.
+MAX_TOP_LEVEL = 42
+
+
 def test_all_is_short_and_every_name_exists():
     names = optorth.__all__
-    assert len(names) <= 40, len(names)
+    assert len(names) <= MAX_TOP_LEVEL, len(names)
     assert len(set(names)) == len(names), "duplicates in optorth.__all__"
     missing = [name for name in names if not hasattr(optorth, name)]
     assert not missing, missing
