@@ -178,7 +178,9 @@ class QKClip:
     def fused(cls, threshold: float = 100.0, name: str = "qkv/kernel", *, axis: int = -1,
               interleaved: bool = False) -> QKClip:
         """A fused QKV kernel: ``[Q | K | V]`` blocks on ``axis`` (each ``H·dh``), or per
-        head ``[q_h k_h v_h]`` with ``interleaved``."""
+        head ``[q_h k_h v_h]`` with ``interleaved``. For multi-head attention only: with
+        grouped keys (fewer key than query heads) the three blocks differ in size, which
+        this layout cannot describe."""
         parts = ((None, 0.5), (None, 0.5), (None, 0.0))
         segments = (parts,) if interleaved else tuple((p,) for p in parts)
         return cls(threshold, ((name, QKLeaf(axis, segments)),))
