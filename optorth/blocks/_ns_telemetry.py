@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optorth.blocks._find_states import find_states
 from optorth.matrices._paths import unwrap
 from optorth.matrices._specs import MatrixSpec
 
@@ -84,24 +85,7 @@ def leaf_errors(out_tree, specs_tree, paths, probes: int) -> dict:
 
 
 def _find(tree) -> list[NSTelemetry]:
-    found = []
-
-    def visit(node):
-        if isinstance(node, NSTelemetry):
-            found.append(node)
-        elif isinstance(node, (list, tuple)):
-            for child in node:
-                visit(child)
-        elif isinstance(node, dict):
-            for child in node.values():
-                visit(child)
-        elif hasattr(node, "inner_state"):
-            visit(node.inner_state)
-        elif hasattr(node, "inner_states"):
-            visit(node.inner_states)
-
-    visit(tree)
-    return found
+    return find_states(tree, NSTelemetry)
 
 
 def ns_telemetry(state) -> dict:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optorth.blocks._find_states import find_states
 from optorth.matrices._paths import dtype_of, shape_of, unwrap
 from optorth.matrices._resolve import Specs, resolve_leaf_specs
 from optorth.matrices._specs import MatrixSpec
@@ -192,25 +193,7 @@ def record_spectra(
 
 
 def _find_states(tree) -> list[SpectraState]:
-    found = []
-
-    def visit(node):
-        if isinstance(node, SpectraState):
-            found.append(node)
-            return
-        if isinstance(node, (list, tuple)):
-            for child in node:
-                visit(child)
-        elif isinstance(node, dict):
-            for child in node.values():
-                visit(child)
-        elif hasattr(node, "inner_state"):
-            visit(node.inner_state)
-        elif hasattr(node, "inner_states"):
-            visit(node.inner_states)
-
-    visit(tree)
-    return found
+    return find_states(tree, SpectraState)
 
 
 def recorded_spectra(state, *, min_norm: float = 0.0) -> list[np.ndarray]:
