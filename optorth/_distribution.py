@@ -131,9 +131,15 @@ class Distribution:
             if spec is None:
                 continue
             entries = _entries(spec, getattr(leaf, "ndim", len(spec)))
-            layouts.append((jax.tree_util.keystr(path), entries))
+            layouts.append((_leaf_path(jax.tree_util.keystr(path)), entries))
             used += [a for e in entries for a in _names(e) if a not in used]
         return cls(axes=tuple(used), layouts=tuple(layouts), **settings)
+
+
+def _leaf_path(path: str) -> str:
+    """The path of a parameter as the updates' matrix leaves are named: an NNX variable or a
+    Linen metadata box is one leaf, so the ``.value`` of its array is dropped."""
+    return path[:-len(".value")] if path.endswith(".value") else path
 
 
 def _names(entry) -> tuple[str, ...]:

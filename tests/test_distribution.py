@@ -271,3 +271,70 @@ def test_the_scaling_out_page_example_runs():
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 1
     exec(compile(blocks[0], "scaling_out.md", "exec"), {})  # noqa: S102 - the docs' own code
+
+
+def test_for_params_names_nnx_parameters_as_the_updates_do():
+    """An NNX variable is one leaf of the updates' tree: its recorded path has no ``.value``."""
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.up = nnx.Linear(8, 16, rngs=rngs)
+
+    params = nnx.state(Model(nnx.Rngs(0)), nnx.Param)
+    mesh = jax.make_mesh((1,), ("fsdp",))
+    params = jax.device_put(params, NamedSharding(mesh, P()))
+    paths = [path for path, _ in Distribution.for_params(params).layouts]
+    assert "['up']['kernel']" in paths and not any(p.endswith(".value") for p in paths)
+
+
+@needs_devices
+def test_for_params_plans_an_nnx_model_under_automatic_axes():
+    """An NNX model's parameters (variables, not plain arrays) on an HSDP mesh: the layouts
+    for_params records are found for every kernel, so nothing crosses the replica axis."""
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(16, 64, rngs=rngs), nnx.Linear(64, 16, rngs=rngs)])
+
+    mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    host = nnx.state(Model(nnx.Rngs(0)), nnx.Param)
+    layout = lambda x: NamedSharding(mesh, P("fsdp", None) if x.ndim == 2 else P())  # noqa: E731
+    params = jax.tree.map(lambda x: jax.device_put(x, layout(x)), host)
+    tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=Distribution.for_params(params)))
+    with jax.set_mesh(mesh):
+        state = tx.init(params)
+        update = jax.jit(tx.update)
+        hlo = update.lower(params, state, params).compile().as_text()
+        updates, _ = update(params, state, params)
+    expected, _ = jax.jit(tx.update)(host, tx.init(host), host)
+    for got, want in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
+    assert _axes_crossed(hlo, mesh) == {"fsdp"}
+
+
+@needs_devices
+@pytest.mark.parametrize("kind", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+def test_nnx_state_of_variables_on_a_mesh_with_the_default_policy(kind):
+    """The parameters as NNX variables (an ``nnx.State``), FSDP over 8 devices: the updates
+    equal the single-device ones and keep the parameters' shardings."""
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(16, 64, rngs=rngs), nnx.Linear(64, 16, rngs=rngs)])
+
+    mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(kind,))
+    host = nnx.state(Model(nnx.Rngs(0)), nnx.Param)
+    layout = lambda x: NamedSharding(mesh, P("fsdp", None) if x.ndim == 2 else P())  # noqa: E731
+    params = jax.tree.map(lambda x: jax.device_put(x, layout(x)), host)
+    tx = optorth.muon()
+    with jax.set_mesh(mesh):
+        updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    expected, _ = jax.jit(tx.update)(host, tx.init(host), host)
+    pairs = zip(jax.tree.leaves(updates), jax.tree.leaves(expected), jax.tree.leaves(params),
+                strict=True)
+    for got, want, param in pairs:
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
+        assert got.sharding.is_equivalent_to(param.sharding, param.ndim)

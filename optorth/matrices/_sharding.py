@@ -55,6 +55,7 @@ from jax.sharding import PartitionSpec as P
 
 from optorth._distribution import Distribution, as_distribution
 from optorth.matrices._grouping import Group, map_stacks
+from optorth.matrices._paths import is_variable, unwrap
 from optorth.matrices._placement import (
     Placement,
     check_axes,
@@ -90,11 +91,11 @@ def find_mesh(leaves):
 
 
 def _matrix_leaves(tree, specs):
-    """``{flat spec-leaf index: array}``, their specs and their paths (``jax.tree_util.keystr``),
-    for the matrix-path leaves."""
+    """``{flat spec-leaf index: array}`` (an NNX variable's or a Linen box's array), their specs
+    and their paths (``jax.tree_util.keystr``), for the matrix-path leaves."""
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec_leaf)
     leaves = treedef.flatten_up_to(tree)
-    chosen = {i: (x, s, jax.tree_util.keystr(path))
+    chosen = {i: (unwrap(x), s, jax.tree_util.keystr(path))
               for i, ((path, s), x) in enumerate(zip(with_paths, leaves, strict=True))
               if isinstance(s, MatrixSpec) and hasattr(x, "shape")}
     return ({i: c[0] for i, c in chosen.items()}, {i: c[1] for i, c in chosen.items()},
@@ -171,7 +172,7 @@ def _tie_to_inputs(out_tree, in_tree, specs):
 
     def tie(spec, out, inp):
         if isinstance(spec, MatrixSpec) and hasattr(out, "shape"):
-            return shard_alike(out, inp)[0]
+            return shard_alike(out, unwrap(inp))[0]  # an NNX variable's array
         return out
 
     return jax.tree.map(tie, specs, out_tree, in_tree, is_leaf=is_spec_leaf)
@@ -226,7 +227,8 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
 
     if not explicit:
         return run(consts, tree, *rest)
-    out_shardings = jax.tree.map(lambda x: _typeof(x).sharding, tree)
+    out_shardings = jax.tree.map(lambda x: _typeof(unwrap(x)).sharding, tree,
+                                 is_leaf=is_variable)  # one sharding per NNX variable / box
     return jax.sharding.auto_axes(run, out_sharding=out_shardings)(consts, tree, *rest)
 
 
