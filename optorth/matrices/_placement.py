@@ -208,17 +208,9 @@ def _plan_group(group, mesh, policy, known):
     candidates = _candidate_axes(group, policy, mesh, known)
     if not candidates:
         return [(group, None)]
-    devices = _size(mesh, candidates)
-    own, pooled = [], []
-    for member in group.members:
-        batch = _batch_home(member, known) if policy.keep_local else None
-        if batch is not None:
-            own.append((member, _extend(batch, candidates, mesh, member.count)))
-        elif policy.keep_local and member.count > 1 and member.count % devices == 0:
-            own.append((member, candidates))
-        else:
-            pooled.append(member)
+    own, pooled = _split_local(group, candidates, mesh, policy, known)
     fits = _fits(group, policy)
+    devices = _size(mesh, candidates)
     batches = _budget_batches(pooled, None if fits is None else fits * devices) if pooled else []
     subgroups = regroup(group, [[m] for m, _ in own] + batches)
     homes = [home for _, home in own] + [candidates] * len(batches)
@@ -226,6 +218,26 @@ def _plan_group(group, mesh, policy, known):
     return [(g, _placement(g, home, _route(g, home, known), mesh, policy)._replace(
                 after_previous=after))
             for g, home, after in zip(subgroups, homes, chained, strict=True)]
+
+
+def _split_local(group, candidates, mesh, policy, known):
+    """``([(member, home)], pooled members)``: with ``keep_local``, a member already sharded
+    on its leading batch axis keeps that home (extended by the other candidate axes while it
+    divides evenly), and one whose matrices divide evenly over the candidates gets its own
+    stack; the rest are pooled into one stack."""
+    if not policy.keep_local:
+        return [], list(group.members)
+    devices = _size(mesh, candidates)
+    own, pooled = [], []
+    for member in group.members:
+        batch = _batch_home(member, known)
+        if batch is not None:
+            own.append((member, _extend(batch, candidates, mesh, member.count)))
+        elif member.count > 1 and member.count % devices == 0:
+            own.append((member, candidates))
+        else:
+            pooled.append(member)
+    return own, pooled
 
 
 def layouts_of(leaves: dict, specs: dict, paths: dict, typeof, explicit: bool,
