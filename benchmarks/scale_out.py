@@ -33,10 +33,14 @@ Run::
     python benchmarks/scale_out.py --models gpt2_small,moe_ep --meshes 8,64,2x4 \\
         --optimizers optorth.muon,optax.contrib.muon --out /tmp/scale_out.md
     python benchmarks/scale_out.py --jobs 2   # two processes at once
+    python benchmarks/scale_out.py --render benchmarks/results/scale_out_cpu.jsonl,rerun.jsonl
 
 ``--fsdp-rule first`` shards each leaf's first divisible axis instead of its largest (a stacked
 kernel ``(12, d, out)`` is then sharded on its layer axis at N ≤ 4); ``--axis-types explicit``
-uses explicit mesh axes. The whole table (42 processes) is compile-bound: about 40 minutes with
+uses explicit mesh axes (``optax.contrib.muon`` then fails with ``ShardingTypeError``). The
+abstract arguments carry their shardings in their types: under explicit axes an argument
+without one is traced as replicated, and the table would count its all-gather at entry. The
+whole table (42 processes) is compile-bound: about 40 minutes with
 ``--jobs 2`` on 2 shared cores (GPT-2 medium on 64 devices: 6 minutes for its 3 compiles);
 ``--quick`` takes 2 to 3 minutes.
 """
@@ -123,11 +127,15 @@ def compile_row(model, tx_name, mesh, axis_types, rule):
         return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
                             is_leaf=lambda v: isinstance(v, jax.sharding.PartitionSpec))
 
+    def placed(tree, shardings):  # the sharding in the type: explicit axes see it at trace
+        return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                            tree, shardings)
+
     p_sh, s_sh = named(p_specs), named(s_specs)
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         compiled = jax.jit(tx.update, in_shardings=(p_sh, s_sh, p_sh)).lower(
-            params, state, params).compile()
+            placed(params, p_sh), placed(state, s_sh), placed(params, p_sh)).compile()
     compile_s = time.perf_counter() - start
     cost = analyze_compiled(compiled, mesh)
     out_updates, out_state = compiled.output_shardings
@@ -234,8 +242,13 @@ def _axes_cell(r) -> str:
     return ", ".join(f"{a} {v / p:.3f}" for a, v in r["axis_bytes"].items())
 
 
+def _count(value) -> int:
+    """Mismatched leaves: a list of paths (older rows: the count)."""
+    return value if isinstance(value, int) else len(value)
+
+
 def _out_cell(r) -> str:
-    updates, state = len(r["update_mismatches"]), len(r["state_mismatches"])
+    updates, state = _count(r["update_mismatches"]), _count(r["state_mismatches"])
     if not updates and not state:
         return "yes"
     return f"no: {updates} updates, {state} state leaves"
@@ -265,7 +278,8 @@ def markdown(rows: list[dict], header: str) -> str:
 def mismatch_notes(rows: list[dict]) -> str:
     """The update leaves whose output sharding differs from the parameter's, per row."""
     notes = [f"- {r['model']}, {r['mesh']}, {r['optimizer']}: " + "; ".join(
-        r["update_mismatches"][:6]) for r in rows if r.get("update_mismatches")]
+        r["update_mismatches"][:6]) for r in rows if isinstance(r.get("update_mismatches"), list)
+        and r["update_mismatches"]]
     return "\nUpdates not sharded like their parameters (expected -> compiled):\n\n" + \
         "\n".join(notes) + "\n" if notes else ""
 
@@ -288,6 +302,9 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=int, default=900, help="seconds per (model, mesh) process")
     p.add_argument("--out", default=os.path.join(RESULTS, "scale_out_cpu.md"),
                    help="markdown file (the JSON lines go next to it, .jsonl)")
+    p.add_argument("--render", help="comma list of .jsonl files to rebuild the table from, "
+                   "compiling nothing (a later file's row replaces an earlier one of the same "
+                   "model, mesh and optimizer)")
     p.add_argument("--child-model", help=argparse.SUPPRESS)
     p.add_argument("--child-mesh", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -308,10 +325,39 @@ def _jax_version() -> str:
     return version("jax")
 
 
+def render(args, argv) -> None:
+    """Rebuilds the table from earlier JSON lines (e.g. a full run and a partial rerun)."""
+    merged: dict[tuple, dict] = {}
+    for path in args.render.split(","):
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                merged[(r["model"], r["mesh"], r["optimizer"])] = r
+    rows = list(merged.values())
+    add_ratios(rows)
+    header = (f"Rebuilt from {args.render} (see each file's first run for its settings). "
+              f"P = the model's parameter bytes, Pₘ = those of the leaves optorth sends to "
+              f"Newton–Schulz. Command: python benchmarks/scale_out.py {' '.join(argv)}")
+    write(args, rows, markdown(rows, header) + mismatch_notes(rows))
+
+
+def write(args, rows: list[dict], table: str) -> None:
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(table)
+    with open(os.path.splitext(args.out)[0] + ".jsonl", "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    argv = argv if argv is not None else sys.argv[1:]
     if args.child_model:
         child(args)
+        return
+    if args.render:
+        render(args, argv)
         return
     start = time.perf_counter()
     configs = [(model, mesh_name) for model in args.models.split(",")
@@ -335,14 +381,8 @@ def main(argv=None) -> None:
               f"each leaf's {args.fsdp_rule} divisible axis). P = the model's parameter bytes, "
               f"Pₘ = those of the leaves optorth sends to Newton–Schulz. {os.cpu_count()} "
               f"cores, {wall:.0f} s wall, jax {_jax_version()}. Command: python "
-              f"benchmarks/scale_out.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    table = markdown(rows, header) + mismatch_notes(rows)
-    print(table)
-    with open(args.out, "w") as f:
-        f.write(table)
-    with open(jsonl, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+              f"benchmarks/scale_out.py {' '.join(argv)}")
+    write(args, rows, markdown(rows, header) + mismatch_notes(rows))
 
 
 if __name__ == "__main__":

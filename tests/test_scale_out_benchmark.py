@@ -1,6 +1,8 @@
 """The layouts, routing and bookkeeping of ``benchmarks/scale_out.py`` (nothing compiled here;
 ``tests/test_hlo_cost.py`` checks the cost reader on compiled programs)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -64,3 +66,24 @@ def test_ratios_against_the_one_device_ideal_and_optax():
     scale_out.add_ratios(rows)
     assert rows[1]["work_ratio"] == 1.5 and rows[1]["temp_ratio"] == 3.0
     assert rows[2]["work_ratio"] is None  # no one-device row for optax here
+
+
+def _row(mesh, optimizer, total_bytes, mismatches=()):
+    return dict(model="m", mesh=mesh, optimizer=optimizer, flops=100.0, temp_bytes=2**20,
+                counts={"all-to-all": 2.0}, bytes={"all-to-all": total_bytes},
+                axis_bytes={"fsdp": total_bytes}, total_bytes=total_bytes, param_bytes=100,
+                matrix_bytes=50, update_mismatches=list(mismatches), state_mismatches=[])
+
+
+def test_render_merges_runs_and_lists_mismatched_leaves(tmp_path):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("\n".join(json.dumps(r) for r in [
+        _row("1", "optorth.muon", 0.0), _row("8", "optorth.muon", 30.0),
+        _row("8", "optax.contrib.muon", 10.0)]) + "\n")
+    second.write_text(json.dumps(_row("8", "optorth.muon", 20.0, ["w: P('x',) -> P()"])) + "\n")
+    out = tmp_path / "t.md"
+    scale_out.main(["--render", f"{first},{second}", "--out", str(out)])
+    table = out.read_text()
+    assert "| m | FSDP 8 | optorth.muon | 8.00 | 2 a2a | 0.200 | 0.400 |" in table
+    assert "no: 1 updates, 0 state leaves" in table and "w: P('x',) -> P()" in table
+    assert len((tmp_path / "t.jsonl").read_text().splitlines()) == 3
