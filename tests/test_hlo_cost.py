@@ -118,6 +118,7 @@ needs_devices = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devic
                                    "test_collectives_on_8_simulated_devices in a subprocess")
 
 
+@pytest.mark.slow  # a fresh process with 8 devices and 5 compiles: ~10 s idle, ~35 s loaded
 def test_collectives_on_8_simulated_devices():
     if jax.device_count() >= 8:
         pytest.skip("this process has 8 devices: the cases run directly")
