@@ -20,7 +20,9 @@ compiled program (``benchmarks/_hlo.py``), per device:
   AdamW). Ratios "× P" quoted from elsewhere may mean either; the table prints both;
 * temp memory (``memory_analysis().temp_size_in_bytes``), in MiB and ÷ optax.contrib.muon's;
 * ``out = params``: whether the compiled update's output shardings equal the parameters' (and
-  the new state's equal the state's); otherwise how many leaves differ.
+  the new state's equal the state's); otherwise how many leaves differ (listed under the
+  table). The JSON lines also name the JAX operations whose collectives move the most bytes
+  (``sources``).
 
 The simulated devices share this machine's cores; nothing runs, so the numbers are what the
 compiler planned, not times. Results: a markdown table on stdout and in
@@ -104,6 +106,17 @@ def _mismatches(compiled_shardings, expected_shardings, abstract) -> list[str]:
             if not a.is_equivalent_to(b, len(x.shape))]
 
 
+def _sources(collectives, top: int = 6) -> list[tuple[str, int, float]]:
+    """``(JAX operation, executions, bytes per device)`` of the collectives, largest first."""
+    total: dict[str, list[float]] = {}
+    for c in collectives:
+        entry = total.setdefault(c.source or "(compiler)", [0, 0.0])
+        entry[0] += c.executions
+        entry[1] += c.executions * c.bytes
+    ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[:top]
+    return [(name, int(runs), moved) for name, (runs, moved) in ranked]
+
+
 def compile_row(model, tx_name, mesh, axis_types, rule):
     """Compiles one update and returns its measurements (a dict)."""
     import jax
@@ -142,6 +155,7 @@ def compile_row(model, tx_name, mesh, axis_types, rule):
     return dict(flops=cost.dot_flops, counts=cost.counts, bytes=cost.bytes,
                 axis_bytes=cost.axis_bytes, total_bytes=cost.total_bytes,
                 temp_bytes=cost.temp_bytes, unknown_trip_loops=len(cost.unknown_trip_loops),
+                sources=_sources(cost.collectives),
                 update_mismatches=_mismatches(out_updates, p_sh, params),
                 state_mismatches=_mismatches(out_state, s_sh, state), compile_s=compile_s,
                 axis_types=axis_types)
