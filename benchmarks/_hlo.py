@@ -337,12 +337,26 @@ def _collective_kind(opcode: str) -> str | None:
     return base if base in COLLECTIVES else None
 
 
+class Collective(NamedTuple):
+    """One collective instruction: its kind, name, executions per run, largest group, bytes a
+    device moves per execution (the mean over devices: a permute's non-senders count 0), and
+    the JAX operation it came from (``op_name`` metadata, e.g.
+    ``jit(update)/sharding_constraint``; empty when XLA made it up)."""
+
+    kind: str
+    instruction: str
+    executions: float
+    group_size: int
+    bytes: float
+    source: str
+
+
 @dataclasses.dataclass
 class HloCost:
     """Per-device cost of one execution of a compiled program (see the module docstring).
 
-    ``bytes``/``axis_bytes``/``total_bytes`` are the busiest device's. ``collectives`` lists
-    ``(kind, instruction, executions, group size, bytes per device per execution)``.
+    ``bytes``/``axis_bytes``/``total_bytes`` are the busiest device's; ``collectives`` lists
+    every collective instruction (:class:`Collective`).
     """
 
     dot_flops: float
@@ -350,7 +364,7 @@ class HloCost:
     bytes: dict[str, float]
     axis_bytes: dict[str, float]
     total_bytes: float
-    collectives: list[tuple[str, str, float, int, float]]
+    collectives: list[Collective]
     unknown_trip_loops: list[str]
     temp_bytes: int | None = None
 
@@ -368,8 +382,11 @@ class _Traffic:
         self.by_kind = {k: np.zeros(n) for k in COLLECTIVES}
         self.by_axis = np.zeros((n, len(self.axes)))
 
-    def add(self, kind: str, groups: list[list[int]], operand_bytes: float, times: float):
-        """One collective run ``times`` times over ``groups`` (pairs for a permute)."""
+    def add(self, kind: str, groups: list[list[int]], operand_bytes: float,
+            times: float) -> float:
+        """One collective run ``times`` times over ``groups`` (pairs for a permute); returns
+        the bytes it moves per execution, averaged over the devices."""
+        before = self.by_kind[kind].sum()
         for group in groups:
             if kind == "collective-permute":
                 senders, peers, share = group[:1], group[1:], operand_bytes
@@ -384,6 +401,7 @@ class _Traffic:
             self.by_axis[senders] += times * share * differs.sum(axis=1)
             moved = share * (len(peers) if kind == "collective-permute" else len(group) - 1)
             self.by_kind[kind][senders] += times * moved
+        return (self.by_kind[kind].sum() - before) / max(times, 1e-300) / len(self.coords)
 
 
 def analyze(hlo: str, mesh_shape: dict[str, int] | None = None) -> HloCost:
@@ -414,10 +432,12 @@ def analyze(hlo: str, mesh_shape: dict[str, int] | None = None) -> HloCost:
                 continue
             groups = device_groups(instr.attributes, num_devices)
             operand = sum(type_bytes(scope[o].type) for o in instr.operands if o in scope)
-            traffic.add(kind, groups, operand, times)
+            moved = traffic.add(kind, groups, operand, times)
             counts[kind] += times
-            listed.append((kind, instr.name, times, max(map(len, groups)),
-                           bytes_per_device(kind, operand, max(map(len, groups)))))
+            size = max(map(len, groups))
+            source = re.search(r'op_name="([^"]*)"', instr.attributes)
+            listed.append(Collective(kind, instr.name, times, size, moved,
+                                     source.group(1) if source else ""))
     by_kind = {k: float(v.max()) for k, v in traffic.by_kind.items()}
     total = sum(traffic.by_kind.values())
     return HloCost(flops, counts, by_kind,

@@ -15,10 +15,14 @@ compiled program (``benchmarks/_hlo.py``), per device:
   Newton–Schulz's) divided by the ideal, the same update's FLOPs compiled on one device / N;
 * collectives executed (all-to-all / all-gather / all-reduce / reduce-scatter /
   collective-permute) and the bytes they move per device, in units of P = the model's total
-  parameter bytes, in all and across each mesh axis;
+  parameter bytes (in all and across each mesh axis) and of Pₘ = the bytes of the leaves
+  optorth routes to Newton–Schulz (GPT-2 small: 85 of 124 M parameters; the embeddings take
+  AdamW). Ratios "× P" quoted from elsewhere may mean either; the table prints both;
 * temp memory (``memory_analysis().temp_size_in_bytes``), in MiB and ÷ optax.contrib.muon's;
 * ``out = params``: whether the compiled update's output shardings equal the parameters' (and
-  the new state's equal the state's); otherwise how many leaves differ.
+  the new state's equal the state's); otherwise how many leaves differ (listed under the
+  table). The JSON lines also name the JAX operations whose collectives move the most bytes
+  (``sources``).
 
 The simulated devices share this machine's cores; nothing runs, so the numbers are what the
 compiler planned, not times. Results: a markdown table on stdout and in
@@ -30,6 +34,17 @@ Run::
     python benchmarks/scale_out.py             # every model × mesh × optimizer
     python benchmarks/scale_out.py --models gpt2_small,moe_ep --meshes 8,64,2x4 \\
         --optimizers optorth.muon,optax.contrib.muon --out /tmp/scale_out.md
+    python benchmarks/scale_out.py --jobs 2   # two processes at once
+    python benchmarks/scale_out.py --render benchmarks/results/scale_out_cpu.jsonl,rerun.jsonl
+
+``--fsdp-rule first`` shards each leaf's first divisible axis instead of its largest (a stacked
+kernel ``(12, d, out)`` is then sharded on its layer axis at N ≤ 4); ``--axis-types explicit``
+uses explicit mesh axes (``optax.contrib.muon`` then fails with ``ShardingTypeError``). The
+abstract arguments carry their shardings in their types: under explicit axes an argument
+without one is traced as replicated, and the table would count its all-gather at entry. The
+whole table (42 processes) is compile-bound: about 40 minutes with
+``--jobs 2`` on 2 shared cores (GPT-2 medium on 64 devices: 6 minutes for its 3 compiles);
+``--quick`` takes 2 to 3 minutes.
 """
 
 from __future__ import annotations
@@ -78,14 +93,28 @@ def _state_specs(state, params_specs, params):
     return jax.tree_util.tree_map_with_path(spec, state)
 
 
-def _mismatches(compiled_shardings, expected_shardings, abstract) -> int:
+def _mismatches(compiled_shardings, expected_shardings, abstract) -> list[str]:
+    """Paths of the leaves whose compiled sharding differs from the expected one."""
     import jax
+    from _scale_models import path_string
 
     got = jax.tree.leaves(compiled_shardings)
     want = jax.tree.leaves(expected_shardings)
-    shapes = jax.tree.leaves(abstract)
-    return sum(not a.is_equivalent_to(b, len(x.shape))
-               for a, b, x in zip(got, want, shapes, strict=True))
+    leaves = jax.tree_util.tree_flatten_with_path(abstract)[0]
+    return [f"{path_string(path)}: {b.spec} -> {a.spec}"
+            for a, b, (path, x) in zip(got, want, leaves, strict=True)
+            if not a.is_equivalent_to(b, len(x.shape))]
+
+
+def _sources(collectives, top: int = 6) -> list[tuple[str, int, float]]:
+    """``(JAX operation, executions, bytes per device)`` of the collectives, largest first."""
+    total: dict[str, list[float]] = {}
+    for c in collectives:
+        entry = total.setdefault(c.source or "(compiler)", [0, 0.0])
+        entry[0] += c.executions
+        entry[1] += c.executions * c.bytes
+    ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[:top]
+    return [(name, int(runs), moved) for name, (runs, moved) in ranked]
 
 
 def compile_row(model, tx_name, mesh, axis_types, rule):
@@ -110,8 +139,8 @@ def compile_row(model, tx_name, mesh, axis_types, rule):
         return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
                             is_leaf=lambda v: isinstance(v, jax.sharding.PartitionSpec))
 
-    def placed(tree, shardings):  # sharded abstract arrays: explicit axes read their types
-        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    def placed(tree, shardings):  # the sharding in the type: explicit axes see it at trace
+        return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                             tree, shardings)
 
     p_sh = named(p_specs)
@@ -124,13 +153,14 @@ def compile_row(model, tx_name, mesh, axis_types, rule):
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         compiled = jax.jit(tx.update, in_shardings=(p_sh, s_sh, p_sh)).lower(
-            params, state, params).compile()
+            placed(params, p_sh), placed(state, s_sh), placed(params, p_sh)).compile()
     compile_s = time.perf_counter() - start
     cost = analyze_compiled(compiled, mesh)
     out_updates, out_state = compiled.output_shardings
     return dict(flops=cost.dot_flops, counts=cost.counts, bytes=cost.bytes,
                 axis_bytes=cost.axis_bytes, total_bytes=cost.total_bytes,
                 temp_bytes=cost.temp_bytes, unknown_trip_loops=len(cost.unknown_trip_loops),
+                sources=_sources(cost.collectives),
                 update_mismatches=_mismatches(out_updates, p_sh, params),
                 state_mismatches=_mismatches(out_state, s_sh, state), compile_s=compile_s,
                 axis_types=axis_types)
@@ -231,10 +261,16 @@ def _axes_cell(r) -> str:
     return ", ".join(f"{a} {v / p:.3f}" for a, v in r["axis_bytes"].items())
 
 
+def _count(value) -> int:
+    """Mismatched leaves: a list of paths (older rows: the count)."""
+    return value if isinstance(value, int) else len(value)
+
+
 def _out_cell(r) -> str:
-    if not r["update_mismatches"] and not r["state_mismatches"]:
+    updates, state = _count(r["update_mismatches"]), _count(r["state_mismatches"])
+    if not updates and not state:
         return "yes"
-    return f"no: {r['update_mismatches']} updates, {r['state_mismatches']} state leaves"
+    return f"no: {updates} updates, {state} state leaves"
 
 
 def markdown(rows: list[dict], header: str) -> str:
@@ -253,10 +289,18 @@ def markdown(rows: list[dict], header: str) -> str:
         cells = (r["model"], mesh, r["optimizer"], _fmt(r.get("work_ratio")),
                  _collectives_cell(r), f"{r['total_bytes'] / r['param_bytes']:.3f}",
                  f"{r['total_bytes'] / r['matrix_bytes']:.3f}", _axes_cell(r),
-                 f"{r['temp_bytes'] / 2**20:.0f}",
-                 _fmt(r.get("temp_ratio")), _out_cell(r))
+                 f"{r['temp_bytes'] / 2**20:.0f}", _fmt(r.get("temp_ratio")), _out_cell(r))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def mismatch_notes(rows: list[dict]) -> str:
+    """The update leaves whose output sharding differs from the parameter's, per row."""
+    notes = [f"- {r['model']}, {r['mesh']}, {r['optimizer']}: " + "; ".join(
+        r["update_mismatches"][:6]) for r in rows if isinstance(r.get("update_mismatches"), list)
+        and r["update_mismatches"]]
+    return "\nUpdates not sharded like their parameters (expected -> compiled):\n\n" + \
+        "\n".join(notes) + "\n" if notes else ""
 
 
 def parse_args(argv=None):
@@ -277,6 +321,9 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=int, default=900, help="seconds per (model, mesh) process")
     p.add_argument("--out", default=os.path.join(RESULTS, "scale_out_cpu.md"),
                    help="markdown file (the JSON lines go next to it, .jsonl)")
+    p.add_argument("--render", help="comma list of .jsonl files to rebuild the table from, "
+                   "compiling nothing (a later file's row replaces an earlier one of the same "
+                   "model, mesh and optimizer)")
     p.add_argument("--child-model", help=argparse.SUPPRESS)
     p.add_argument("--child-mesh", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -297,32 +344,64 @@ def _jax_version() -> str:
     return version("jax")
 
 
+def render(args, argv) -> None:
+    """Rebuilds the table from earlier JSON lines (e.g. a full run and a partial rerun)."""
+    merged: dict[tuple, dict] = {}
+    for path in args.render.split(","):
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                merged[(r["model"], r["mesh"], r["optimizer"])] = r
+    rows = list(merged.values())
+    add_ratios(rows)
+    header = (f"Rebuilt from {args.render} (see each file's first run for its settings). "
+              f"P = the model's parameter bytes, Pₘ = those of the leaves optorth sends to "
+              f"Newton–Schulz. Command: python benchmarks/scale_out.py {' '.join(argv)}")
+    write(args, rows, markdown(rows, header) + mismatch_notes(rows))
+
+
+def write(args, rows: list[dict], table: str) -> None:
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(table)
+    with open(os.path.splitext(args.out)[0] + ".jsonl", "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    argv = argv if argv is not None else sys.argv[1:]
     if args.child_model:
         child(args)
+        return
+    if args.render:
+        render(args, argv)
         return
     start = time.perf_counter()
     configs = [(model, mesh_name) for model in args.models.split(",")
                for mesh_name in ["1"] + args.meshes.split(",")  # "1": the one-device ideal
                if mesh_name == "1" or applicable(model, mesh_name)]
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        rows = [r for rs in pool.map(lambda c: run_config(*c, args), configs) for r in rs]
+    jsonl = os.path.splitext(args.out)[0] + ".jsonl"
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(jsonl, "w") as partial:  # rows as they come; rewritten with the ratios below
+
+        def run(config):
+            rows = run_config(*config, args)
+            partial.write("".join(json.dumps(r) + "\n" for r in rows))
+            partial.flush()
+            return rows
+
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            rows = [r for rs in pool.map(run, configs) for r in rs]
     add_ratios(rows)
     wall = time.perf_counter() - start
     header = (f"Compiled per-device cost of one update ({args.axis_types} axes, FSDP shards "
               f"each leaf's {args.fsdp_rule} divisible axis). P = the model's parameter bytes, "
               f"Pₘ = those of the leaves optorth sends to Newton–Schulz. {os.cpu_count()} "
               f"cores, {wall:.0f} s wall, jax {_jax_version()}. Command: python "
-              f"benchmarks/scale_out.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    table = markdown(rows, header)
-    print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(table)
-    with open(os.path.splitext(args.out)[0] + ".jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+              f"benchmarks/scale_out.py {' '.join(argv)}")
+    write(args, rows, markdown(rows, header) + mismatch_notes(rows))
 
 
 if __name__ == "__main__":

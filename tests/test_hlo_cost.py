@@ -118,6 +118,7 @@ needs_devices = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devic
                                    "test_collectives_on_8_simulated_devices in a subprocess")
 
 
+@pytest.mark.slow  # a fresh process with 8 devices and 5 compiles: ~10 s idle, ~35 s loaded
 def test_collectives_on_8_simulated_devices():
     if jax.device_count() >= 8:
         pytest.skip("this process has 8 devices: the cases run directly")
@@ -138,6 +139,8 @@ def test_collective_bytes(case):
     f = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=P("r", "f"), out_specs=P("r", "f")))
     cost = analyze(f.lower(x).compile().as_text(), dict(mesh.shape))
     assert {k: v for k, v in cost.counts.items() if v} == {kind: runs}
+    assert [(c.kind, c.executions) for c in cost.collectives] == [(kind, runs)]
+    assert "shard_map" in cost.collectives[0].source
     np.testing.assert_allclose(
         [cost.bytes[kind], cost.total_bytes, cost.axis_bytes["r"], cost.axis_bytes["f"]],
         [moved, moved, across_r, across_f])
