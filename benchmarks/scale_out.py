@@ -42,8 +42,8 @@ kernel ``(12, d, out)`` is then sharded on its layer axis at N ≤ 4); ``--axis-
 uses explicit mesh axes (``optax.contrib.muon`` then fails with ``ShardingTypeError``). The
 abstract arguments carry their shardings in their types: under explicit axes an argument
 without one is traced as replicated, and the table would count its all-gather at entry. The
-whole table (42 processes) is compile-bound: about 40 minutes with
-``--jobs 2`` on 2 shared cores (GPT-2 medium on 64 devices: 6 minutes for its 3 compiles);
+whole table (42 processes) is compile-bound: 23 to 43 minutes with ``--jobs 2`` on 2 cores
+shared with other work (GPT-2 medium on 64 devices: 2 to 6 minutes for its 3 compiles);
 ``--quick`` takes 2 to 3 minutes.
 """
 
