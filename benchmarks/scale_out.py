@@ -27,6 +27,10 @@ compiled program (``benchmarks/_hlo.py``), per device:
 The simulated devices share this machine's cores; nothing runs, so the numbers are what the
 compiler planned, not times. Results: a markdown table on stdout and in
 ``benchmarks/results/scale_out_cpu.md``, one JSON line per row in ``scale_out_cpu.jsonl``.
+In ``benchmarks/results/``, ``scale_out_*_before_cpu`` are tables of the library before
+``optorth.Distribution`` (whole matrices spread over every mesh axis, leaves always
+concatenated); ``scale_out_fsdp_sweep``, ``_meshes_auto``, ``_meshes_explicit``, ``_stacked``
+and ``_stacked_first`` are after it.
 
 Run::
 
@@ -35,7 +39,7 @@ Run::
     python benchmarks/scale_out.py --models gpt2_small,moe_ep --meshes 8,64,2x4 \\
         --optimizers optorth.muon,optax.contrib.muon --out /tmp/scale_out.md
     python benchmarks/scale_out.py --jobs 2   # two processes at once
-    python benchmarks/scale_out.py --render benchmarks/results/scale_out_cpu.jsonl,rerun.jsonl
+    python benchmarks/scale_out.py --render benchmarks/results/scale_out_before_cpu.jsonl,rerun.jsonl
 
 ``--fsdp-rule first`` shards each leaf's first divisible axis instead of its largest (a stacked
 kernel ``(12, d, out)`` is then sharded on its layer axis at N ≤ 4); ``--axis-types explicit``
