@@ -34,9 +34,15 @@ def test_coefficients_are_read_from_the_state():
     tx = optorth.orthogonalize("jordan")
     state = tx.init(x)
     np.testing.assert_allclose(state.coeffs, [[3.4445, -4.7750, 2.0315]] * 5)
+    # A table changed in place, as online learning changes it (the fingerprint stays the
+    # block's own), drives the iteration; a table that does not orthogonalize is refused.
+    table = jnp.asarray([[3.0, -3.2, 1.2]] * 5)
+    out, _ = tx.update(x, state._replace(coeffs=table))
+    expected = optorth.newton_schulz(x["w"], "jordan", coeffs=table)
+    np.testing.assert_allclose(out["w"], expected, rtol=1e-5, atol=1e-7)
     identity = state._replace(coeffs=jnp.asarray([[1.0, 0.0, 0.0]] * 5))
-    out, _ = tx.update(x, identity)  # identity steps: only the normalization remains
-    np.testing.assert_allclose(out["w"], x["w"] / (jnp.linalg.norm(x["w"]) + 1e-7), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"no gain"):
+        tx.update(x, identity)
 
 
 def test_per_shape_schedule_keeps_a_table_per_matrix_shape():

@@ -221,7 +221,6 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
                 f"{who}: update needs the parameters (weight decay, the fallback and "
                 f"relative steps read them). Call tx.update(grads, state, params).")
         updates, params = _as_arrays(updates, who), _as_arrays(params, who)
-        _check_same_structure(who, updates, params)
         expected = jax.eval_shape(inner.init, params)
         mismatch = _state_mismatch(expected, state)
         if mismatch is not None:
@@ -234,6 +233,7 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
             check_updates_match_params(updates, params)
         except ValueError as err:
             raise ValueError(f"{who}: {err}") from None
+        _check_same_structure(who, updates, params)
         out, new_state = inner.update(updates, state, params)
         out = _propagate_nonfinite(out, updates)
         return _zero_integer_updates(out, params), new_state
