@@ -36,32 +36,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import sys
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
-COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "reduce-scatter", "all-reduce")
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+from tests._hlo import (  # noqa: E402, F401, I001 - the tests' parsing, written once
+    COLLECTIVES,
+    collective_counts,
+    collectives_in_loops,
+    iota_ids,
+    mesh_axes_groups,
+)
+
 
 DTYPE_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2,
                "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
                "c128": 16}
 _FP8 = re.compile(r"f8e\w+")
-
-
-# --------------------------------------------------------------- per-instruction counts
-def collective_counts(hlo: str) -> dict[str, int]:
-    """Collectives in compiled HLO text (each instruction once; loop bodies not unrolled)."""
-    return {name: len(re.findall(rf"\s{name}(-start)?\(%", hlo)) for name in COLLECTIVES}
-
-
-def collectives_in_loops(hlo: str) -> int:
-    """Collectives inside while-loop bodies (each runs once per iteration)."""
-    computations = dict(re.findall(r"^(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo,
-                                   re.S | re.M))
-    pattern = r"\s(" + "|".join(COLLECTIVES) + r")(-start)?\(%"
-    return sum(len(re.findall(pattern, computations.get(body, "")))
-               for body in set(re.findall(r"\bbody=(%[\w.\-]+)", hlo)))
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -270,37 +265,6 @@ def executions(computations: dict[str, Computation], entry: str
 
 
 # ----------------------------------------------------------------------------- device groups
-def _iota(text: str) -> np.ndarray:
-    """``[d0,d1,...]T(p0,p1,...)`` (transpose optional): the iota tile assignment, flat."""
-    match = re.fullmatch(r"\[([\d,]+)\](?:T\(([\d,]+)\))?", text.strip())
-    if match is None:
-        return np.array([int(v) for v in re.findall(r"\d+", text)])
-    dims = [int(d) for d in match.group(1).split(",")]
-    perm = [int(p) for p in match.group(2).split(",")] if match.group(2) else range(len(dims))
-    return np.arange(math.prod(dims)).reshape(dims).transpose(list(perm)).ravel()
-
-
-def _mesh_axes_groups(sizes: str, device_ids: str | None, axes: str) -> list[list[int]]:
-    """Groups of ``mesh['a'=2,'b'=4], device_ids=(...) {'a', 'b':(1)2}``: devices that agree on
-    every coordinate (and sub-axis coordinate) not listed share a group."""
-    names = re.findall(r"'([^']*)'=\d+", sizes)
-    dims = [int(v) for v in re.findall(r"'[^']*'=(\d+)", sizes)]
-    ids = _iota(device_ids) if device_ids else np.arange(math.prod(dims))
-    coords = np.stack(np.unravel_index(np.arange(ids.size), dims), axis=1)
-    residual = coords.copy()
-    for name, pre, size in re.findall(r"'([^']*)'(?::\((\d+)\)(\d+))?", axes):
-        axis = names.index(name)
-        if not pre:
-            residual[:, axis] = 0
-            continue
-        rest = dims[axis] // (int(pre) * int(size))
-        residual[:, axis] -= (coords[:, axis] // rest) % int(size) * rest
-    groups: dict[tuple, list[int]] = {}
-    for position, key in enumerate(map(tuple, residual)):
-        groups.setdefault(key, []).append(int(ids[position]))
-    return list(groups.values())
-
-
 def device_groups(attributes: str, num_devices: int) -> list[list[int]]:
     """The device groups of a collective's ``replica_groups`` (any of XLA's three spellings)
     or ``source_target_pairs`` (each pair a group of two, source first)."""
@@ -310,11 +274,11 @@ def device_groups(attributes: str, num_devices: int) -> list[list[int]]:
     mesh = re.search(r"replica_groups=mesh\[([^\]]*)\](?:, device_ids=\((.*?)\))? "
                      r"\{([^}]*)\}", attributes)
     if mesh:
-        return _mesh_axes_groups(*mesh.groups())
+        return mesh_axes_groups(*mesh.groups())
     iota = re.search(r"replica_groups=\[(\d+),(\d+)\]<=(\[[\d,]+\](?:T\([\d,]+\))?)",
                      attributes)
     if iota:
-        return _iota(iota.group(3)).reshape(int(iota.group(1)), int(iota.group(2))).tolist()
+        return iota_ids(iota.group(3)).reshape(int(iota.group(1)), int(iota.group(2))).tolist()
     listed = _attr(attributes, "replica_groups")
     groups = [[int(v) for v in g.split(",") if v]
               for g in re.findall(r"\{([\d,]*)\}", listed or "")]

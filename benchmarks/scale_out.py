@@ -39,7 +39,7 @@ Run::
     python benchmarks/scale_out.py --models gpt2_small,moe_ep --meshes 8,64,2x4 \\
         --optimizers optorth.muon,optax.contrib.muon --out /tmp/scale_out.md
     python benchmarks/scale_out.py --jobs 2   # two processes at once
-    python benchmarks/scale_out.py --render benchmarks/results/scale_out_before_cpu.jsonl,rerun.jsonl
+    python benchmarks/scale_out.py --render benchmarks/results/scale_out_before_cpu.jsonl,new.jsonl
 
 ``--fsdp-rule first`` shards each leaf's first divisible axis instead of its largest (a stacked
 kernel ``(12, d, out)`` is then sharded on its layer axis at N ≤ 4); ``--axis-types explicit``

@@ -30,7 +30,7 @@ def collectives_in_loops(hlo: str) -> int:
                for body in set(re.findall(r"\bbody=(%[\w.\-]+)", hlo)))
 
 
-def _iota(text: str) -> np.ndarray:
+def iota_ids(text: str) -> np.ndarray:
     """``[d0,d1,...]T(p0,p1,...)`` (transpose optional): the iota tile assignment, flat."""
     match = re.fullmatch(r"\[([\d,]+)\](?:T\(([\d,]+)\))?", text.strip())
     if match is None:
@@ -40,12 +40,12 @@ def _iota(text: str) -> np.ndarray:
     return np.arange(math.prod(dims)).reshape(dims).transpose(list(perm)).ravel()
 
 
-def _mesh_axes_groups(sizes: str, device_ids: str | None, axes: str) -> list[list[int]]:
+def mesh_axes_groups(sizes: str, device_ids: str | None, axes: str) -> list[list[int]]:
     """Groups of ``mesh['a'=2,'b'=4], device_ids=(...) {'a', 'b':(1)2}``: devices that agree on
     every coordinate (and sub-axis coordinate) not listed share a group."""
     names = re.findall(r"'([^']*)'=\d+", sizes)
     dims = [int(v) for v in re.findall(r"'[^']*'=(\d+)", sizes)]
-    ids = _iota(device_ids) if device_ids else np.arange(math.prod(dims))
+    ids = iota_ids(device_ids) if device_ids else np.arange(math.prod(dims))
     coords = np.stack(np.unravel_index(np.arange(ids.size), dims), axis=1)
     residual = coords.copy()
     for name, pre, size in re.findall(r"'([^']*)'(?::\((\d+)\)(\d+))?", axes):
@@ -70,10 +70,10 @@ def device_groups(line: str) -> list[list[int]]:
     mesh = re.search(r"replica_groups=mesh\[([^\]]*)\](?:, device_ids=\((.*?)\))? "
                      r"\{([^}]*)\}", line)
     if mesh:
-        return _mesh_axes_groups(*mesh.groups())
+        return mesh_axes_groups(*mesh.groups())
     iota = re.search(r"replica_groups=\[(\d+),(\d+)\]<=(\[[\d,]+\](?:T\([\d,]+\))?)", line)
     if iota:
-        return _iota(iota.group(3)).reshape(int(iota.group(1)), int(iota.group(2))).tolist()
+        return iota_ids(iota.group(3)).reshape(int(iota.group(1)), int(iota.group(2))).tolist()
     listed = re.search(r"replica_groups=\{((?:\{[\d,]*\},?)*)\}", line)
     return [[int(v) for v in g.split(",") if v]
             for g in re.findall(r"\{([\d,]*)\}", listed.group(1) if listed else "")]
