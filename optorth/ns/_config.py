@@ -190,8 +190,8 @@ class NewtonSchulz:
 
 def check_coeffs(coeffs) -> None:
     """Raises ``ValueError`` for a concrete ``(T, 3)`` ``coeffs=`` table that holds NaN/inf
-    or that ``validate_schedule`` rejects (the engine checks the shape). A traced table (learned under ``jit`` /
-    ``grad``) cannot be inspected and is used as it is."""
+    or that ``validate_schedule`` rejects (the engine checks the shape). A traced table
+    (learned under ``jit`` / ``grad``) cannot be inspected and is used as it is."""
     if isinstance(coeffs, jax.core.Tracer):
         return
     table = np.asarray(coeffs, np.float64)
