@@ -1,8 +1,8 @@
 """Counting collectives in compiled HLO text (``jax.jit(f).lower(...).compile().as_text()``).
 
-Shared by ``benchmarks/step_time.py`` and ``tests/test_sharding.py``. An instruction is
-counted where it is defined (``... = f32[...] all-to-all(%operand), ...``, or its async
-``-start`` half), so each appears once however often a loop runs it.
+Used by ``benchmarks/step_time.py`` (``tests/_hlo.py`` counts the same for the tests). An
+instruction is counted where it is defined (``... = f32[...] all-to-all(%operand), ...``, or
+its async ``-start`` half), so each appears once however often a loop runs it.
 """
 
 from __future__ import annotations

@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _hlo import collective_counts, collectives_in_loops
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optorth
-from benchmarks._hlo import collective_counts, collectives_in_loops  # shared with step_time.py
 from optorth import MatrixSpec
 
 try:
