@@ -3,9 +3,9 @@
 Input: ``compiled = jax.jit(f).lower(...).compile()``; ``compiled.as_text()`` is the
 partitioned per-device program (SPMD: every device runs the same one).
 
-* :func:`collective_counts` / :func:`collectives_in_loops`: each collective instruction counted
-  once where it is defined (loop bodies not unrolled). Shared by ``benchmarks/step_time.py`` and
-  ``tests/test_sharding.py``.
+* :func:`collective_counts` / :func:`collectives_in_loops` (from ``tests/_hlo.py``, which the
+  library's tests use): each collective instruction counted once where it is defined (loop
+  bodies not unrolled).
 * :func:`analyze` / :func:`analyze_compiled`: the cost of one *execution*. Every computation is
   weighted by how often it runs: the entry once, a ``while`` body × its trip count (XLA's
   ``known_trip_count``, else read off the loop condition's ``compare`` against a constant),

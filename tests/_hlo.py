@@ -2,8 +2,8 @@
 
 Used by ``test_sharding.py`` and ``test_distribution.py``. An instruction is counted where it
 is defined (``... = f32[...] all-to-all(%operand), ...``, or its async ``-start`` half), so
-each appears once however often a loop runs it. (``benchmarks/_hlo.py`` reports the same counts
-for the step-time benchmark; the library's tests do not import the benchmarks.)
+each appears once however often a loop runs it. ``benchmarks/_hlo.py`` builds its cost
+analysis on these functions; the library's tests do not import the benchmarks.
 """
 
 from __future__ import annotations

@@ -7,12 +7,14 @@ optimizers (except ``factored_muon``, whose fallback is Adafactor) get :func:`ad
 default fallback's AdamW with a learning rate of 3e-3. Learning rates are each optimizer's own
 default where it has one, otherwise a value that gives an update RMS of the same order as
 Muon's (normalized SGD: Frobenius-norm steps; Signum: unit entries).
-Shared by test_nnx, test_linen, test_checkpoint, test_bad_inputs and test_surface.
+Shared by test_nnx, test_linen, test_checkpoint, test_bad_inputs, test_conformance and
+test_surface; :func:`tiered` keeps one optimizer per code path (``FAST``) in the fast tier.
 """
 
 from __future__ import annotations
 
 import optax
+import pytest
 
 import optorth
 
@@ -35,6 +37,17 @@ READY = {
     "adafactor": (optorth.adafactor, dict()),
 }
 NAMES = tuple(READY)
+#: One optimizer per code path, for the fast test tier (the others are marked ``slow``):
+#: Newton–Schulz (fixed and learned online), ROOT's soft threshold, a norm's lmo (``dualize``),
+#: NorMuon's and Adafactor's second moments after Newton–Schulz, unrouted Adafactor.
+FAST = ("muon", "muon_online", "root", "signum", "normuon", "factored_muon", "adafactor")
+
+
+def tiered(names=NAMES, fast=FAST) -> list:
+    """``names`` as ``pytest.mark.parametrize`` values: those in ``fast`` plain, the others
+    marked ``slow``."""
+    return [name if name in fast else pytest.param(name, marks=pytest.mark.slow)
+            for name in names]
 #: Optimizers without routing (every leaf takes the same path; ``rules`` only say how a leaf
 #: becomes matrices).
 UNROUTED = ("adafactor",)

@@ -1,4 +1,19 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and which tier a test belongs to.
+
+A test takes one of three tiers (``conftest.py`` at the repository root selects them):
+
+* no marker, the fast tier that ``python -m pytest`` runs while working (about 3 minutes on
+  2 cores): unit tests, docstring examples, static checks (layering, public surface) and one
+  ready optimizer per code path (``FAST`` in ``_ready.py``);
+* ``@pytest.mark.slow`` (``--tier=slow``): every other ready optimizer, fits, training runs,
+  multi-device subprocesses, the README's examples; anything over a few seconds;
+* ``@pytest.mark.extensive`` (``--tier=all``): notebooks and the benchmarks' own tests that run
+  a benchmark (in ``benchmarks/tests/``).
+
+Marking is all it takes, for a function, a ``pytest.param(..., marks=pytest.mark.slow)`` case
+or a whole module (``pytestmark = pytest.mark.slow``). ``python -m pytest --tier=all`` runs
+every tier (what ``.ci/run`` runs); library tests never import ``benchmarks``.
+"""
 
 import jax
 import pytest

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import NAMES, READY, UNROUTED, adamw, build, routed_state
+from _ready import NAMES, READY, UNROUTED, adamw, build, routed_state, tiered
 
 import optorth
 from optorth import MatrixSpec
@@ -106,7 +106,7 @@ def _nonfinite_adamw_moments(state) -> set[str]:
 
 
 # ----- values: every ready optimizer, one compilation each -------------------------------------
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", tiered())
 def test_edge_values_for_every_ready_optimizer(name):
     params = _params()
     tx = optax.apply_if_finite(build(name, RULES, weight_decay=WEIGHT_DECAY),
@@ -256,7 +256,7 @@ def test_complex_leaves_are_refused_by_factored_statistics(name):
         build(name).init(params)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", tiered())
 def test_integer_leaves_with_float0_gradients_get_zero_updates(name):
     params = {"dense": {"kernel": jnp.ones((8, 16)) + jnp.eye(8, 16)},
               "step": jnp.asarray(3, jnp.int32), "ids": jnp.arange(4)}

@@ -8,13 +8,15 @@ restored state continues with when they differ from the optimizer constructed no
 """
 
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from _ready import NAMES, adamw, build, routed_state
+from _ready import FAST, NAMES, adamw, build, routed_state, tiered
 from flax import nnx
 
 import optorth
@@ -40,11 +42,10 @@ def _params(dtype=jnp.float32):
     }
 
 
-def _stepper(tx):
-    """A jitted training step on a moving quadratic: g = p − target + noise(k)."""
+def _step_fn(tx):
+    """A training step on a moving quadratic: g = p − target + noise(k) (not jitted)."""
     target = jax.tree.map(lambda p: 0.5 * jnp.ones_like(p), _params())
 
-    @jax.jit
     def step(params, state, k):
         def grad(p, t, i):
             noise = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(i), k), p.shape)
@@ -58,6 +59,19 @@ def _stepper(tx):
         return optax.apply_updates(params, updates), state
 
     return step
+
+
+def _stepper(tx):
+    """:func:`_step_fn` of ``tx``, jitted."""
+    return jax.jit(_step_fn(tx))
+
+
+@functools.cache
+def _muon():
+    """``optorth.muon(rules=RULES)`` and its jitted step, shared by the tests below (one
+    compilation for all of them)."""
+    tx = optorth.muon(rules=RULES)
+    return tx, _stepper(tx)
 
 
 def _run(step, params, state, start, count):
@@ -110,11 +124,9 @@ def _learned(state):
     return jax.tree.map(nudge, state, is_leaf=lambda x: isinstance(x, OrthogonalizeState))
 
 
-def _round_trip(tmp_path, tx, params, learned=False):
+def _round_trip(tmp_path, tx, params):
     step = _stepper(tx)
     state = tx.init(params)
-    if learned:
-        state = _learned(state)
     # Committed arrays, like Orbax's restored ones: one compilation serves both runs.
     params, state = jax.device_put((params, state), jax.devices()[0])
     params, state = _run(step, params, state, 0, 3)
@@ -126,12 +138,66 @@ def _round_trip(tmp_path, tx, params, learned=False):
     return restored["state"]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_round_trip_is_bit_exact_and_training_continues_identically(tmp_path, name):
-    tx = build(name, RULES)
-    state = _round_trip(tmp_path, tx, _params(), learned=True)
-    fresh = coefficient_states(_learned(tx.init(_params())))
-    restored = coefficient_states(state)
+#: The round trips of all ready optimizers run in two groups, each one jitted init, one jitted
+#: step and one checkpoint for all its optimizers (not a compilation per optimizer): one
+#: optimizer per code path in the fast tier, the others in the slow tier.
+GROUPS = (FAST, tuple(name for name in NAMES if name not in FAST))
+
+
+def _round_trips(directory, names):
+    """:func:`_round_trip`, from nudged (learned) tables, of every optimizer in ``names`` at once.
+
+    Returns name -> (saved, restored, continued, continued from restored): each
+    ``{"params", "state"}`` after 3 steps, its Orbax restore, and both after 3 more steps.
+    """
+    txs = {name: build(name, RULES) for name in names}
+    steps = {name: _step_fn(tx) for name, tx in txs.items()}
+
+    @jax.jit
+    def init(params):
+        return {name: {"params": params, "state": _learned(tx.init(params))}
+                for name, tx in txs.items()}
+
+    @jax.jit
+    def step(runs, k):
+        return {name: dict(zip(("params", "state"), steps[name](run["params"], run["state"], k),
+                               strict=True)) for name, run in runs.items()}
+
+    def run(runs, start, count):
+        for k in range(start, start + count):
+            runs = step(runs, k)
+        return runs
+
+    # Committed arrays, like Orbax's restored ones: one compilation serves both runs.
+    fresh = jax.device_put(init(_params()), jax.devices()[0])
+    saved = run(fresh, 0, 3)
+    _save(directory / "ckpt", saved)
+    restored = _restore(directory / "ckpt", fresh)  # into the structure of fresh states
+    results = saved, restored, run(saved, 3, 3), run(restored, 3, 3)
+    return {name: tuple(result[name] for result in results) for name in names}
+
+
+@pytest.fixture(scope="module")
+def round_trips(tmp_path_factory):
+    """name -> :func:`_round_trips`'s result, computed for the name's group on first use."""
+    done = {}
+
+    def get(name):
+        group = next(group for group in GROUPS if name in group)
+        if group not in done:
+            done[group] = _round_trips(tmp_path_factory.mktemp("round_trips"), group)
+        return done[group][name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", tiered())
+def test_round_trip_is_bit_exact_and_training_continues_identically(round_trips, name):
+    saved, restored, continued, continued_from_restored = round_trips(name)
+    _assert_bit_identical(restored, saved)
+    _assert_bit_identical(continued_from_restored, continued)
+    fresh = coefficient_states(_learned(build(name, RULES).init(_params())))
+    restored = coefficient_states(restored["state"])
     assert len(restored) == len(fresh) == (0 if name in NO_COEFFICIENTS else 1)
     for (_, a), (_, b) in zip(restored, fresh, strict=True):
         if a.count is None:  # a fixed table: the nudged ("learned") table survived
@@ -165,7 +231,7 @@ def test_round_trip_with_online_learned_coefficients(tmp_path):
 # ----- fingerprints ---------------------------------------------------------------------------
 def test_fingerprint_identifies_the_initial_table_eagerly_and_under_jit():
     params = _params()
-    tx = optorth.muon(rules=RULES)
+    tx, step = _muon()
     eager = coefficient_states(tx.init(params))[0][1]
     jitted = coefficient_states(jax.jit(tx.init)(params))[0][1]
     assert eager.fingerprint.dtype == jnp.uint32 and int(eager.version) == optorth.ns.STATE_VERSION
@@ -178,7 +244,7 @@ def test_fingerprint_identifies_the_initial_table_eagerly_and_under_jit():
         params))
     assert int(six[0][1].fingerprint) != int(eager.fingerprint)
     # A learned table keeps the fingerprint of the table it started from.
-    learned = _run(_stepper(tx), params, _with_coeffs(tx.init(params), YOU), 0, 1)[1]
+    learned = _run(step, params, _with_coeffs(tx.init(params), YOU), 0, 1)[1]
     assert int(coefficient_states(learned)[0][1].fingerprint) == int(eager.fingerprint)
 
 
@@ -231,9 +297,9 @@ def test_changed_schedule_is_never_silent(tmp_path):
 
 def test_changed_step_count_restores_into_the_old_structure_then_overrides(tmp_path):
     params = _params()
-    saved = optorth.muon(rules=RULES)
+    saved, step = _muon()
     current = optorth.muon(ns=optorth.NewtonSchulz(steps=7), rules=RULES)
-    state = _run(_stepper(saved), params, saved.init(params), 0, 2)[1]
+    state = _run(step, params, saved.init(params), 0, 2)[1]
     _save(tmp_path / "ckpt", state)
     reference = current.init(params)
     # The stored table is (5, 3), the new optimizer's (7, 3): Orbax refuses to restore into

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import routed_state
+from _ready import FAST, routed_state, tiered
 
 import optorth
 
@@ -64,8 +64,9 @@ def _float_leaves(tree):
     return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
 
 
-@pytest.mark.parametrize("name,mu_dtype", [(n, "float32") for n in sorted(FACTORIES)]
-                         + [("muon", None)])
+@pytest.mark.parametrize("name,mu_dtype", [
+    (n, "float32") if n in FAST else pytest.param(n, "float32", marks=pytest.mark.slow)
+    for n in sorted(FACTORIES)] + [("muon", None)])
 def test_jit_dtypes_and_zero_gradient(name, mu_dtype):
     params = _params(jnp.bfloat16)
     tx = FACTORIES[name](learning_rate=0.01, rules=STACKED, mu_dtype=mu_dtype,
@@ -88,7 +89,7 @@ def test_jit_dtypes_and_zero_gradient(name, mu_dtype):
     assert isinstance(mu["dense"]["bias"], optax.MaskedNode)
 
 
-@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("name", tiered(sorted(FACTORIES)))
 def test_inject_multisteps_apply_if_finite(name):
     params = _params()
     inner = optax.inject_hyperparams(FACTORIES[name])(

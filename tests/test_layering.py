@@ -95,14 +95,28 @@ def _resolve_relative(module: str, is_package: bool, level: int, name: str | Non
     return ".".join(base + ([name] if name else []))
 
 
+def _statement_text(lines: list[bytes], node: ast.stmt) -> str:
+    """The source of ``node`` on one line, whitespace runs collapsed (what
+    ``ast.get_source_segment`` gives, without splitting the whole file again for every node;
+    column offsets count UTF-8 bytes)."""
+    first, last = node.lineno - 1, node.end_lineno - 1
+    if first == last:
+        text = lines[first][node.col_offset:node.end_col_offset]
+    else:
+        text = b"\n".join([lines[first][node.col_offset:], *lines[first + 1:last],
+                           lines[last][:node.end_col_offset]])
+    return " ".join(text.decode("utf-8").split())
+
+
 def _imports(module: str, path: pathlib.Path, modules: dict, root: pathlib.Path, package: str):
     """Every import of an optorth module in ``path``, at any depth of the syntax tree."""
     source = path.read_text(encoding="utf-8")
-    tree = ast.parse(source, filename=str(path))
+    lines = source.encode("utf-8").splitlines()
     rel = path.relative_to(root).as_posix()
-    for node in ast.walk(tree):
-        text = ast.get_source_segment(source, node) or ""
-        text = " ".join(text.split())
+    for node in ast.walk(ast.parse(source, filename=str(path))):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        text = _statement_text(lines, node)
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == package or alias.name.startswith(package + "."):

@@ -138,6 +138,7 @@ def test_sample_spectra_families(family):
 
 
 # ----- fits -----------------------------------------------------------------------------------
+@pytest.mark.slow  # a fit
 def test_fit_scalar_is_valid_deterministic_and_beats_jordan():
     a = optorth.fit_schedule(3, worst_weight=0.2, **FAST)
     b = optorth.fit_schedule(3, worst_weight=0.2, **FAST)
@@ -153,6 +154,7 @@ def test_fit_scalar_is_valid_deterministic_and_beats_jordan():
     assert prov["objective"] == "scalar" and prov["shape"] == "any"
 
 
+@pytest.mark.slow  # a fit
 def test_fit_for_a_shape_targets_its_normalized_spectrum():
     sched = optorth.fit_schedule(3, shape=(32, 128), **FAST)
     assert optorth.validate_schedule(sched).ok
@@ -165,6 +167,7 @@ def test_fit_for_a_shape_targets_its_normalized_spectrum():
     assert mean(sched.rows()) < mean(generic.rows())
 
 
+@pytest.mark.slow  # a fit
 def test_fit_to_recorded_spectra():
     rng = np.random.default_rng(4)
     spectra = [np.sort(rng.uniform(0.001, 0.3, 40))[::-1] for _ in range(5)]
@@ -177,6 +180,7 @@ def test_fit_to_recorded_spectra():
         np.abs(np_phi(jordan, sigma) - 1))
 
 
+@pytest.mark.slow  # a fit
 def test_band_objective_meets_band_or_raises():
     band = dict(objective="band", iterations=1500, search=40)
     sched = optorth.fit_schedule(3, delta=0.9, **band)

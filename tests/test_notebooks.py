@@ -18,6 +18,7 @@ def test_the_notebooks_are_found():
     assert {"quickstart.ipynb", "learn_coefficients.ipynb"} <= {p.name for p in NOTEBOOKS}
 
 
+@pytest.mark.extensive  # a kernel per notebook, minutes in all
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_with_small_settings(path, tmp_path, monkeypatch):
     monkeypatch.setenv("OPTORTH_NB_SMALL", "1")

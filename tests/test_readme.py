@@ -26,6 +26,7 @@ def test_readme_has_python_examples():
     assert len(_python_blocks()) >= 4
 
 
+@pytest.mark.slow  # every example, each compiling its optimizer
 def test_readme_examples_run(capsys):
     namespace = {"nnx": nnx, "model": _Model(nnx.Rngs(0)), "jnp": jnp}
     for block in _python_blocks():

@@ -43,6 +43,7 @@ needs_devices = pytest.mark.skipif(
     reason="needs 8 devices; run by test_cases_on_8_simulated_devices in a subprocess")
 
 
+@pytest.mark.slow  # a second pytest process compiling every optimizer for 8 devices
 def test_cases_on_8_simulated_devices(request):
     if jax.device_count() >= N_DEVICES:
         pytest.skip("this process has 8 devices: the cases run directly")
@@ -50,13 +51,15 @@ def test_cases_on_8_simulated_devices(request):
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8".strip())
     here = os.path.dirname(__file__)
     properties = os.path.join(here, "test_properties.py")
+    # Only the 8-device tests, in this run's tier.
     command = [sys.executable, "-m", "pytest", __file__, os.path.join(here, "test_distribution.py"),
                f"{properties}::test_sharded_equals_unsharded", "-q", "-x", "-p",
                "no:cacheprovider"]
-    markers = request.config.getoption("-m")
-    if markers:
-        command += ["-m", markers]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    for option in ("--tier", "-m"):
+        value = request.config.getoption(option)
+        if value:
+            command += [option, value]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 

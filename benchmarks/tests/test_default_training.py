@@ -37,6 +37,7 @@ MATRIX_DROP = 0.1  # nats/char
 THRESHOLD = 3.6
 ADAFACTOR_THRESHOLD = 4.3
 ROUTED = tuple(name for name in READY if name != "adafactor")
+pytestmark = pytest.mark.slow  # fits: 40 training steps each
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,6 @@ def _train(tx, corpus) -> tuple[float, float]:
     return initial, final
 
 
-@pytest.mark.slow  # one compile per optimizer: ~4 s each on 2 cores
 @pytest.mark.parametrize("name", ROUTED)
 def test_default_matrix_path_lowers_the_loss(name, corpus):
     initial, final = _train(getattr(optorth, name)(fallback=optax.set_to_zero()), corpus)

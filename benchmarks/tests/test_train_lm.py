@@ -88,6 +88,7 @@ def _decreases(history: train_lm.History) -> bool:
     return history.finite and last < first - 0.5 and history.val_loss[-1] < history.val_loss[0]
 
 
+@pytest.mark.extensive  # trains
 def test_adamw_trains_and_runs_are_reproducible(corpus):
     # The tiny quick model takes a larger step than the default model's 2e-3.
     h1 = train_lm.train("adamw", QUICK, corpus=corpus, progress=False, lr=1e-2)
@@ -100,6 +101,7 @@ def test_adamw_trains_and_runs_are_reproducible(corpus):
 
 
 @pytest.mark.skipif(not _has_optorth("muon"), reason="optorth.muon not in this optorth yet")
+@pytest.mark.extensive  # trains
 def test_optorth_muon_trains_from_the_same_start_and_callback_sees_state(corpus):
     seen = {}
 
@@ -122,6 +124,7 @@ def test_optorth_muon_trains_from_the_same_start_and_callback_sees_state(corpus)
         assert found and all(m.shape == kernel.get_value().shape for m in found), name
 
 
+@pytest.mark.extensive  # trains
 def test_custom_transformation_and_errors(corpus):
     tx = optax.sgd(0.0)
     history = train_lm.train(tx, QUICK.replace(steps=3), corpus=corpus, progress=False)
@@ -134,6 +137,7 @@ def test_custom_transformation_and_errors(corpus):
         train_lm.build_optimizer("adamw@jordan", QUICK)
 
 
+@pytest.mark.extensive  # trains
 def test_nonfinite_loss_stops_the_run(corpus):
     history = train_lm.train("adamw", QUICK, corpus=corpus, progress=False, lr=1e12)
     assert not history.finite
@@ -143,6 +147,7 @@ def test_nonfinite_loss_stops_the_run(corpus):
 # ----------------------------------------------------------------------- command line
 
 
+@pytest.mark.extensive  # trains
 def test_main_quick_writes_plot_table_and_results(tmp_path, capsys):
     names = ["adamw", "muon" if _has_optorth("muon") else "optax_muon"]
     argv = ["--quick", "--steps", "12", "--optimizers", ",".join(names),
@@ -171,7 +176,7 @@ def test_help_lists_the_registry(capsys):
         assert name in printed
 
 
-@pytest.mark.slow
+@pytest.mark.extensive  # trains every registry entry
 def test_every_available_registry_entry_takes_finite_steps(corpus):
     cfg = QUICK.replace(steps=2, eval_every=2)
     names = [n for n in train_lm.available_optimizers() if n != "muon_learned"]

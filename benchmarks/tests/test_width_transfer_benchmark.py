@@ -36,6 +36,7 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.extensive  # trains
 def test_quick_path_trains_writes_reports_and_resumes(tmp_path, monkeypatch):
     argv = ["--quick", "--optimizers", "muon_spectral", "--widths", "8,16", "--points", "1",
             "--steps", "4", "--no-progress", "--out", str(tmp_path)]

@@ -24,7 +24,7 @@ def first_run(tmp_path_factory):
     return out, sweep.main(ARGV + ["--out", str(out)])
 
 
-@pytest.mark.slow  # 4 runs, mostly compilation: ~35 s at load 3 on 2 cores, ~55 s at load 6
+@pytest.mark.extensive  # 4 runs, mostly compilation: ~35 s at load 3 on 2 cores, ~55 s at load 6
 def test_quick_sweep_writes_one_line_per_run_and_a_table(first_run):
     out, result = first_run
     assert result["ran"] == 4  # 2 optimizers x 2 lrs x 1 seed
@@ -50,7 +50,7 @@ def test_quick_sweep_writes_one_line_per_run_and_a_table(first_run):
     assert report.load_best_lrs(out / "summary.json")["cnn"]["adamw"] in (0.002, 0.004)
 
 
-@pytest.mark.slow  # shares the 4 runs above
+@pytest.mark.extensive  # shares the 4 runs above
 def test_rerun_resumes_and_runs_nothing_new(first_run):
     out, first = first_run
     again = sweep.main(ARGV + ["--out", str(out)])

@@ -40,6 +40,7 @@ def _main_table(text: str) -> list[list[str]]:
     return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
 
 
+@pytest.mark.extensive  # runs the benchmark (module fixture)
 def test_table_has_every_method_with_finite_numbers(run):
     summary, text, _ = run
     header, rule, *body = _main_table(text)
@@ -56,6 +57,7 @@ def test_table_has_every_method_with_finite_numbers(run):
     assert body[0][COLUMNS.index("x full")] == "1.00"  # full FT's step time over itself
 
 
+@pytest.mark.extensive  # runs the benchmark (module fixture)
 def test_identity_start_and_merge_check(run):
     summary, text, _ = run
     gap = float(re.search(r"identity at start: .* = (\S+)", text).group(1))
@@ -67,6 +69,7 @@ def test_identity_start_and_merge_check(run):
         assert float(line) < 1e-4
 
 
+@pytest.mark.extensive  # runs the benchmark (module fixture)
 def test_outputs_written(run):
     summary, _, out = run
     assert (out / "finetune.png").stat().st_size > 0

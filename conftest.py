@@ -1,0 +1,46 @@
+"""Test tiers, for every test path (``tests/``, ``benchmarks/tests/`` and optorth's docstrings).
+
+``python -m pytest`` runs the fast tier: every test without a tier marker. ``--tier=slow`` adds
+the tests marked ``slow``; ``--tier=all`` adds those marked ``extensive`` as well (what
+``.ci/run`` runs). An explicit ``-m`` expression without ``--tier`` selects from all tiers, so
+``python -m pytest -m slow`` runs exactly the slow tests. Which marker a test takes is
+described in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+#: Tier name -> the markers whose tests it leaves out.
+TIERS: dict[str, frozenset[str]] = {
+    "fast": frozenset({"slow", "extensive"}),
+    "slow": frozenset({"extensive"}),
+    "all": frozenset(),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--tier", choices=tuple(TIERS), default=None,
+        help="fast (the default): unmarked tests; slow: also tests marked slow; all: also "
+             "tests marked extensive. Without --tier, an explicit -m selects from all tiers.")
+
+
+def selected_tier(config: pytest.Config) -> str:
+    """The tier this run selects: ``--tier``, else ``all`` under ``-m``, else ``fast``."""
+    return config.getoption("--tier") or ("all" if config.getoption("-m") else "fast")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"test tier: {selected_tier(config)} (choose with --tier=fast|slow|all)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    left_out = TIERS[selected_tier(config)]
+    keep, drop = [], []
+    for item in items:
+        marked = {mark.name for mark in item.iter_markers()}
+        (drop if marked & left_out else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
