@@ -183,7 +183,8 @@ def test_zero_sized_axes_map_to_empty_results():
 
 
 @pytest.mark.parametrize("kwargs, fn, message", [
-    (dict(distribute="yes"), lambda m: m, r"map_matrices: distribute='yes'; expected None"),
+    (dict(distribute="yes"), lambda m: m,
+     r"map_matrices: distribute='yes'; expected an optorth.Distribution"),
     ({}, lambda m: None, r"map_matrices: fn changed a stack of shape \(1, 4, 8\) into NoneType"),
     ({}, lambda m: m[:, :1], r"into \(1, 1, 8\); it must keep the shape"),
 ])

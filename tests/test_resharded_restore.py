@@ -14,16 +14,14 @@ normal run ``test_cases_on_8_simulated_devices`` starts this file again in a sub
 parent).
 """
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import _sharded_model as model
 import jax
 import numpy as np
 import pytest
+from _simulated_devices import rerun_on_devices
 from jax.sharding import AxisType, Mesh
 
 pytestmark = pytest.mark.slow
@@ -41,14 +39,7 @@ needs_devices = pytest.mark.skipif(
 def test_cases_on_8_simulated_devices(request):
     if jax.device_count() >= N_DEVICES:
         pytest.skip("this process has 8 devices: the cases run directly")
-    flags = os.environ.get("XLA_FLAGS", "")
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8".strip())
-    command = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider"]
-    markers = request.config.getoption("-m")
-    if markers:
-        command += ["-m", markers]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    rerun_on_devices(request, [__file__], timeout=900)
 
 
 def _mesh(name):

@@ -16,8 +16,6 @@ failure (optax 0.2.8), and the collectives in the compiled program.
 """
 
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +23,7 @@ import numpy as np
 import optax
 import pytest
 from _hlo import collective_counts, collectives_in_loops
+from _simulated_devices import rerun_on_devices
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -47,20 +46,10 @@ needs_devices = pytest.mark.skipif(
 def test_cases_on_8_simulated_devices(request):
     if jax.device_count() >= N_DEVICES:
         pytest.skip("this process has 8 devices: the cases run directly")
-    flags = os.environ.get("XLA_FLAGS", "")
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8".strip())
     here = os.path.dirname(__file__)
-    properties = os.path.join(here, "test_properties.py")
-    # Only the 8-device tests, in this run's tier.
-    command = [sys.executable, "-m", "pytest", __file__, os.path.join(here, "test_distribution.py"),
-               f"{properties}::test_sharded_equals_unsharded", "-q", "-x", "-p",
-               "no:cacheprovider"]
-    for option in ("--tier", "-m"):
-        value = request.config.getoption(option)
-        if value:
-            command += [option, value]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    rerun_on_devices(request, [__file__, os.path.join(here, "test_distribution.py"),
+                               f"{os.path.join(here, 'test_properties.py')}"
+                               "::test_sharded_equals_unsharded"])
 
 
 # ----- parameters and layouts ------------------------------------------------------------------
