@@ -132,7 +132,7 @@ class Distribution:
                 continue
             entries = _entries(spec, getattr(leaf, "ndim", len(spec)))
             layouts.append((_leaf_path(jax.tree_util.keystr(path)), entries))
-            used += [a for e in entries for a in _names(e) if a not in used]
+            used += [a for e in entries for a in entry_axes(e) if a not in used]
         return cls(axes=tuple(used), layouts=tuple(layouts), **settings)
 
 
@@ -142,7 +142,8 @@ def _leaf_path(path: str) -> str:
     return path[:-len(".value")] if path.endswith(".value") else path
 
 
-def _names(entry) -> tuple[str, ...]:
+def entry_axes(entry) -> tuple[str, ...]:
+    """The mesh axes of one ``PartitionSpec`` entry (``None``, a name or a tuple of names)."""
     return () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))
 
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from optorth._distribution import Distribution
+from optorth._distribution import Distribution, entry_axes
 from optorth.matrices._grouping import Group, regroup
 from optorth.matrices._specs import MatrixSpec
 
@@ -52,17 +52,12 @@ def usable_axes(mesh) -> tuple[str, ...]:
                  if size > 1 and name not in manual)
 
 
-def _names(entry) -> tuple[str, ...]:
-    if entry is None:
-        return ()
-    return (entry,) if isinstance(entry, str) else tuple(entry)
-
-
 def _spec_axes(layout) -> tuple[str, ...]:
-    return tuple(a for entry in layout for a in _names(entry))
+    return tuple(a for entry in layout for a in entry_axes(entry))
 
 
-def _size(mesh, axes) -> int:
+def mesh_size(mesh, axes) -> int:
+    """How many devices the mesh axes ``axes`` span."""
     return math.prod(mesh.shape[a] for a in axes)
 
 
@@ -113,16 +108,16 @@ def _batch_home(member, known: Layouts) -> tuple[str, ...] | None:
     if spec.heads is not None or spec.blocks is not None:
         return None
     red, out, batch = spec._roles(shape)[:3]
-    if not batch or any(_names(layout[a]) for a in batch[1:]):
+    if not batch or any(entry_axes(layout[a]) for a in batch[1:]):
         return None
-    return _names(layout[batch[0]]) or None
+    return entry_axes(layout[batch[0]]) or None
 
 
 def _extend(start, candidates, mesh, count) -> tuple[str, ...]:
     """``start`` plus the candidate axes, in order, while the stack still divides evenly."""
     home = list(start)
     for axis in candidates:
-        if axis not in home and count % _size(mesh, home + [axis]) == 0:
+        if axis not in home and count % mesh_size(mesh, home + [axis]) == 0:
             home.append(axis)
     return tuple(home)
 
@@ -136,8 +131,8 @@ def _matrix_axes(group: Group, known: Layouts):
         spec, shape, layout = (known.specs[m.leaf], known.shapes[m.leaf],
                                known.layouts[m.leaf])
         red, out = spec._roles(shape)[:2]
-        rows = tuple(a for ax in red for a in _names(layout[ax]))
-        cols = tuple(a for ax in out for a in _names(layout[ax]))
+        rows = tuple(a for ax in red for a in entry_axes(layout[ax]))
+        cols = tuple(a for ax in out for a in entry_axes(layout[ax]))
         found.add((cols, rows) if m.transposed else (rows, cols))
     return found.pop() if len(found) == 1 else None
 
@@ -181,7 +176,7 @@ def _budget_batches(members, per_batch: int | None) -> list[list]:
 
 
 def _placement(group, home, route, mesh, policy) -> Placement:
-    devices = _size(mesh, home)
+    devices = mesh_size(mesh, home)
     local = -(-group.size // devices)
     chunks = _chunks(local, group, policy)
     local = -(-local // chunks) * chunks
@@ -210,7 +205,7 @@ def _plan_group(group, mesh, policy, known):
         return [(group, None)]
     own, pooled = _split_local(group, candidates, mesh, policy, known)
     fits = _fits(group, policy)
-    devices = _size(mesh, candidates)
+    devices = mesh_size(mesh, candidates)
     batches = _budget_batches(pooled, None if fits is None else fits * devices) if pooled else []
     subgroups = regroup(group, [[m] for m, _ in own] + batches)
     homes = [home for _, home in own] + [candidates] * len(batches)
@@ -227,7 +222,7 @@ def _split_local(group, candidates, mesh, policy, known):
     stack; the rest are pooled into one stack."""
     if not policy.keep_local:
         return [], list(group.members)
-    devices = _size(mesh, candidates)
+    devices = mesh_size(mesh, candidates)
     own, pooled = [], []
     for member in group.members:
         batch = _batch_home(member, known)

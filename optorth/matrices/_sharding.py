@@ -53,13 +53,14 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from optorth._distribution import Distribution, as_distribution
+from optorth._distribution import Distribution, as_distribution, entry_axes
 from optorth.matrices._grouping import Group, map_stacks
 from optorth.matrices._paths import is_variable, unwrap
 from optorth.matrices._placement import (
     Placement,
     check_axes,
     layouts_of,
+    mesh_size,
     plan_placements,
     usable_axes,
 )
@@ -145,10 +146,7 @@ def _chunked(fn, stacks, placement: Placement, devices: int):
 def _placed(group: Group, placement: Placement, mesh, fn, previous: list):
     """``fn`` on a stack placed as planned; ``previous`` holds the last placed stack's result
     (a stack ``after_previous`` starts only when that result exists)."""
-    devices = 1
-    home = placement.home[0]
-    for axis in (home,) if isinstance(home, str) else home:
-        devices *= mesh.shape[axis]
+    devices = mesh_size(mesh, entry_axes(placement.home[0]))
 
     def call(*stacks):
         context = jax.sharding.get_abstract_mesh()  # inside auto_axes: the Auto view
