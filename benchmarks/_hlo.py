@@ -3,10 +3,10 @@
 Input: ``compiled = jax.jit(f).lower(...).compile()``; ``compiled.as_text()`` is the
 partitioned per-device program (SPMD: every device runs the same one).
 
-* :func:`collective_counts` / :func:`collectives_in_loops` (from ``tests/_hlo.py``, which the
+* `collective_counts` / `collectives_in_loops` (from ``tests/_hlo.py``, which the
   library's tests use): each collective instruction counted once where it is defined (loop
   bodies not unrolled).
-* :func:`analyze` / :func:`analyze_compiled`: the cost of one *execution*. Every computation is
+* `analyze` / `analyze_compiled`: the cost of one *execution*. Every computation is
   weighted by how often it runs: the entry once, a ``while`` body × its trip count (XLA's
   ``known_trip_count``, else read off the loop condition's ``compare`` against a constant),
   nested loops multiplying, fusions and calls × their caller. ``cost_analysis()`` counts a
@@ -320,7 +320,7 @@ class HloCost:
     """Per-device cost of one execution of a compiled program (see the module docstring).
 
     ``bytes``/``axis_bytes``/``total_bytes`` are the busiest device's; ``collectives`` lists
-    every collective instruction (:class:`Collective`).
+    every collective instruction (`Collective`).
     """
 
     dot_flops: float
@@ -410,10 +410,10 @@ def analyze(hlo: str, mesh_shape: dict[str, int] | None = None) -> HloCost:
 
 
 def analyze_compiled(compiled, mesh=None) -> HloCost:
-    """:func:`analyze` of ``compiled.as_text()`` plus ``memory_analysis().temp_size_in_bytes``.
+    """`analyze` of ``compiled.as_text()`` plus ``memory_analysis().temp_size_in_bytes``.
 
     ``mesh``: the ``jax.sharding.Mesh`` the program's shardings use (``None``: one device or
-    an unknown mesh, see :func:`analyze`).
+    an unknown mesh, see `analyze`).
     """
     cost = analyze(compiled.as_text(), None if mesh is None else dict(mesh.shape))
     stats = compiled.memory_analysis()

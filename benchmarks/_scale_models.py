@@ -14,10 +14,10 @@ Every parameter is a ``jax.ShapeDtypeStruct`` (float32, Flax layout): nothing is
   them on the expert axis over the ``fsdp`` mesh axis (expert parallelism), so each device
   already holds whole expert matrices.
 
-Layouts (:func:`partition_specs`), by mesh axis name: ``fsdp`` takes the largest axis of a leaf
+Layouts (`partition_specs`), by mesh axis name: ``fsdp`` takes the largest axis of a leaf
 it divides (``rule="first"``: the first such axis instead), ``tensor`` then the largest remaining
 axis it divides (rank ≥ 2), ``replica`` shards nothing. ``optax.contrib.muon`` is routed like
-optorth (:func:`optax_dimension_numbers`): the same leaves, the same reduction/output axes.
+optorth (`optax_dimension_numbers`): the same leaves, the same reduction/output axes.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def time_fn(
       jit: whether to wrap ``fn`` in ``jax.jit``.
 
     Returns:
-      A :class:`Timing`; outputs are waited on with ``jax.block_until_ready``.
+      A `Timing`; outputs are waited on with ``jax.block_until_ready``.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}.")

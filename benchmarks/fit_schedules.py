@@ -3,7 +3,7 @@
     python benchmarks/fit_schedules.py [--only fitted4 ...] [--spectra out/lm_spectra.npz]
                                        [--out optorth/ns/data/fitted_schedules.json]
 
-Each entry is ``optorth.fit_schedule(...)`` with the arguments listed in :data:`ENTRIES`
+Each entry is ``optorth.fit_schedule(...)`` with the arguments listed in `ENTRIES`
 (deterministic given the seed) and is stored as ``Schedule.to_dict()``, provenance included.
 Entries whose spectra come from the LM (``*_lm``) need ``--spectra`` (written by
 ``benchmarks/lm_spectra.py``); without it, existing entries of the file are kept.

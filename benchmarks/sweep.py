@@ -11,11 +11,11 @@
                                                          # muon, adamw, adafactor
 
 Tasks: ``lm`` is the main job (``benchmarks/lm``: the character-level transformer at its
-default :class:`~benchmarks.lm.Config`, 300 steps); ``cnn`` is a four-layer CNN on generated
+default `Config`, 300 steps); ``cnn`` is a four-layer CNN on generated
 16x16 images of 10 classes (``benchmarks/cnn_task``, 300 steps of 64 images) whose conv
 kernels take optorth's matrix path. Optimizers: ``optorth.optimizers.READY`` plus the
 baselines ``adamw`` and ``optax_muon_routed``, built by
-:func:`benchmarks.lm.registry.build_sweep_optimizer` with the main job's learning-rate shape
+`benchmarks.lm.registry.build_sweep_optimizer` with the main job's learning-rate shape
 (warmup, cosine decay to 10%) and AdamW fallback (3e-3). Each is run at ``--grid-points``
 peak learning rates spaced by ``--spacing`` (2 or sqrt10) around its default (the registry
 lr for the baselines; 1e-2 for adafactor, whose relative-step default is also run as a
@@ -165,7 +165,7 @@ def load_records(path: pathlib.Path) -> list[dict]:
 
 
 def append_record(path: pathlib.Path, record: dict) -> None:
-    """Append one finished run to a resumable JSON-lines file (read by :func:`load_records`)."""
+    """Append one finished run to a resumable JSON-lines file (read by `load_records`)."""
     with path.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
 

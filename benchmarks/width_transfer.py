@@ -16,7 +16,7 @@ The sweep trains the main job's character-level transformer (``benchmarks/lm``) 
 ``d_model`` of ``--widths`` (64, 128, 256) with the same depth (2 blocks), the same steps,
 batches, data and learning-rate shape, and ``heads = d_model / head_dim`` so that the head
 dimension stays ``--head-dim`` (32) at every width. For each optimizer of
-:data:`lm.width_registry.WIDTH_OPTIMIZERS` (AdamW, and ``optorth.muon`` with each shape-scale
+`lm.width_registry.WIDTH_OPTIMIZERS` (AdamW, and ``optorth.muon`` with each shape-scale
 convention of ``optorth.norms.CONVENTIONS``: ``keller``, ``consistent_rms`` with rms 0.2,
 ``spectral``) it sweeps the peak learning rate over ``--points`` (7) values a factor 2 apart,
 centred on the optimizer's guess of the optimum at width 128. The Muon variants' AdamW

@@ -6,34 +6,34 @@ Every optimizer here is one pipeline of small blocks (Kovalev, arXiv 2503.12645)
              → optional second-moment normalization → weight decay → learning rate
 
 Ready optimizers (hidden matrices take the pipeline; embeddings, heads, biases and gains take
-a fallback AdamW; print :func:`describe_routing` to see which leaf goes where):
-  :func:`muon`, :func:`turbo_muon`, :func:`root`, :func:`normuon`, :func:`adamuon`,
-  :func:`factored_muon`, :func:`trust_region`, :func:`normalized_sgdm`, :func:`signum`,
-  :func:`auon`, :func:`hybrid_auon`, :func:`adafactor`.
+a fallback AdamW; print `describe_routing` to see which leaf goes where):
+  `muon`, `turbo_muon`, `root`, `normuon`, `adamuon`,
+  `factored_muon`, `trust_region`, `normalized_sgdm`, `signum`,
+  `auon`, `hybrid_auon`, `adafactor`.
 
 Configuration objects (frozen, validated where they are built, static under ``jax.jit``):
-  :class:`NewtonSchulz` (schedule, steps, normalization, method, dtype, online learning,
-  distribution, telemetry), :class:`OnlineLearning`, :class:`Schedule`, :class:`Distribution`
-  (how the matrices are divided over a device mesh), :class:`WeightDecay` (decoupled or
-  cautious, coupled to the learning rate or not); norms in :mod:`optorth.norms`.
+  `NewtonSchulz` (schedule, steps, normalization, method, dtype, online learning,
+  distribution, telemetry), `OnlineLearning`, `Schedule`, `Distribution`
+  (how the matrices are divided over a device mesh), `WeightDecay` (decoupled or
+  cautious, coupled to the learning rate or not); norms in `optorth.norms`.
 
-Blocks to chain yourself: :func:`scale_by_momentum`, :func:`soft_threshold`,
-  :func:`orthogonalize`, :func:`dualize`, :func:`scale_by_shape`,
-  :func:`scale_by_factored_rms`, :func:`scale_by_neuron_rms`,
-  :func:`scale_by_elementwise_rms`, :func:`keep_matrix_norm`, :func:`scale_to_rms`,
-  :func:`clip_by_rms`, :func:`scale_by_param_rms`, :func:`record_spectra`, :func:`qk_clip`
-  (QK-clip after the step, with :class:`QKClip` and ``optorth.nn.capture_max_logits``).
+Blocks to chain yourself: `scale_by_momentum`, `soft_threshold`,
+  `orthogonalize`, `dualize`, `scale_by_shape`,
+  `scale_by_factored_rms`, `scale_by_neuron_rms`,
+  `scale_by_elementwise_rms`, `keep_matrix_norm`, `scale_to_rms`,
+  `clip_by_rms`, `scale_by_param_rms`, `record_spectra`, `qk_clip`
+  (QK-clip after the step, with `QKClip` and ``optorth.nn.capture_max_logits``).
 
-Matrices and routing: :class:`MatrixSpec`, :func:`route`, :func:`describe_routing`,
-  :func:`nnx_attention_rules`.
+Matrices and routing: `MatrixSpec`, `route`, `describe_routing`,
+  `nnx_attention_rules`.
 
-Newton–Schulz and schedules: :func:`newton_schulz`, :func:`validate_schedule`,
-  :func:`fit_schedule`, :func:`recorded_spectra`; checkpoints: :func:`reconcile_coefficients`.
+Newton–Schulz and schedules: `newton_schulz`, `validate_schedule`,
+  `fit_schedule`, `recorded_spectra`; checkpoints: `reconcile_coefficients`.
 
-Submodules hold the rest: :mod:`optorth.ns` (engine, presets, generators, fitting),
-:mod:`optorth.matrices` (specs, routing, grouping, sharding), :mod:`optorth.norms`,
-:mod:`optorth.blocks`, :mod:`optorth.optimizers`, :mod:`optorth.checkpoint`,
-:mod:`optorth.contrib` (neighbouring methods from the literature), :mod:`optorth.nn`
+Submodules hold the rest: `optorth.ns` (engine, presets, generators, fitting),
+`optorth.matrices` (specs, routing, grouping, sharding), `optorth.norms`,
+`optorth.blocks`, `optorth.optimizers`, `optorth.checkpoint`,
+`optorth.contrib` (neighbouring methods from the literature), `optorth.nn`
 (orthogonal fine-tuning adapters for Flax NNX: OFTv2, HRA, Givens).
 
 Example:

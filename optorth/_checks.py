@@ -69,7 +69,7 @@ def nan_outside(value, lo: float, hi: float, *, include_hi: bool):
 def check_decay(who: str, name: str, value) -> Any:
     """``value`` if it lies in [0, 1) (a momentum or EMA coefficient; 1 never forgets the
     first gradient and gives zero or constant updates, > 1 diverges); a traced value comes
-    back NaN outside that range (:func:`nan_outside`)."""
+    back NaN outside that range (`nan_outside`)."""
     number = _number(who, name, value)
     if number is not None and not 0.0 <= number < 1.0:
         raise ValueError(f"{who}: {name} must lie in [0, 1); got {value!r}. "
@@ -102,7 +102,7 @@ def check_positive_int(who: str, name: str, value, *, allow_none: bool = False) 
 def check_learning_rate(who: str, value, name: str = "learning_rate") -> Any:
     """``value`` if it is a finite number ≥ 0, a concrete or traced scalar, or a callable
     schedule ``count -> value`` (an ``optax.Schedule``); a traced value comes back NaN where
-    it is negative or not finite (:func:`nan_outside`)."""
+    it is negative or not finite (`nan_outside`)."""
     if callable(value) and not hasattr(value, "dtype"):
         return value
     if isinstance(value, (str, bytes)) or concrete_float(value) is None:

@@ -48,7 +48,7 @@ class Distribution:
         explicit axes, the axes the stack's parameters are actually sharded on; under
         automatic axes (layouts are not visible while tracing) every axis of size > 1. Name
         the axes yourself under automatic axes on a mesh with a replica axis, or use
-        :meth:`for_params`.
+        `for_params`.
       replica_axes: axes that never carry a stack (the slow cross-slice link of an HSDP mesh);
         the work is repeated on each replica instead, which costs no communication.
       keep_local: a leaf that holds whole matrices on each device already (sharded only on a
@@ -56,7 +56,7 @@ class Distribution:
         a leaf whose matrices divide evenly over the devices is moved as its own stack instead
         of being concatenated with other leaves.
       layouts: the parameters' layouts, ``((path, PartitionSpec entries), ...)`` as
-        :meth:`for_params` records them; under automatic axes they stand in for the layouts
+        `for_params` records them; under automatic axes they stand in for the layouts
         that tracing hides (a leaf whose path is not listed leaves the plan as without them).
       memory_budget: bytes of matrices (counted in float32, the iteration's precision, or the
         parameters' dtype if wider) that one device gathers and iterates on at once; a larger
@@ -165,7 +165,7 @@ def _checked_layouts(layouts) -> tuple:
 
 
 def as_distribution(value, who: str) -> Distribution:
-    """A :class:`Distribution` from itself or the shorthand ``None`` / ``True`` / ``False``."""
+    """A `Distribution` from itself or the shorthand ``None`` / ``True`` / ``False``."""
     if isinstance(value, Distribution):
         return value
     if value is None or isinstance(value, bool):

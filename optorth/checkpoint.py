@@ -1,20 +1,20 @@
 """Checkpoints: what a restored optimizer state does with its Newton–Schulz coefficients.
 
-Every :func:`optorth.orthogonalize` block keeps its coefficient table in its state
-(:class:`optorth.OrthogonalizeState`): ``coeffs`` (the table read at every update; learned or
+Every `optorth.orthogonalize` block keeps its coefficient table in its state
+(`optorth.OrthogonalizeState`): ``coeffs`` (the table read at every update; learned or
 scheduled coefficients change it), ``fingerprint`` (a CRC32 of the table(s) the block was
 *constructed* with; it never changes during training), ``version`` (the state layout,
-:data:`STATE_VERSION`) and, when learning online, ``count``. All are plain arrays, so an
+`STATE_VERSION`) and, when learning online, ``count``. All are plain arrays, so an
 Orbax round trip of the whole optax state is bit-exact and training continues identically
 after a restore.
 
 A restore knows nothing about the optimizer the code constructs now, so by itself it keeps the
 checkpoint's coefficients, like every other state (momentum, second moments). When the two can
 differ — the table was learned online, or the code now asks for another schedule or step
-count — call :func:`reconcile_coefficients` right after restoring and choose explicitly:
+count — call `reconcile_coefficients` right after restoring and choose explicitly:
 
 Every policy that keeps the restored table first checks its values: a table that is not
-finite or that :func:`optorth.validate_schedule` rejects raises ``ValueError``.
+finite or that `optorth.validate_schedule` rejects raises ``ValueError``.
 
 ==================  ============================================================================
 policy              restored coefficients differ from those the optimizer was constructed with
@@ -158,7 +158,7 @@ def _choose(path, restored, reference, policy):
 def reconcile_coefficients(restored, reference, policy: str = "same_schedule"):
     """Decides, explicitly, which Newton–Schulz coefficients a restored state continues with.
 
-    Compares every :class:`optorth.OrthogonalizeState` of ``restored`` with the one at the
+    Compares every `optorth.OrthogonalizeState` of ``restored`` with the one at the
     same place in ``reference`` (the state of the optimizer constructed now, e.g.
     ``tx.init(params)``) and applies ``policy`` (see the module docstring). Every other leaf
     of ``restored`` is returned unchanged.

@@ -3,12 +3,12 @@
 ``build(name, rules, fallback=None)`` returns the optimizer; ``fallback`` replaces the
 AdamW (or Adafactor) path of the routed optimizers, e.g. ``optax.set_to_zero()`` to freeze
 embeddings and heads so that only the matrix path can reduce the loss. Without it the routed
-optimizers (except ``factored_muon``, whose fallback is Adafactor) get :func:`adamw`, the
+optimizers (except ``factored_muon``, whose fallback is Adafactor) get `adamw`, the
 default fallback's AdamW with a learning rate of 3e-3. Learning rates are each optimizer's own
 default where it has one, otherwise a value that gives an update RMS of the same order as
 Muon's (normalized SGD: Frobenius-norm steps; Signum: unit entries).
 Shared by test_nnx, test_linen, test_checkpoint, test_bad_inputs, test_conformance and
-test_surface; :func:`tiered` keeps one optimizer per code path (``FAST``) in the fast tier.
+test_surface; `tiered` keeps one optimizer per code path (``FAST``) in the fast tier.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 import optorth
 
-#: name → (factory, keyword arguments); ``rules`` and ``fallback`` are added by :func:`build`.
+#: name → (factory, keyword arguments); ``rules`` and ``fallback`` are added by `build`.
 READY = {
     "muon": (optorth.muon, dict(learning_rate=0.02)),
     # Newton–Schulz coefficients learned online, kept in the optimizer state.

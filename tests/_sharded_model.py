@@ -64,7 +64,7 @@ def _global(x, sharding):
 
 
 def place(host_tree, mesh):
-    """The parameters as global arrays sharded by :func:`fsdp`."""
+    """The parameters as global arrays sharded by `fsdp`."""
     return jax.tree.map(lambda x: _global(x, fsdp(mesh, x.ndim)), host_tree)
 
 

@@ -3,7 +3,7 @@
 For every ready optimizer: save after a few steps, restore into the structure of a fresh
 state, check every leaf is bit-identical (dtype included), and check training continues
 exactly as an uninterrupted run. Coefficient tables that differ from the schedule (learned)
-survive the round trip; :func:`optorth.reconcile_coefficients` decides explicitly what a
+survive the round trip; `optorth.reconcile_coefficients` decides explicitly what a
 restored state continues with when they differ from the optimizer constructed now.
 """
 
@@ -62,7 +62,7 @@ def _step_fn(tx):
 
 
 def _stepper(tx):
-    """:func:`_step_fn` of ``tx``, jitted."""
+    """`_step_fn` of ``tx``, jitted."""
     return jax.jit(_step_fn(tx))
 
 
@@ -145,7 +145,7 @@ GROUPS = (FAST, tuple(name for name in NAMES if name not in FAST))
 
 
 def _round_trips(directory, names):
-    """:func:`_round_trip`, from nudged (learned) tables, of every optimizer in ``names`` at once.
+    """`_round_trip`, from nudged (learned) tables, of every optimizer in ``names`` at once.
 
     Returns name -> (saved, restored, continued, continued from restored): each
     ``{"params", "state"}`` after 3 steps, its Orbax restore, and both after 3 more steps.
@@ -179,7 +179,7 @@ def _round_trips(directory, names):
 
 @pytest.fixture(scope="module")
 def round_trips(tmp_path_factory):
-    """name -> :func:`_round_trips`'s result, computed for the name's group on first use."""
+    """name -> `_round_trips`'s result, computed for the name's group on first use."""
     done = {}
 
     def get(name):

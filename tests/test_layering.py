@@ -1,17 +1,17 @@
 """The package's layers only look down, and its text cites papers, not internal notes.
 
-Every module under ``optorth/`` is parsed with :mod:`ast` (imports inside functions included;
+Every module under ``optorth/`` is parsed with `ast` (imports inside functions included;
 nothing is imported or executed) and the import graph between optorth modules is checked for:
 
 * an import cycle between modules;
 * an underscore-prefixed *name* imported from another module
   (``from optorth.ns._presets import _SHAPED``); public names from private files are fine, and a
   private *module* (``from optorth.ns import _fitted``) may be imported only within its own wing;
-* an import that points up or sideways across wings, per :data:`LAYERS`: a module may import
+* an import that points up or sideways across wings, per `LAYERS`: a module may import
   its own wing and strictly lower layers (so ``ns`` and ``matrices`` never import each other);
 * a comment or string citing internal notes ("REFERENCE §", "REFERENCE.md") or an issue number.
 
-The checker is a plain function, :func:`check_package`, so that ``test_checker_catches_*``
+The checker is a plain function, `check_package`, so that ``test_checker_catches_*``
 can run it on a synthetic package and show that it is not vacuous.
 """
 

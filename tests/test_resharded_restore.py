@@ -4,7 +4,7 @@ Trains the tiny model of ``_sharded_model.py`` with ``optorth.muon`` for a few s
 1-D FSDP mesh of 8 devices, saves parameters and optimizer state with Orbax, restores them
 under a 4-device FSDP mesh and under an HSDP mesh (replica 2 × fsdp 4) by giving
 ``StandardCheckpointer.restore`` a target sharded for the new mesh, reconciles the coefficient
-state with :func:`optorth.reconcile_coefficients`, continues a few steps and matches the run
+state with `optorth.reconcile_coefficients`, continues a few steps and matches the run
 that never stopped to 1e-6. Every restored array carries the new mesh's sharding. The example
 of the docs section "Restoring under a different mesh" (``docs/scaling_out.md``) runs too.
 

@@ -1,4 +1,4 @@
-"""Weight decay modes (:class:`optorth.WeightDecay`) against NumPy from the papers' equations.
+"""Weight decay modes (`optorth.WeightDecay`) against NumPy from the papers' equations.
 
 Cautious weight decay, Algorithm 1 of Chen et al., "Cautious Weight Decay" (arXiv 2510.12402):
 x ← x − η (u + λ · 1[u ⊙ x ≥ 0] ⊙ x), with u the optimizer's direction. The direction u of

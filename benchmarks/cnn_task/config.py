@@ -1,4 +1,4 @@
-"""What defines a CNN run: :class:`CNNConfig` (data, model widths, schedule, evaluation)."""
+"""What defines a CNN run: `CNNConfig` (data, model widths, schedule, evaluation)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ class CNNConfig:
     """Everything that defines one run of the CNN task.
 
     The learning-rate shape fields (``steps``, ``warmup_frac``, ``final_lr_frac``) and
-    ``weight_decay`` have the meaning of the LM job's :class:`~benchmarks.lm.Config`, so the
-    same optimizer builders and :func:`~benchmarks.lm.lr_schedule` serve both tasks.
+    ``weight_decay`` have the meaning of the LM job's `Config`, so the
+    same optimizer builders and `lr_schedule` serve both tasks.
 
     Attributes:
       image_size: side of the square images, in pixels.

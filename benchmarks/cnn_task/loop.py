@@ -1,4 +1,4 @@
-"""The CNN task's training loop: one optimizer, one run, a :class:`CNNHistory`."""
+"""The CNN task's training loop: one optimizer, one run, a `CNNHistory`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .model import loss_and_accuracy, loss_fn, make_model
 
 @dataclasses.dataclass
 class CNNHistory(History):
-    """The record of one run (:class:`benchmarks.lm.loop.History`) plus validation accuracy."""
+    """The record of one run (`benchmarks.lm.loop.History`) plus validation accuracy."""
 
     val_accuracy: list[float] = dataclasses.field(default_factory=list)
 
@@ -51,7 +51,7 @@ def train(tx: optax.GradientTransformation, cfg: CNNConfig, *, data: ImageData |
       name: label of the run.
 
     Returns:
-      The :class:`CNNHistory` (validation measured at ``cfg.eval_steps()``).
+      The `CNNHistory` (validation measured at ``cfg.eval_steps()``).
     """
     data = make_data(cfg) if data is None else data
     model = make_model(cfg, data.num_classes)

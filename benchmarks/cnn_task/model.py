@@ -39,7 +39,7 @@ class CNN(nnx.Module):
 
 
 def make_model(cfg: CNNConfig, num_classes: int) -> CNN:
-    """A freshly initialised :class:`CNN` from ``cfg.seed`` (identical for every optimizer)."""
+    """A freshly initialised `CNN` from ``cfg.seed`` (identical for every optimizer)."""
     return CNN(cfg, num_classes, rngs=nnx.Rngs(params=cfg.seed))
 
 

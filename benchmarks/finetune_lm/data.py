@@ -1,7 +1,7 @@
 """Two text sources and one character vocabulary for the fine-tuning benchmark.
 
 * Source A (pretraining): Python standard-library source, exactly the main job's text
-  (:func:`benchmarks.lm.data.read_text`, same file order and length).
+  (`benchmarks.lm.data.read_text`, same file order and length).
 * Source B (fine-tuning): English prose, the documentation strings CPython ships in
   ``pydoc_data/topics.py`` (the text ``help("assert")`` prints), topics concatenated in sorted
   order. Every CPython install has it; nothing is downloaded.
@@ -40,7 +40,7 @@ class Sources:
         return len(self.vocab)
 
     def pretraining_corpus(self) -> lm_data.Corpus:
-        """Source A as the main job's :class:`~benchmarks.lm.data.Corpus` (shared vocabulary)."""
+        """Source A as the main job's `Corpus` (shared vocabulary)."""
         return lm_data.Corpus(train=self.a_train, val=self.a_val, vocab=self.vocab,
                               files=self.a_files, root=str(lm_data.stdlib_root()))
 

@@ -249,6 +249,6 @@ def _merged_copy(model):
 
 def merged_model(result: MethodResult) -> tuple[nnx.Module, nnx.Module]:
     """The chosen run's adapted model and a copy with every adapter merged into its layer
-    (``optorth.nn.merge``, and :func:`merge_lora` for the LoRA baseline)."""
+    (``optorth.nn.merge``, and `merge_lora` for the LoRA baseline)."""
     adapted = nnx.merge(result.model_graphdef, result.best.state[0])
     return adapted, _merged_copy(adapted)

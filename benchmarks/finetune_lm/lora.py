@@ -2,9 +2,9 @@
 of Large Language Models", arXiv 2106.09685).
 
 ``y = base(x) + (x A) B · alpha / rank`` with the base ``nnx.Linear`` frozen exactly like the
-orthogonal adapters' (``optorth.nn.frozen_copy``: :class:`optorth.nn.Frozen` kernel and bias),
+orthogonal adapters' (``optorth.nn.frozen_copy``: `optorth.nn.Frozen` kernel and bias),
 ``A`` (in, rank) drawn from N(0, 1/in) and ``B`` (rank, out) zero, so the layer starts at the
-pretrained function. ``A`` and ``B`` are :class:`optorth.nn.AdapterParam` named ``lora_a`` and
+pretrained function. ``A`` and ``B`` are `optorth.nn.AdapterParam` named ``lora_a`` and
 ``lora_b``.
 """
 
@@ -58,7 +58,7 @@ class LoRALinear(nnx.Module):
 
 
 def merge_lora(model: nnx.Module) -> list[str]:
-    """Replace, in place, every :class:`LoRALinear` in ``model`` by its merged layer."""
+    """Replace, in place, every `LoRALinear` in ``model`` by its merged layer."""
     found = [(path, module) for path, module in nnx.iter_modules(model)
              if isinstance(module, LoRALinear) and path]
     for path, module in found:

@@ -1,8 +1,8 @@
 """The fine-tuning methods compared, their hyperparameters and learning-rate grids.
 
 Every adapter method wraps the hidden dense layers (attention query/key/value/out and the MLP
-fc/proj of every block; :data:`HIDDEN_LAYERS`) and trains only its
-:class:`optorth.nn.AdapterParam` variables. Ranks and block sizes are chosen so that trainable
+fc/proj of every block; `HIDDEN_LAYERS`) and trains only its
+`optorth.nn.AdapterParam` variables. Ranks and block sizes are chosen so that trainable
 parameter counts are as close as possible to one budget, counted on the real adapted model.
 Givens adapters have no such knob: strict GOFT has ``d - 1`` angles per layer and quasi-Givens
 ``4 (d - 1)`` numbers, fixed by the widths.
@@ -73,7 +73,7 @@ def count(model: nnx.Module, wrt=optorth.nn.AdapterParam) -> int:
 
 
 def adapted_widths(model: nnx.Module) -> list[int]:
-    """``in_features`` of every dense layer that :data:`HIDDEN_LAYERS` selects."""
+    """``in_features`` of every dense layer that `HIDDEN_LAYERS` selects."""
     return [module.in_features for path, module in nnx.iter_modules(model)
             if isinstance(module, nnx.Linear)
             and re.search(HIDDEN_LAYERS, "/".join(map(str, path)))]

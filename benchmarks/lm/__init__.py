@@ -13,7 +13,7 @@ training step (compilation excluded, evaluation excluded), and writes to ``--out
 * ``train_lm.json`` the configuration, environment, corpus, per-optimizer histories, table;
 * ``train_lm.csv``  one row per (optimizer, split, step, loss).
 
-Optimizers come from :data:`registry.REGISTRY` (``--help`` lists them and which are
+Optimizers come from `registry.REGISTRY` (``--help`` lists them and which are
 available in the installed optorth). ``name@schedule`` runs an optorth spectral optimizer with
 another Newton–Schulz schedule (a preset name, a shipped fitted schedule or a Schedule JSON
 file), e.g. ``--optimizers muon,muon@polar_express``.
@@ -24,11 +24,11 @@ from the repository root (``lm`` from a script in ``benchmarks/``)::
     from benchmarks.lm import Config, train, make_model, load_corpus
     history = train("muon", Config(steps=100), callback=lambda info: ...)
 
-Modules: ``config`` (:class:`Config`, the lr shape), ``registry`` (every optimizer
-construction), ``loop`` (:func:`train`), ``report`` (table, plot, files), ``cli`` (``main``),
+Modules: ``config`` (`Config`, the lr shape), ``registry`` (every optimizer
+construction), ``loop`` (`train`), ``report`` (table, plot, files), ``cli`` (``main``),
 ``model`` and ``data``.
 
-The callback receives a :class:`StepInfo` after every step; ``info.opt_state`` is the optax
+The callback receives a `StepInfo` after every step; ``info.opt_state`` is the optax
 state (plain arrays, optax's own structure) and ``info.params`` the parameters.
 """
 

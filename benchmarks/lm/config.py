@@ -1,4 +1,4 @@
-"""What defines a run: :class:`Config`, the learning-rate shape and the run's model."""
+"""What defines a run: `Config`, the learning-rate shape and the run's model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from . import model as lm_model
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config(lm_model.ModelShape):
     """Everything that defines a run: the model's shape (the fields of
-    :class:`~benchmarks.lm.model.ModelShape`), data, schedule and evaluation.
+    `ModelShape`), data, schedule and evaluation.
 
     The defaults are the README run: 4 optimizers finish in well under 10 minutes on a
     2-core CPU. ``Config.quick()`` is the tiny setting used by the tests.

@@ -74,7 +74,7 @@ def stdlib_root() -> pathlib.Path:
 
 
 def stdlib_files(root: pathlib.Path | None = None) -> list[pathlib.Path]:
-    """Sorted ``*.py`` files under ``root`` outside :data:`EXCLUDED_DIRS`."""
+    """Sorted ``*.py`` files under ``root`` outside `EXCLUDED_DIRS`."""
     root = stdlib_root() if root is None else pathlib.Path(root)
     if not root.is_dir():
         raise ValueError(f"standard-library directory {root} does not exist")
@@ -147,7 +147,7 @@ def load_corpus(
       root: standard-library directory (default: the running interpreter's).
 
     Returns:
-      A :class:`Corpus`.
+      A `Corpus`.
     """
     text, files = read_text(num_chars, seed=seed, root=root)
     vocab = tuple(sorted(set(text)))

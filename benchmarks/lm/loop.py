@@ -1,4 +1,4 @@
-"""The training loop: one optimizer, one run, a :class:`History`."""
+"""The training loop: one optimizer, one run, a `History`."""
 
 from __future__ import annotations
 
@@ -157,20 +157,20 @@ def train(
     lr: float | None = None,
     fallback_lr: float | None = None,
 ) -> History:
-    """Train the model of ``config`` with one optimizer and return its :class:`History`.
+    """Train the model of ``config`` with one optimizer and return its `History`.
 
     Args:
       optimizer: a registry name (``"muon"``, ``"muon@polar_express"``) or any
         ``optax.GradientTransformation`` (its learning rate is then the caller's business).
       config: the run; defaults to ``Config()``.
       corpus: a pre-loaded corpus (default: ``load_corpus(config.corpus_chars)``).
-      callback: called as ``callback(info)`` after every step with a :class:`StepInfo`.
+      callback: called as ``callback(info)`` after every step with a `StepInfo`.
       progress: show a tqdm progress bar.
       name: label of the run (default: the registry name, or ``"custom"``).
       lr, fallback_lr: override the registry's peak learning rates.
 
     Returns:
-      The :class:`History`: training loss per step, validation loss at ``config.eval_steps()``,
+      The `History`: training loss per step, validation loss at ``config.eval_steps()``,
       wall time per step, compile time, and the first non-finite step (training stops there).
     """
     cfg = Config() if config is None else config

@@ -33,7 +33,7 @@ from flax import nnx
 class ModelShape:
     """Shape of the transformer, apart from the vocabulary (which the corpus decides).
 
-    The run's :class:`~benchmarks.lm.config.Config` extends it, so each field is declared once.
+    The run's `Config` extends it, so each field is declared once.
 
     Attributes:
       seq_len: maximum context length (size of the learned position table).
@@ -66,13 +66,13 @@ class ModelShape:
         return jnp.bfloat16 if self.bf16 else jnp.float32
 
     def shape(self) -> dict:
-        """The :class:`ModelShape` fields of this object, by name."""
+        """The `ModelShape` fields of this object, by name."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelShape)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig(ModelShape):
-    """A :class:`ModelShape` and the vocabulary size: everything the model needs.
+    """A `ModelShape` and the vocabulary size: everything the model needs.
 
     Attributes:
       vocab_size: number of token ids.
@@ -189,7 +189,7 @@ class TransformerLM(nnx.Module):
 
 
 def make_model(cfg: ModelConfig, seed: int = 0) -> TransformerLM:
-    """A freshly initialised :class:`TransformerLM` (same ``seed`` → same weights)."""
+    """A freshly initialised `TransformerLM` (same ``seed`` → same weights)."""
     return TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
 
 

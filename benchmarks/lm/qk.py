@@ -1,7 +1,7 @@
 """QK-clip on the main job: the attention records its per-head maximum logits and every step
 passes them to the optimizer (``tx.update(..., max_logits=...)``).
 
-``enable_recording(model)`` switches each :class:`~benchmarks.lm.model.CausalSelfAttention`
+``enable_recording(model)`` switches each `CausalSelfAttention`
 to explicit logits recorded under its path (``blocks/0/attn``); ``train`` is the main job's
 loop with that step and a per-step record of the largest logit of every layer.
 """

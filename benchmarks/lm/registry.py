@@ -1,7 +1,7 @@
 """Every optimizer the LM benchmarks construct, in one place.
 
-:data:`REGISTRY` holds the optimizers of the main job (``python benchmarks/train_lm.py``);
-:data:`SOAK_OPTIMIZERS` and :func:`build_soak_optimizer` those of ``benchmarks/soak.py``. Every
+`REGISTRY` holds the optimizers of the main job (``python benchmarks/train_lm.py``);
+`SOAK_OPTIMIZERS` and `build_soak_optimizer` those of ``benchmarks/soak.py``. Every
 call of an optax or optorth optimizer factory in the LM benchmarks is in this module, so a
 change of their keyword arguments is made here and nowhere else.
 """
@@ -30,7 +30,7 @@ class OptimizerEntry:
     Attributes:
       name: registry key (``--optimizers`` value).
       build: ``build(cfg, lr, fallback_lr, schedule) -> optax.GradientTransformation``; ``lr``
-        and ``fallback_lr`` are schedules already shaped by :func:`lr_schedule`; ``schedule``
+        and ``fallback_lr`` are schedules already shaped by `lr_schedule`; ``schedule``
         is a Newton–Schulz schedule override or ``None``.
       lr: default peak learning rate of the main path.
       fallback_lr: default peak learning rate of the AdamW path (embeddings, head, norms), or
@@ -74,7 +74,7 @@ REGISTRY: dict[str, OptimizerEntry] = {}
 
 
 def register_optimizer(entry: OptimizerEntry, *, replace: bool = False) -> OptimizerEntry:
-    """Add ``entry`` to :data:`REGISTRY` (other scripts may add their own entries)."""
+    """Add ``entry`` to `REGISTRY` (other scripts may add their own entries)."""
     if entry.name in REGISTRY and not replace:
         raise ValueError(f"optimizer {entry.name!r} is already registered; pass replace=True")
     if "@" in entry.name or "," in entry.name:
@@ -303,7 +303,7 @@ ADAFACTOR_LEARNING_RATE = 0.08
 
 def default_learning_rate(factory: str) -> float:
     """The default learning rate of ``optorth.<factory>`` (adafactor: the recommended
-    :data:`ADAFACTOR_LEARNING_RATE`)."""
+    `ADAFACTOR_LEARNING_RATE`)."""
     import optorth
 
     if factory == "adafactor":
@@ -329,7 +329,7 @@ def build_default_optimizer(name: str, cfg, **overrides) -> optax.GradientTransf
 # --------------------------------------------------------------------------------------
 
 #: name → (optorth factory name, extra keyword arguments). Every optimizer runs at its
-#: default learning rate (adafactor at :data:`ADAFACTOR_LEARNING_RATE`).
+#: default learning rate (adafactor at `ADAFACTOR_LEARNING_RATE`).
 SOAK_OPTIMIZERS = {
     "muon": ("muon", {}),
     "muon_online": ("muon", {"learn_every": 250}),  # learn=OnlineLearning(every=250)
@@ -372,7 +372,7 @@ def build_soak_optimizer(name: str, cfg: Config, mu_dtype):
 # The learning-rate sweep (benchmarks/sweep.py): any ready optimizer at a given peak lr
 # --------------------------------------------------------------------------------------
 
-#: Baselines of the sweep besides optorth's ready optimizers, built through :data:`REGISTRY`.
+#: Baselines of the sweep besides optorth's ready optimizers, built through `REGISTRY`.
 SWEEP_BASELINES = ("adamw", "optax_muon_routed")
 #: Centre of each ready optimizer's learning-rate grid: its default learning rate when the
 #: sweep was first run (adafactor: 1e-2, its relative step ``min(1e-2, 1/sqrt(t))`` for the
@@ -387,7 +387,7 @@ SWEEP_CENTRES = {
 
 
 def sweep_optimizers() -> tuple[str, ...]:
-    """Every optimizer of the sweep: ``optorth.optimizers.READY`` and :data:`SWEEP_BASELINES`."""
+    """Every optimizer of the sweep: ``optorth.optimizers.READY`` and `SWEEP_BASELINES`."""
     from optorth.optimizers import READY
 
     return tuple(READY) + SWEEP_BASELINES
@@ -395,7 +395,7 @@ def sweep_optimizers() -> tuple[str, ...]:
 
 def sweep_centre_lr(name: str) -> float:
     """Centre of ``name``'s learning-rate grid: the registry lr for the baselines, else
-    :data:`SWEEP_CENTRES`."""
+    `SWEEP_CENTRES`."""
     if name in SWEEP_BASELINES:
         return REGISTRY[name].lr
     if name not in SWEEP_CENTRES:
@@ -409,8 +409,8 @@ def build_sweep_optimizer(name: str, cfg, lr: float | None, *,
     """The sweep optimizer ``name`` at peak learning rate ``lr`` with the main job's lr shape.
 
     Args:
-      name: one of :func:`sweep_optimizers`.
-      cfg: the run's :class:`Config` or any object with ``steps``, ``warmup_frac``,
+      name: one of `sweep_optimizers`.
+      cfg: the run's `Config` or any object with ``steps``, ``warmup_frac``,
         ``final_lr_frac`` and ``weight_decay`` (e.g. the CNN task's config).
       lr: peak learning rate of the main path (of every parameter for ``adamw`` and
         ``adafactor``); ``None`` only for ``adafactor``: its relative-step default.

@@ -1,6 +1,6 @@
 """The optimizers of the width-transfer sweep (``benchmarks/width_transfer.py``).
 
-AdamW (the main job's baseline, built through :func:`registry.build_optimizer`) and
+AdamW (the main job's baseline, built through `registry.build_optimizer`) and
 ``optorth.muon`` under each shape-scale convention of ``optorth.norms.CONVENTIONS``, with the
 main job's learning-rate shape and, for Muon, the main job's AdamW fallback at a fixed peak lr
 so that only the matrix path's learning rate varies across a sweep.

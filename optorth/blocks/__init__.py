@@ -1,24 +1,24 @@
 """The ``optax.GradientTransformation`` blocks that ready optimizers chain, in pipeline order.
 
-- momentum: :func:`scale_by_momentum` (:class:`MomentumState`);
-- outliers: :func:`soft_threshold` (ROOT);
-- dualize under a norm: :func:`orthogonalize` (spectral norm, Newton–Schulz table in
-  :class:`OrthogonalizeState`), :func:`dualize` (any :class:`optorth.norms.Norm`);
-- shape scale: :func:`scale_by_shape`;
-- second moments: :func:`scale_by_factored_rms` (Adafactor's row/column statistics,
-  :class:`ScaleByFactoredRMSState`), :func:`scale_by_neuron_rms` (NorMuon),
-  :func:`scale_by_elementwise_rms` (AdaMuon), :func:`keep_matrix_norm`, :func:`scale_to_rms`,
-  :func:`clip_by_rms`, :func:`scale_by_param_rms`;
-- weight decay: :func:`decay_weights` under a :class:`WeightDecay` (decoupled, cautious,
+- momentum: `scale_by_momentum` (`MomentumState`);
+- outliers: `soft_threshold` (ROOT);
+- dualize under a norm: `orthogonalize` (spectral norm, Newton–Schulz table in
+  `OrthogonalizeState`), `dualize` (any `optorth.norms.Norm`);
+- shape scale: `scale_by_shape`;
+- second moments: `scale_by_factored_rms` (Adafactor's row/column statistics,
+  `ScaleByFactoredRMSState`), `scale_by_neuron_rms` (NorMuon),
+  `scale_by_elementwise_rms` (AdaMuon), `keep_matrix_norm`, `scale_to_rms`,
+  `clip_by_rms`, `scale_by_param_rms`;
+- weight decay: `decay_weights` under a `WeightDecay` (decoupled, cautious,
   coupled to the learning rate or not);
-- after the step: :func:`qk_clip` (QK-clip / MuonClip, :class:`QKClip`, :class:`QKLeaf`);
-- diagnostics: :func:`record_spectra` / :func:`recorded_spectra` (:class:`SpectraState`);
-  :func:`ns_telemetry` (per-leaf orthogonality error and dtype of Newton–Schulz, kept when
+- after the step: `qk_clip` (QK-clip / MuonClip, `QKClip`, `QKLeaf`);
+- diagnostics: `record_spectra` / `recorded_spectra` (`SpectraState`);
+  `ns_telemetry` (per-leaf orthogonality error and dtype of Newton–Schulz, kept when
   ``NewtonSchulz(telemetry=k)``);
-- :func:`with_compute_dtype`: run any transformation in another dtype.
+- `with_compute_dtype`: run any transformation in another dtype.
 
 Every block works per matrix: ``specs`` says how a leaf becomes matrices
-(:func:`optorth.matrices.resolve_specs`; ``None`` is the default routing).
+(`optorth.matrices.resolve_specs`; ``None`` is the default routing).
 
 Example:
   >>> import optax, optorth

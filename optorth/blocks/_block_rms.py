@@ -77,7 +77,7 @@ def scale_by_param_rms(
     Args:
       min_scale: ε2, the floor of the parameter scale (Adafactor: 1e-3), so that parameters
         initialized at zero still move.
-      specs: as in :func:`clip_by_rms`.
+      specs: as in `clip_by_rms`.
 
     Returns:
       A stateless ``optax.GradientTransformation``; ``update`` requires ``params``.

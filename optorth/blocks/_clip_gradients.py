@@ -2,7 +2,7 @@
 
 Adam-style second moments hold g², which overflows float32 / bfloat16 (max ≈ 3.4e38) for
 |g| ≳ 1.8e19; v = inf then gives zero updates for good (a silent, permanent freeze of the
-leaf). :func:`clip_gradients` clips every entry to ±:data:`MAX_GRADIENT` = 2⁶⁰ (≈1.2e18)
+leaf). `clip_gradients` clips every entry to ±`MAX_GRADIENT` = 2⁶⁰ (≈1.2e18)
 first, where g² is still finite; below the bound nothing changes.
 """
 
@@ -19,7 +19,7 @@ MAX_GRADIENT = 2.0**60
 
 
 def clip_gradients(inner: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``inner`` with every gradient entry clipped to ±:data:`MAX_GRADIENT` (same
+    """``inner`` with every gradient entry clipped to ±`MAX_GRADIENT` (same
     state as ``inner``, so earlier checkpoints restore into it)."""
 
     def update_fn(updates, state, params=None):

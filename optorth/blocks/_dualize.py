@@ -1,4 +1,4 @@
-"""The dualizer (lmo) of any norm per matrix, as a transform. See :func:`dualize`."""
+"""The dualizer (lmo) of any norm per matrix, as a transform. See `dualize`."""
 
 from __future__ import annotations
 
@@ -16,19 +16,19 @@ def dualize(norm: Norm | str, *, adaptive: bool = False, specs: Specs = None,
     """The dualizer (lmo) of ``norm`` per matrix, as a transform: M ↦ lmo(M).
 
     lmo(M) = argmax_{‖D‖ ≤ 1} ⟨M, D⟩; a step X ← X − η·lmo(M) is the trust-region step of
-    radius η under the norm. For :class:`optorth.norms.Spectral` this is
-    :func:`optorth.orthogonalize` with the norm's ``NewtonSchulz`` (its table in the state);
+    radius η under the norm. For `optorth.norms.Spectral` this is
+    `optorth.orthogonalize` with the norm's ``NewtonSchulz`` (its table in the state);
     the other norms are stateless. The norm's ``scale`` is not applied here (chain
-    :func:`optorth.scale_by_shape` with ``norm.scale``).
+    `optorth.scale_by_shape` with ``norm.scale``).
 
     Args:
-      norm: an :class:`optorth.norms.Norm` (``Spectral``, ``Frobenius``, ``Sign``, ``Row``,
+      norm: an `optorth.norms.Norm` (``Spectral``, ``Frobenius``, ``Sign``, ``Row``,
         ``Column``, ``AuON``, ``HybridAuON``) or its name as shorthand (``"sign"``, ...).
       adaptive: multiply each matrix's direction by the dual norm ⟨M, lmo(M)⟩, per matrix.
       specs: how leaves become matrices (``optorth.matrices.resolve_specs``); leaves routed
         to the fallback pass through unchanged.
       distribute: for norms whose lmo multiplies whole matrices, how stacks of equally
-        shaped matrices are divided over a device mesh (an :class:`optorth.Distribution`;
+        shaped matrices are divided over a device mesh (an `optorth.Distribution`;
         ``None``: the norm's ``ns.distribute`` where it has one, else the default policy).
 
     Returns:

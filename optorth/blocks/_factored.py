@@ -49,7 +49,7 @@ _WHO = "scale_by_factored_rms"
 
 
 class ScaleByFactoredRMSState(NamedTuple):
-    """State of :func:`scale_by_factored_rms`.
+    """State of `scale_by_factored_rms`.
 
     Attributes:
       count: number of updates applied so far (int32).

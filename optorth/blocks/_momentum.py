@@ -35,7 +35,7 @@ CONVENTIONS = ("ema", "sgd")
 
 
 class MomentumState(NamedTuple):
-    """State of :func:`scale_by_momentum`: the step count and the momentum buffer."""
+    """State of `scale_by_momentum`: the step count and the momentum buffer."""
 
     count: jax.Array  # int32 scalar
     mu: Any
@@ -92,7 +92,7 @@ def scale_by_momentum(
         computed in the promotion of the gradient and buffer dtypes.
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`MomentumState`.
+      An ``optax.GradientTransformation`` with state `MomentumState`.
 
     Example:
       >>> import optorth, jax.numpy as jnp

@@ -27,7 +27,7 @@ from optorth.matrices._specs import MatrixSpec
 
 
 class NSTelemetry(NamedTuple):
-    """Telemetry kept in :class:`optorth.blocks.OrthogonalizeState` (plain arrays).
+    """Telemetry kept in `optorth.blocks.OrthogonalizeState` (plain arrays).
 
     Attributes:
       errors: ``{leaf path: float32 scalar}``, RMS(σ² − 1) estimated on the last update

@@ -1,6 +1,6 @@
 """The spectral-norm dualizer as a transform: Newton–Schulz per matrix, table in the state.
 
-See :func:`orthogonalize`.
+See `orthogonalize`.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from optorth.ns._schedule import Schedule
 
 
 class OrthogonalizeState(NamedTuple):
-    """State of :func:`orthogonalize`.
+    """State of `orthogonalize`.
 
     ``coeffs``: the ``(T, 3)`` float32 Newton–Schulz table read at every update (so it can be
     learned, scheduled or checkpointed); for per-shape presets (``"root"``) a dict mapping
     ``"{min(m,n)}x{max(m,n)}"`` to that shape's table.
     ``fingerprint``: uint32 CRC32 of the table(s) the block was constructed with (constant in
     training); ``version``: the layout version. Both serve
-    :func:`optorth.reconcile_coefficients` after a checkpoint restore (``optorth.checkpoint``).
+    `optorth.reconcile_coefficients` after a checkpoint restore (``optorth.checkpoint``).
     ``count``: int32 number of updates, kept only when the block learns its table online
     (``learn=``; ``None`` otherwise).
     ``telemetry``: an ``NSTelemetry`` (per-leaf orthogonality error of the last update and
@@ -165,23 +165,23 @@ def orthogonalize(
     """The spectral-norm dualizer: each matrix M = U S Vᵀ becomes ≈ U Vᵀ (Newton–Schulz).
 
     lmo(M) = argmax_{‖D‖₂ ≤ 1} ⟨M, D⟩ = U Vᵀ, approximated per matrix by the engine with the
-    settings of ``ns``. The coefficient table lives in the state (:class:`OrthogonalizeState`),
+    settings of ``ns``. The coefficient table lives in the state (`OrthogonalizeState`),
     so it can be learned online (``ns.learn``), scheduled or checkpointed. Matrices of equal
     shape (tall ones transposed) from all leaves are orthogonalized in one batched call per
     shape; the values equal those of one call per leaf.
 
     Args:
-      ns: a :class:`optorth.NewtonSchulz` (or a preset name / ``Schedule`` as shorthand).
+      ns: a `optorth.NewtonSchulz` (or a preset name / ``Schedule`` as shorthand).
       specs: how leaves become matrices (``optorth.matrices.resolve_specs``); leaves routed to
         the fallback pass through unchanged.
       adaptive: multiply each matrix's direction by ⟨M, O⟩ ≈ ‖M‖_* (its nuclear norm),
         computed per matrix.
       distribute: on a device mesh, how stacks of equally shaped matrices are divided so
-        every device iterates on whole matrices (an :class:`optorth.Distribution`, or
+        every device iterates on whole matrices (an `optorth.Distribution`, or
         ``True``/``False`` to force it on/off); ``None``: ``ns.distribute``.
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`OrthogonalizeState`.
+      An ``optax.GradientTransformation`` with state `OrthogonalizeState`.
 
     Example:
       >>> import optax, optorth, jax.numpy as jnp

@@ -7,12 +7,12 @@ For every head h whose maximum attention logit over the batch S_max^h exceeds τ
     W_qc^h, W_kc^h ← √γ_h ·;  W_qr^h ← γ_h W_qr^h;  W_kr untouched    (MLA)
 
 so that logit q_hᵀk_h of the weights that produced S_max^h is multiplied by γ_h ≤ τ/S_max^h.
-:func:`qk_clip` returns updates whose application gives exactly these weights: for a leaf
+`qk_clip` returns updates whose application gives exactly these weights: for a leaf
 coordinate with factor f = γ_h^p (p = ½, 1 or 0), u' = f·(x + u) − x.
 
-Which coordinates of which leaves belong to which head is a :class:`QKLeaf` per leaf name
+Which coordinates of which leaves belong to which head is a `QKLeaf` per leaf name
 relative to the attention layer's path (the keys of the ``max_logits`` tree, e.g.
-``"blocks/0/attn"``); :class:`QKClip` holds them with τ.
+``"blocks/0/attn"``); `QKClip` holds them with τ.
 """
 
 from __future__ import annotations
@@ -141,10 +141,10 @@ class QKClip:
     Attributes:
       threshold: τ > 0; heads whose maximum logit exceeds it are rescaled.
       leaves: leaf names relative to the attention layer (the ``max_logits`` key) mapped to
-        their :class:`QKLeaf` (a dict or pairs). Default: ``nnx.MultiHeadAttention``
+        their `QKLeaf` (a dict or pairs). Default: ``nnx.MultiHeadAttention``
         (and ``nnx.LinearGeneral`` / ``DenseGeneral`` kernels ``(d, H, dh)``).
 
-    Constructors for other layouts: :meth:`separate`, :meth:`fused`, :meth:`mla`.
+    Constructors for other layouts: `separate`, `fused`, `mla`.
 
     Example:
       >>> import optorth
@@ -235,7 +235,7 @@ def _layer_plan(config: QKClip, layers, paths: dict[str, int]) -> dict[int, tupl
 
 
 class QKClipState(NamedTuple):
-    """State of :func:`qk_clip`: ``clipped``, int32, heads rescaled by the last update."""
+    """State of `qk_clip`: ``clipped``, int32, heads rescaled by the last update."""
 
     clipped: jax.Array
 
@@ -244,16 +244,16 @@ def qk_clip(config: QKClip = QKClip()) -> optax.GradientTransformationExtraArgs:
     """QK-clip as the last transform of a chain: ``update(..., max_logits=...)``.
 
     ``max_logits`` is a dict ``{layer path: (H,) maximum logits}`` from the forward pass
-    that produced the gradients (:func:`optorth.nn.capture_max_logits`). The returned
+    that produced the gradients (`optorth.nn.capture_max_logits`). The returned
     updates u' make ``x + u'`` the clipped ``x + u`` (module docstring); leaves of no listed
     layer pass unchanged. Under ``optax.MultiSteps`` pass the maximum over the accumulated
     micro-batches (the clip runs when the step is applied).
 
     Args:
-      config: a :class:`QKClip` (τ and the layout of the query/key leaves).
+      config: a `QKClip` (τ and the layout of the query/key leaves).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state :class:`QKClipState`.
+      An ``optax.GradientTransformationExtraArgs`` with state `QKClipState`.
 
     Example:
       >>> import jax.numpy as jnp, optax, optorth

@@ -3,16 +3,16 @@
 Blocks that follow a dualizer (``optorth.orthogonalize``) in the NorMuon / AdaMuon family. For
 each matrix O (m × n; m = fan-in, n = fan-out, as ``MatrixSpec.to_matrices`` lays it out):
 
-* :func:`scale_by_neuron_rms` (NorMuon): one statistic per output neuron (column),
+* `scale_by_neuron_rms` (NorMuon): one statistic per output neuron (column),
   v ← β2 v + (1 − β2) · mean_rows(O²);  O ← O / (√v + ε).
-* :func:`scale_by_elementwise_rms` (AdaMuon): one per entry, bias-corrected,
+* `scale_by_elementwise_rms` (AdaMuon): one per entry, bias-corrected,
   v ← β2 v + (1 − β2) O²;  O ← O / (√(v / (1 − β2^t)) + ε).
-* :func:`keep_matrix_norm`: wraps a block so each matrix leaves it with the Frobenius norm it
+* `keep_matrix_norm`: wraps a block so each matrix leaves it with the Frobenius norm it
   entered with (NorMuon's rescaling).
-* :func:`scale_to_rms`: O ← ρ · sqrt(mn) · O / (‖O‖_F + ε), i.e. RMS ρ (AdaMuon's
+* `scale_to_rms`: O ← ρ · sqrt(mn) · O / (‖O‖_F + ε), i.e. RMS ρ (AdaMuon's
   "RMS-aligned" rescaling, ρ = 0.2).
 
-The factored (row and column) statistics are :func:`optorth.scale_by_factored_rms`.
+The factored (row and column) statistics are `optorth.scale_by_factored_rms`.
 
 ``specs`` is read by ``optorth.matrices.resolve_specs``, as for ``optorth.orthogonalize``:
 ``None`` (``optorth.route``), a pytree (or prefix) of ``MatrixSpec`` / ``"fallback"`` /
@@ -62,7 +62,7 @@ def _neuron_shape(spec, leaf) -> tuple[int, ...]:
 
 # ----- NorMuon: per-neuron second moment -------------------------------------------------------
 class ScaleByNeuronRMSState(NamedTuple):
-    """State of :func:`scale_by_neuron_rms`: per matrix leaf, v of shape ``(B, n)``."""
+    """State of `scale_by_neuron_rms`: per matrix leaf, v of shape ``(B, n)``."""
 
     v: Any
 
@@ -77,7 +77,7 @@ def scale_by_neuron_rms(
     """Divides each output neuron (column) of each matrix by the RMS of its EMA'd entries.
 
     v ← β2 v + (1 − β2) · mean over fan-in of O²  (n values per matrix, v₀ = 0, no bias
-    correction: a common factor that :func:`keep_matrix_norm` removes);  O ← O / (√v + ε).
+    correction: a common factor that `keep_matrix_norm` removes);  O ← O / (√v + ε).
 
     Args:
       beta2: β2 of the EMA (NorMuon: 0.95).
@@ -86,7 +86,7 @@ def scale_by_neuron_rms(
       stats_dtype: dtype of v (default float32).
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`ScaleByNeuronRMSState`; n floats
+      An ``optax.GradientTransformation`` with state `ScaleByNeuronRMSState`; n floats
       per m × n matrix.
 
     References:
@@ -133,7 +133,7 @@ def scale_by_neuron_rms(
 
 # ----- AdaMuon: element-wise second moment ----------------------------------------------------
 class ScaleByElementwiseRMSState(NamedTuple):
-    """State of :func:`scale_by_elementwise_rms`: the step count and v (leaf-shaped)."""
+    """State of `scale_by_elementwise_rms`: the step count and v (leaf-shaped)."""
 
     count: chex.Array
     v: Any
@@ -159,7 +159,7 @@ def scale_by_elementwise_rms(
       stats_dtype: dtype of v (default float32).
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`ScaleByElementwiseRMSState`; one
+      An ``optax.GradientTransformation`` with state `ScaleByElementwiseRMSState`; one
       float per matrix entry.
 
     References:
@@ -209,7 +209,7 @@ def keep_matrix_norm(
     change its size.
 
     Args:
-      inner: the normalization to wrap (e.g. :func:`scale_by_neuron_rms`).
+      inner: the normalization to wrap (e.g. `scale_by_neuron_rms`).
       eps: ε in the denominator (NorMuon: 1e-10).
       specs: see the module docstring.
 

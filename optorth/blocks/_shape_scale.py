@@ -1,4 +1,4 @@
-"""The update-scale block: each matrix times a factor of its shape. See :func:`scale_by_shape`."""
+"""The update-scale block: each matrix times a factor of its shape. See `scale_by_shape`."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ def scale_by_shape(scale: ShapeScale | str = "keller", *,
                    specs: Specs = None) -> optax.GradientTransformation:
     """Scales each matrix by ``scale.factor(fan_in, fan_out)``, per matrix.
 
-    Conventions (:class:`optorth.norms.ShapeScale`): ``"keller"`` sqrt(max(1, n/m)) (Muon
+    Conventions (`optorth.norms.ShapeScale`): ``"keller"`` sqrt(max(1, n/m)) (Muon
     reference), ``"consistent_rms"`` rms·sqrt(max(m, n)) (Moonlight; AdamW's learning rate
     transfers), ``"spectral"`` sqrt(n/m); m is the fan-in, n the fan-out.
 
     Args:
-      scale: a :class:`optorth.norms.ShapeScale` or a convention name.
+      scale: a `optorth.norms.ShapeScale` or a convention name.
       specs: how leaves become matrices (``optorth.matrices.resolve_specs``); leaves routed
         to the fallback pass through unchanged.
 

@@ -1,4 +1,4 @@
-"""ROOT's outlier split, per matrix. See :func:`soft_threshold`."""
+"""ROOT's outlier split, per matrix. See `soft_threshold`."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from optorth.matrices._specs import MatrixSpec
 
 
 class SpectraState(NamedTuple):
-    """State of :func:`record_spectra` (plain arrays; checkpointable).
+    """State of `record_spectra` (plain arrays; checkpointable).
 
     Attributes:
       count: int32 scalar, updates seen.
@@ -62,7 +62,7 @@ def _matrix_dims(leaf, spec) -> tuple[int, int] | None:
 def sampled_leaves(tree, max_matrices: int = 8,
                    select: Callable[[str, Any], bool] | None = None,
                    specs: Specs = "fallback") -> list[tuple[int, str]]:
-    """``(flat index, path)`` of the leaves :func:`record_spectra` samples from ``tree``.
+    """``(flat index, path)`` of the leaves `record_spectra` samples from ``tree``.
 
     Candidates are real floating-point leaves with matrices (a ``MatrixSpec`` leaf, or a
     ``"fallback"`` leaf of rank ≥ 2 seen as a batch of matrices over its last two axes) of
@@ -123,7 +123,7 @@ def record_spectra(
     """Records spectra of the updates passing through (which it returns unchanged).
 
     At updates 0, every, 2·every, … it computes, for up to ``max_matrices`` leaves
-    (:func:`sampled_leaves`; for a stacked leaf one matrix of its batch, rotating with each
+    (`sampled_leaves`; for a stacked leaf one matrix of its batch, rotating with each
     record), σ(M) / ‖M‖_F by a float32 SVD, and writes them to slot
     ``(count // every) % capacity`` of the state.
 
@@ -140,7 +140,7 @@ def record_spectra(
         it orthogonalizes.
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`SpectraState`.
+      An ``optax.GradientTransformation`` with state `SpectraState`.
 
     Example:
       >>> import jax.numpy as jnp, optax, optorth
@@ -200,7 +200,7 @@ def recorded_spectra(state, *, min_norm: float = 0.0) -> list[np.ndarray]:
     """The recorded spectra as a list of 1-D float64 arrays of σ / ‖M‖_F (NaNs dropped).
 
     Args:
-      state: a :class:`SpectraState` or any optimizer state containing some (e.g. an
+      state: a `SpectraState` or any optimizer state containing some (e.g. an
         ``optax.chain`` state, also inside ``optax.partition`` / ``inject_hyperparams``, or
         a Flax NNX ``Optimizer.opt_state``).
       min_norm: skip matrices whose Frobenius norm is at most this (e.g. all-zero momenta).

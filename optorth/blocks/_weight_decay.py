@@ -66,7 +66,7 @@ class WeightDecay:
 
 
 def as_weight_decay(who: str, weight_decay) -> WeightDecay | object:
-    """``weight_decay`` checked: a :class:`WeightDecay`, or a number ≥ 0 (possibly traced,
+    """``weight_decay`` checked: a `WeightDecay`, or a number ≥ 0 (possibly traced,
     as ``optax.inject_hyperparams`` passes it) returned as it is."""
     if isinstance(weight_decay, WeightDecay):
         return weight_decay
@@ -102,13 +102,13 @@ def decay_weights(weight_decay, mask=None, *, after_learning_rate: bool = False)
     """The weight-decay block of a chain, or ``None`` where nothing is to be added.
 
     A float (or injected scalar) gives ``optax.add_decayed_weights(weight_decay, mask)``
-    before the learning rate. A :class:`WeightDecay` gives its mode: placed before the
+    before the learning rate. A `WeightDecay` gives its mode: placed before the
     learning rate when ``coupled``, after it when not. Call it twice around
     ``optax.scale_by_learning_rate`` (``after_learning_rate`` False, then True); each call
     returns the block only where it belongs.
 
     Args:
-      weight_decay: a number ≥ 0 or a :class:`WeightDecay`.
+      weight_decay: a number ≥ 0 or a `WeightDecay`.
       mask: where decay applies (a bool pytree or a callable ``params -> pytree``).
       after_learning_rate: whether this position follows ``scale_by_learning_rate``.
 

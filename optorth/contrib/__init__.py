@@ -7,18 +7,18 @@ loss value or a second gradient) that chains with the rest of optorth and optax.
 
 Offered:
 
-* :func:`bloop` (:class:`BloopState`): gradient surgery, the auxiliary gradient projected
+* `bloop` (`BloopState`): gradient surgery, the auxiliary gradient projected
   orthogonally to an EMA of the main gradient (Hsieh et al. 2024, arXiv 2402.02998).
-* :func:`diffgrad`, :func:`scale_by_diffgrad` (:class:`DiffGradState`): Adam damped by the
+* `diffgrad`, `scale_by_diffgrad` (`DiffGradState`): Adam damped by the
   friction sigmoid(|g_{t−1} − g_t|) (Dubey et al. 2019, arXiv 1909.11015).
-* :func:`sqrt_scaling_rule` (:class:`ScaledHyperparams`): Adam's hyperparameters for a batch
+* `sqrt_scaling_rule` (`ScaledHyperparams`): Adam's hyperparameters for a batch
   size × κ by the square-root rule (Malladi et al. 2022, arXiv 2205.10287); no Muon analogue
   is derived (its docstring says why).
-* :func:`aegd` (:class:`AEGDState`): gradient descent scaled by a per-coordinate energy that
+* `aegd` (`AEGDState`): gradient descent scaled by a per-coordinate energy that
   never increases, with an optional preconditioner (Liu & Tian, arXiv 2010.05109).
-* :func:`polyak_momentum` (:class:`PolyakMomentumState`): heavy ball with the generalized
+* `polyak_momentum` (`PolyakMomentumState`): heavy ball with the generalized
   Polyak step size, ALR-MAG / ALR-SMAG (Wang, Johansson & Zhang 2023, arXiv 2305.12939).
-* :func:`rogo` (:class:`RogoState`), :func:`add_task_subspace`, :func:`relax_subspace`:
+* `rogo` (`RogoState`), `add_task_subspace`, `relax_subspace`:
   continual learning by gradient projection, GPM's frozen input subspaces with ROGO's
   restricted relaxation (Saha et al. 2021, arXiv 2103.09762; Yang et al. 2023,
   arXiv 2301.12131).

@@ -19,7 +19,7 @@ _WHO = "aegd"
 
 
 class AEGDState(NamedTuple):
-    """State of :func:`aegd`: the step count, the energy r (one per coordinate, float32 at
+    """State of `aegd`: the step count, the energy r (one per coordinate, float32 at
     least; set from the first valid loss), whether r is set, and the preconditioner's state."""
 
     count: jax.Array  # int32 scalar
@@ -75,10 +75,10 @@ def aegd(
       c: the shift c with f + c > 0 on every loss seen (injectable); c > 0 here, which suits
         non-negative losses.
       preconditioner: an optional ``optax.GradientTransformation`` applied to the gradient
-        before v is formed (its state lives in :class:`AEGDState`).
+        before v is formed (its state lives in `AEGDState`).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state :class:`AEGDState`, whose
+      An ``optax.GradientTransformationExtraArgs`` with state `AEGDState`, whose
       ``update(grads, state, params=None, *, value)`` requires the loss ``value``; the output
       is the full update in the gradients' dtype.
 

@@ -21,7 +21,7 @@ _WHO = "bloop"
 
 
 class BloopState(NamedTuple):
-    """State of :func:`bloop`: the step count and the EMA of the main gradients."""
+    """State of `bloop`: the step count and the EMA of the main gradients."""
 
     count: jax.Array  # int32 scalar
     ema: Any
@@ -114,7 +114,7 @@ def bloop(
       per_leaf: project each leaf separately instead of the whole parameter vector.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state :class:`BloopState`, whose
+      An ``optax.GradientTransformationExtraArgs`` with state `BloopState`, whose
       ``update(main_grads, state, params=None, *, aux_grads)`` requires ``aux_grads``, a tree
       of the main gradients' structure.
 

@@ -13,7 +13,7 @@ from optorth.blocks._clip_gradients import clip_gradients
 
 
 class DiffGradState(NamedTuple):
-    """State of :func:`scale_by_diffgrad`: step count, Adam's two moments and g_{t−1}."""
+    """State of `scale_by_diffgrad`: step count, Adam's two moments and g_{t−1}."""
 
     count: jax.Array  # int32 scalar
     mu: Any
@@ -70,7 +70,7 @@ def scale_by_diffgrad(
       eps: ε > 0 added to √v̂ (injectable).
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`DiffGradState`.
+      An ``optax.GradientTransformation`` with state `DiffGradState`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -119,7 +119,7 @@ def diffgrad(
     r"""diffGrad: Adam with the friction ξ_t = sigmoid(|g_{t−1} − g_t|) on every step.
 
     ``optax.chain(scale_by_diffgrad(b1, b2, eps), optax.scale_by_learning_rate(learning_rate))``,
-    i.e. θ_{t+1} = θ_t − α · ξ_t m̂_t/(√v̂_t + ε) (:func:`scale_by_diffgrad` has the math).
+    i.e. θ_{t+1} = θ_t − α · ξ_t m̂_t/(√v̂_t + ε) (`scale_by_diffgrad` has the math).
     Where consecutive gradients agree, ξ → 0.5 and the step is halved; where they change fast,
     ξ → 1 and the step is Adam's. ``b1``, ``b2``, ``eps`` are optax's Adam names and meanings.
 

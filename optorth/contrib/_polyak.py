@@ -32,7 +32,7 @@ VARIANTS = ("deterministic", "stochastic")
 
 
 class PolyakMomentumState(NamedTuple):
-    """State of :func:`polyak_momentum`: step count, momentum d_k, and the last step η_k."""
+    """State of `polyak_momentum`: step count, momentum d_k, and the last step η_k."""
 
     count: jax.Array  # int32 scalar
     momentum: Any  # d_k, float32 at least
@@ -108,7 +108,7 @@ def polyak_momentum(
       eps: ε ≥ 0 added to the denominator (injectable).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state :class:`PolyakMomentumState`,
+      An ``optax.GradientTransformationExtraArgs`` with state `PolyakMomentumState`,
       whose ``update(grads, state, params=None, *, value)`` requires the loss ``value``; the
       output is the full update (apply with ``optax.apply_updates``) in the gradients' dtype.
 

@@ -32,7 +32,7 @@ of each task):
   gradient is D. So Λ is never stored: Λ A is read off the parameters. With no relaxed
   directions (or ``relax=False``) the update is GPM's ``G − M Mᵀ G``.
 
-* relaxing-space search (:func:`relax_subspace`, called between epochs of a task, as the
+* relaxing-space search (`relax_subspace`, called between epochs of a task, as the
   official code does after each epoch while the previous search added directions): G's
   principal fan-in subspace U_g (left singular vectors of G, the fewest whose energy reaches
   ``grad_threshold``), and the frozen directions not yet relaxed, F = span(M) ⊖ span(S). The
@@ -42,7 +42,7 @@ of each task):
   vectors between F and U_g whose cosine is at least ``relax_threshold``. Those are appended to
   S, with anchor rows sᵀ W (W the current parameters).
 
-* GPM basis update (:func:`add_task_subspace`, after each task), the paper's Eq. 8–9: with the
+* GPM basis update (`add_task_subspace`, after each task), the paper's Eq. 8–9: with the
   task's representation matrix R (rows = samples, columns = fan-in),
   R̂ = R − R M Mᵀ, the left singular vectors of R̂ᵀ are appended, the fewest k for which
   (‖R M‖² + σ̂₁² + … + σ̂ₖ²) / ‖R‖² ≥ ``threshold``. The end of a task also ends its
@@ -86,7 +86,7 @@ _WHO = "rogo"
 
 
 class RogoState(NamedTuple):
-    """State of :func:`rogo`. Every field has the parameters' tree structure; a fallback
+    """State of `rogo`. Every field has the parameters' tree structure; a fallback
     (non-matrix) leaf holds ``optax.MaskedNode()`` in every field. For a matrix leaf with
     ``B`` matrices of fan-in ``m`` and fan-out ``n`` (``MatrixSpec.matrix_shape``):
 
@@ -162,13 +162,13 @@ def rogo(
         u = G − M Mᵀ G + S (Sᵀ G) Aᵀ A + 2β S (Sᵀ W − A)
 
     where A (the anchor) is Sᵀ W when S was relaxed. Without relaxed directions (the state
-    :meth:`init` returns, or ``relax=False``) this is GPM's projection u = G − M Mᵀ G, exactly
+    `init` returns, or ``relax=False``) this is GPM's projection u = G − M Mᵀ G, exactly
     orthogonal to every basis column. The relaxed part is exactly what SGD on the paper's
     reparametrized layer (I − S Sᵀ + S Λ Sᵀ) W with penalty β ‖Λ − I‖² moves, so chain it
     before ``optax.sgd``: ``optax.chain(rogo(), optax.sgd(lr, momentum=0.9))``.
 
-    The bases come from outside the training step: :func:`add_task_subspace` after each task
-    (GPM's SVD threshold on the task's layer inputs) and :func:`relax_subspace` between epochs
+    The bases come from outside the training step: `add_task_subspace` after each task
+    (GPM's SVD threshold on the task's layer inputs) and `relax_subspace` between epochs
     of the next task (ROGO's search). Fallback (non-matrix) leaves pass through unchanged.
 
     Args:
@@ -179,7 +179,7 @@ def rogo(
         is ``optorth.route``.
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`RogoState`. ``update`` needs
+      An ``optax.GradientTransformation`` with state `RogoState`. ``update`` needs
       ``params`` when ``relax=True`` (the penalty reads Sᵀ W off them).
 
     Example:
@@ -324,7 +324,7 @@ def add_task_subspace(state, activations, threshold: float) -> Any:
     ``threshold``.
 
     Args:
-      state: a :class:`RogoState`, or any optimizer state holding RogoStates (an
+      state: a `RogoState`, or any optimizer state holding RogoStates (an
         ``optax.chain``, ``optax.partition`` or ``optax.inject_hyperparams`` state): each one
         found is updated.
       activations: a dict (flat with ``"/"``-joined paths such as ``{"dense/kernel": R}``, or
@@ -439,7 +439,7 @@ def relax_subspace(
     learning rate when it did); the returned ``relax_rank`` fields tell whether it did.
 
     Args:
-      state: a :class:`RogoState` or any optimizer state holding RogoStates.
+      state: a `RogoState` or any optimizer state holding RogoStates.
       grads: the current task's gradient at ``params`` (e.g. on a batch), a tree like
         ``params`` (only its matrix leaves are read; matched by path).
       params: the current parameters (the full tree the optimizer sees).
@@ -447,7 +447,7 @@ def relax_subspace(
         principal subspace to be relaxed (official code: 0.9). Higher relaxes less.
       grad_threshold: in (0, 1); energy fraction for the gradient's principal subspace
         (official code: 0.97 for the first layer, 0.99 for the others).
-      specs: as given to :func:`rogo` (resolved against ``params``).
+      specs: as given to `rogo` (resolved against ``params``).
 
     Returns:
       The state with extended relaxing spaces and anchors.

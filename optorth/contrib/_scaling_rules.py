@@ -83,7 +83,7 @@ def sqrt_scaling_rule(
       eps: ε ≥ 0.
 
     Returns:
-      :class:`ScaledHyperparams` ``(learning_rate, b1, b2, eps)`` for batch size κB.
+      `ScaledHyperparams` ``(learning_rate, b1, b2, eps)`` for batch size κB.
 
     Example:
       >>> from optorth.contrib import sqrt_scaling_rule

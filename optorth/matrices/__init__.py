@@ -4,28 +4,28 @@ The ground floor under the blocks (it imports nothing from ``ns``, ``norms``, ``
 ``optimizers``). What it offers:
 
 Seeing a leaf as matrices
-  :class:`MatrixSpec`: the fan-in, fan-out, batch, head and fused-block axes of a weight, and
+  `MatrixSpec`: the fan-in, fan-out, batch, head and fused-block axes of a weight, and
   the exact conversions between the leaf and its ``(B, m, n)`` matrices.
 
 Routing (which leaf takes which path)
-  :func:`route`, :func:`routing_decisions`, :class:`Decision`, :func:`describe_routing` and
-  :func:`routing_report` (never raise: every leaf, suggested rules for the leaves route refuses,
-  :class:`RoutingWarning` s for likely mistakes), :func:`nnx_attention_rules` and the default
-  name patterns :data:`EMBEDDING_PATTERNS`,
-  :data:`HEAD_PATTERNS`, :data:`BIAS_PATTERNS`, :data:`ADAPTER_PATTERNS`. ``FALLBACK`` is the
+  `route`, `routing_decisions`, `Decision`, `describe_routing` and
+  `routing_report` (never raise: every leaf, suggested rules for the leaves route refuses,
+  `RoutingWarning` s for likely mistakes), `nnx_attention_rules` and the default
+  name patterns `EMBEDDING_PATTERNS`,
+  `HEAD_PATTERNS`, `BIAS_PATTERNS`, `ADAPTER_PATTERNS`. ``FALLBACK`` is the
   target ``"fallback"``.
 
 Specs (the one resolver)
-  :func:`resolve_specs` reads the ``specs`` argument of every block the same way: ``None`` is
-  :func:`route`; otherwise a pytree (or prefix) of ``MatrixSpec`` / ``"fallback"`` / ``None``
-  or a callable ``tree -> such a pytree``, such as :func:`route_specs` ``(rules)``. Specs
+  `resolve_specs` reads the ``specs`` argument of every block the same way: ``None`` is
+  `route`; otherwise a pytree (or prefix) of ``MatrixSpec`` / ``"fallback"`` / ``None``
+  or a callable ``tree -> such a pytree``, such as `route_specs` ``(rules)``. Specs
   are matched to leaves by path, so they work inside ``optax.partition`` / ``optax.masked``
   and under Flax NNX.
 
 Mapping (the one per-matrix mapper)
-  :func:`map_matrices` applies a per-matrix function to every matrix of a tree, one batched
+  `map_matrices` applies a per-matrix function to every matrix of a tree, one batched
   call per matrix shape and dtype, distributed over a device mesh when there is one;
-  :func:`describe_groups` prints the stacks it forms.
+  `describe_groups` prints the stacks it forms.
 
 Example:
   >>> import jax.numpy as jnp

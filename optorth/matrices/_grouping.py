@@ -1,9 +1,9 @@
 """Grouping: one batched call per matrix shape and dtype instead of one call per leaf.
 
-This is the grouping step of :func:`optorth.matrices.map_matrices`. A transformer has a
+This is the grouping step of `optorth.matrices.map_matrices`. A transformer has a
 handful of matrix shapes repeated over many layers (GPT-2 small: 48 matrices of 4 shapes), so
 calling Newton–Schulz once per leaf traces, compiles and runs 48 separate iterations. Here every
-leaf is first seen as its ``(B, m, n)`` matrix groups (through its :class:`MatrixSpec`), the
+leaf is first seen as its ``(B, m, n)`` matrix groups (through its `MatrixSpec`), the
 groups of all leaves that share ``(m, n)`` and dtype are concatenated into one stack
 ``(ΣB, m, n)``, the function runs once per stack, and the results are split and put back.
 
@@ -60,7 +60,7 @@ def plan_groups(leaf_shapes, leaf_dtypes, leaf_specs, *, transpose_tall=False) -
 
     Args:
       leaf_shapes, leaf_dtypes, leaf_specs: per-leaf shape, dtype and spec; leaves whose
-        spec is not a :class:`MatrixSpec` (``"fallback"``, ``None``) or that are not arrays
+        spec is not a `MatrixSpec` (``"fallback"``, ``None``) or that are not arrays
         (shape ``None``) are skipped.
       transpose_tall: put a tall ``(n, m)`` group (n > m) into the ``(m, n)`` stack.
 
@@ -90,7 +90,7 @@ def plan_groups(leaf_shapes, leaf_dtypes, leaf_specs, *, transpose_tall=False) -
 
 def regroup(group: Group, member_lists) -> list[Group]:
     """``group`` split into one group per list of its members (starts recomputed; in each,
-    the members that keep their orientation first, as :func:`plan_groups` orders them)."""
+    the members that keep their orientation first, as `plan_groups` orders them)."""
     groups = []
     for members in member_lists:
         ordered, start = [], 0
@@ -117,7 +117,7 @@ def _stack(group: Group, pieces) -> jax.Array:
 
 
 def _unstack(group: Group, stack) -> list[jax.Array]:
-    """Inverse of :func:`_stack`: the members' arrays in their own orientation."""
+    """Inverse of `_stack`: the members' arrays in their own orientation."""
     first_flipped = next((m.start for m in group.members if m.transposed), group.size)
     flipped = _swap(stack[first_flipped:]) if first_flipped < group.size else None
     parts = []
@@ -155,13 +155,13 @@ def map_stacks(
     transpose_tall: bool = False,
     schedule: Callable[[list[Group]], list[tuple[Group, Callable]]] | None = None,
 ):
-    """The grouping step of :func:`optorth.matrices.map_matrices`, on a resolved specs tree.
+    """The grouping step of `optorth.matrices.map_matrices`, on a resolved specs tree.
 
-    ``fn(stack, *rest_stacks)`` runs once per :class:`Group`. ``schedule(groups)``, if given,
+    ``fn(stack, *rest_stacks)`` runs once per `Group`. ``schedule(groups)``, if given,
     returns ``[(group, wrap)]``: the groups to run (it may split them) and for each a wrapper
     ``wrap(fn)`` (the sharding step places each stack on devices with it).
-    ``specs_tree`` must be a prefix of ``tree`` (as :func:`resolve_specs` returns it); leaves
-    without a :class:`MatrixSpec` and non-array entries are returned unchanged.
+    ``specs_tree`` must be a prefix of ``tree`` (as `resolve_specs` returns it); leaves
+    without a `MatrixSpec` and non-array entries are returned unchanged.
     """
     spec_leaves, treedef, leaves, rest_leaves = _flatten(specs_tree, tree, rest)
     matrix, groups = _plan(spec_leaves, leaves, transpose_tall)
@@ -187,11 +187,11 @@ def map_stacks(
 
 
 def describe_groups(tree, specs=None, *, transpose_tall: bool = False) -> str:
-    """One line per stack :func:`optorth.matrices.map_matrices` would form, for logs and docs.
+    """One line per stack `optorth.matrices.map_matrices` would form, for logs and docs.
 
     Args:
       tree: the parameters or updates.
-      specs: as in :func:`optorth.matrices.resolve_specs` (``None``: :func:`optorth.route`).
+      specs: as in `optorth.matrices.resolve_specs` (``None``: `optorth.route`).
       transpose_tall: merge tall matrices into the wide stack of the same shape.
 
     Returns:

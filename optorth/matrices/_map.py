@@ -20,13 +20,13 @@ def map_matrices(
 ):
     """Applies a per-matrix function to every matrix of ``tree``, one batched call per shape.
 
-    1. resolve: ``specs`` is read by :func:`resolve_specs` (``None``: :func:`optorth.route`);
+    1. resolve: ``specs`` is read by `resolve_specs` (``None``: `optorth.route`);
        leaves with ``"fallback"`` and ``optax.MaskedNode`` entries are returned unchanged;
     2. group: each matrix leaf is seen as ``(B, m, n)`` matrices through its
-       :class:`MatrixSpec`, and the matrices of all leaves with the same ``(m, n)`` and dtype
+       `MatrixSpec`, and the matrices of all leaves with the same ``(m, n)`` and dtype
        are concatenated into one stack ``(ΣB, m, n)``;
     3. distribute: on a device mesh each stack is sharded on its stack axis over the axes an
-       :class:`optorth.Distribution` allows, so that every device holds whole matrices
+       `optorth.Distribution` allows, so that every device holds whole matrices
        (``optorth.matrices._sharding``, ``optorth.matrices._placement``);
     4. ``fn`` runs once per stack and the results are split and put back in place.
 
@@ -39,7 +39,7 @@ def map_matrices(
       fn: maps ``(ΣB, m, n)`` arrays to an array of the same shape, one matrix per entry.
       tree: the pytree whose matrices are mapped (e.g. updates).
       specs: ``None``, a pytree (or prefix) of ``MatrixSpec`` / ``"fallback"`` / ``None``, or a
-        callable ``tree -> such a pytree``; see :func:`resolve_specs`.
+        callable ``tree -> such a pytree``; see `resolve_specs`.
       *rest: further trees with ``tree``'s structure whose matrices are stacked alike and
         passed to ``fn`` after the stack of ``tree``.
       consts: a pytree of arrays ``fn`` reads (e.g. coefficient tables). Pass arrays here
@@ -48,7 +48,7 @@ def map_matrices(
       transpose_tall: put a tall ``n × m`` matrix into the ``m × n`` stack as its transpose.
         Only valid for ``fn`` with f(Xᵀ) = f(X)ᵀ (Newton–Schulz, the spectral lmo), not for
         shape-dependent functions.
-      distribute: an :class:`optorth.Distribution`, or a shorthand for its mode: ``None``
+      distribute: an `optorth.Distribution`, or a shorthand for its mode: ``None``
         (``"auto"``: the stacks holding sharded leaves when the layouts are visible under
         explicit axes, every stack under automatic axes), ``True`` (every stack), ``False``
         (none: XLA partitions the products itself).
@@ -58,7 +58,7 @@ def map_matrices(
       their input shardings.
 
     Raises:
-      ValueError: from :func:`resolve_specs` (naming the leaf), for a ``distribute`` that is
+      ValueError: from `resolve_specs` (naming the leaf), for a ``distribute`` that is
         not a ``Distribution``/``None``/``True``/``False`` or names an axis the mesh does not
         have, or when ``fn`` changes a stack's shape.
 

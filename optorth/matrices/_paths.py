@@ -84,7 +84,7 @@ def flatten_with_paths(tree) -> tuple[list[tuple[str, Any]], Any]:
 def flatten_with_keys(tree, is_leaf=None) -> tuple[list[tuple[tuple[str, ...], Any]], Any]:
     """``([(path_components, leaf), ...], treedef)`` with NNX variables kept as single leaves.
 
-    Like :func:`flatten_with_paths`, but each path is a tuple of strings, so that keys holding
+    Like `flatten_with_paths`, but each path is a tuple of strings, so that keys holding
     a ``/`` cannot collide with nested keys. ``is_leaf`` may mark further leaves.
     """
     def stop(x):

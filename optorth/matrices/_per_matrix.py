@@ -1,9 +1,9 @@
 """Matrix views of leaves for the statistics blocks (second moments, factored, per-matrix RMS).
 
-:func:`optorth.matrices.map_matrices` is the way to apply a function to every matrix of a
+`optorth.matrices.map_matrices` is the way to apply a function to every matrix of a
 tree. The statistics blocks need something else: their state holds arrays of *other* shapes
 than the matrices (row and column statistics, one value per neuron), kept per leaf, so they
-walk the leaves themselves and see each one through :func:`to_view`. This module is that
+walk the leaves themselves and see each one through `to_view`. This module is that
 internal primitive; it is not a second mapper.
 
 A leaf is seen as a batch of matrices ``(..., m, n)``:
@@ -14,7 +14,7 @@ A leaf is seen as a batch of matrices ``(..., m, n)``:
   every leading axis a batch axis (Adafactor's convention);
 * scalars and vectors have no matrix view (``None``).
 
-Specs come from the one resolver, :func:`optorth.matrices.resolve_specs`.
+Specs come from the one resolver, `optorth.matrices.resolve_specs`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _check_real(leaf, path: str, who: str) -> None:
 def statistics_leaves(tree, specs: Specs, *, who: str, fallback_stats: bool = True):
     """``(leaves, treedef, specs, paths)`` of ``tree`` for a statistics block.
 
-    ``specs`` is resolved by :func:`optorth.matrices.resolve_specs` (one ``MatrixSpec`` or
+    ``specs`` is resolved by `optorth.matrices.resolve_specs` (one ``MatrixSpec`` or
     ``"fallback"`` per leaf, in ``jax.tree.leaves`` order). Complex leaves that get statistics
     are refused (their second moments would drop the imaginary part): every leaf when
     ``fallback_stats`` (factored, per-matrix RMS), else the ``MatrixSpec`` leaves only (which
@@ -80,7 +80,7 @@ def matrix_shape(spec, shape) -> tuple[int, ...] | None:
 
 def to_view(x, spec) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
     """The ``(..., m, n)`` view of ``x`` and the function mapping such a view back to
-    ``x.shape``. Only call for leaves that have a matrix view (see :func:`matrix_shape`)."""
+    ``x.shape``. Only call for leaves that have a matrix view (see `matrix_shape`)."""
     if not isinstance(spec, MatrixSpec):
         return x, lambda y: y
     shape = x.shape

@@ -1,7 +1,7 @@
 """Where each stack of whole matrices lives on a mesh: the static plan behind the sharding step.
 
 Given the groups of equally shaped matrices (``optorth.matrices._grouping``), the mesh, the
-leaves' layouts (visible under explicit axes only) and a :class:`optorth.Distribution`, this
+leaves' layouts (visible under explicit axes only) and a `optorth.Distribution`, this
 module decides, at trace time, for every stack:
 
 * its *home*: the mesh axes its stack axis is sharded over (``P(home, None, None)``), never a
@@ -237,7 +237,7 @@ def _split_local(group, candidates, mesh, policy, known):
 
 def layouts_of(leaves: dict, specs: dict, paths: dict, typeof, explicit: bool,
                policy: Distribution) -> Layouts:
-    """The :class:`Layouts` of the matrix leaves ``{flat index: array}``: from their types
+    """The `Layouts` of the matrix leaves ``{flat index: array}``: from their types
     under explicit axes, else from the layouts ``policy`` recorded (when it has every leaf)."""
     shapes = {i: tuple(x.shape) for i, x in leaves.items()}
     layouts = {}

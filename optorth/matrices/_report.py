@@ -1,9 +1,9 @@
 """The routing report: every leaf's decision, suggested rules and warnings, never raising.
 
-:func:`routing_report` routes like :func:`optorth.route` but records instead of raising: a
+`routing_report` routes like `optorth.route` but records instead of raising: a
 leaf with no unambiguous layout (rank 3, rank ≥ 5) or whose rule does not fit it gets the
 target ``"unresolved"`` and a suggested rule fitting its shape and name
-(:mod:`optorth.matrices._suggest`); a malformed rule or pattern becomes a warning. It also
+(`optorth.matrices._suggest`); a malformed rule or pattern becomes a warning. It also
 warns about routings that run but are likely wrong:
 
 * a rule that matches no leaf (a typo, or a path with another prefix);
@@ -15,8 +15,8 @@ warns about routings that run but are likely wrong:
   embedding/head then takes matrix steps as both);
 * no leaf at all on the matrix path (the optimizer would be its fallback everywhere).
 
-:func:`describe_routing` prints it; the ready optimizers emit the warnings as
-:class:`RoutingWarning` when they are initialized.
+`describe_routing` prints it; the ready optimizers emit the warnings as
+`RoutingWarning` when they are initialized.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ from optorth.matrices._suggest import Suggestion, fan_dims, suggest_rules
 
 
 class RoutingWarning(UserWarning):
-    """A routing that runs but is likely not what was meant (see :func:`routing_report`)."""
+    """A routing that runs but is likely not what was meant (see `routing_report`)."""
 
 
 class RoutingReport(NamedTuple):
-    """Every leaf's :class:`Decision`, rules for the unresolved ones, and warnings."""
+    """Every leaf's `Decision`, rules for the unresolved ones, and warnings."""
 
     decisions: list[Decision]
     suggestions: list[Suggestion]
@@ -124,12 +124,12 @@ def routing_report(
 ) -> RoutingReport:
     """Every leaf's decision, rules for the leaves routing cannot decide, and warnings.
 
-    Takes the same arguments as :func:`optorth.route` and makes the same decisions, but never
+    Takes the same arguments as `optorth.route` and makes the same decisions, but never
     raises: see the module docstring for what it records.
 
     Returns:
-      A :class:`RoutingReport`; ``decisions`` in tree order, ``"unresolved"`` as the target
-      of a leaf :func:`optorth.route` would refuse.
+      A `RoutingReport`; ``decisions`` in tree order, ``"unresolved"`` as the target
+      of a leaf `optorth.route` would refuse.
 
     Example:
       >>> import jax.numpy as jnp
@@ -195,8 +195,8 @@ def describe_routing(
 ) -> str:
     """A printable report: every leaf's path, shape, route, spec, matrices and reason.
 
-    Takes the same arguments as :func:`optorth.route` and makes the same decisions, but never
-    raises (:func:`routing_report`): leaves route would refuse are listed as ``unresolved``
+    Takes the same arguments as `optorth.route` and makes the same decisions, but never
+    raises (`routing_report`): leaves route would refuse are listed as ``unresolved``
     with suggested rules to paste, followed by warnings (rules matching nothing, a likely
     output layer or a tied embedding on the matrix path, no matrix leaf at all). The last line
     counts the leaves of each route.
@@ -228,7 +228,7 @@ def describe_routing(
 
 def warn_routing_at_init(who: str, tx: optax.GradientTransformation, rules: Any,
                          ) -> optax.GradientTransformation:
-    """``tx`` whose ``init`` emits the report's warnings as :class:`RoutingWarning`.
+    """``tx`` whose ``init`` emits the report's warnings as `RoutingWarning`.
 
     Leaves ``tx.init``'s own errors alone: an unresolved leaf still raises there.
     """

@@ -1,18 +1,18 @@
 """The one spec resolver: which leaves of a tree are matrices (and how), which fall back.
 
-Every block that takes ``specs`` reads them through :func:`resolve_specs`, so ``specs`` means
+Every block that takes ``specs`` reads them through `resolve_specs`, so ``specs`` means
 the same everywhere:
 
-* ``None`` (the default): the library's routing, :func:`optorth.route` of the tree. Hidden
-  2-D kernels and 4-D conv kernels get a :class:`MatrixSpec`; embeddings, output heads,
+* ``None`` (the default): the library's routing, `optorth.route` of the tree. Hidden
+  2-D kernels and 4-D conv kernels get a `MatrixSpec`; embeddings, output heads,
   biases, norm gains, vectors, scalars and non-float leaves get ``"fallback"``; a leaf with no
   unambiguous layout (rank 3, rank ≥ 5) raises route's ``ValueError`` naming it and the rule
   that fixes it.
-* a pytree of :class:`MatrixSpec` / ``"fallback"`` / ``None`` (``None`` means ``"fallback"``)
+* a pytree of `MatrixSpec` / ``"fallback"`` / ``None`` (``None`` means ``"fallback"``)
   with the structure of the parameters, or a prefix of it: a single ``"fallback"`` covers every
   leaf, ``{"mlp": MatrixSpec()}`` covers every leaf under ``mlp``.
 * a callable ``tree -> such a pytree``, e.g. ``lambda p: optorth.route(p, rules)``
-  (:func:`route_specs`); it is called on the tree the block sees (the parameters at init, the
+  (`route_specs`); it is called on the tree the block sees (the parameters at init, the
   updates at update).
 
 Specs are matched to leaves by *path* (the key components, longest prefix first), never by
@@ -93,10 +93,10 @@ def resolve_specs(specs: Specs, tree, *, who: str):
     """The specs of every leaf of ``tree``: a tree like it of ``MatrixSpec`` / ``"fallback"``.
 
     See the module docstring for the forms ``specs`` takes and how they are matched to
-    leaves. Every :class:`MatrixSpec` is checked against its leaf's shape and dtype.
+    leaves. Every `MatrixSpec` is checked against its leaf's shape and dtype.
 
     Args:
-      specs: ``None`` (:func:`optorth.route`), a pytree (or prefix) of ``MatrixSpec`` /
+      specs: ``None`` (`optorth.route`), a pytree (or prefix) of ``MatrixSpec`` /
         ``"fallback"`` / ``None``, or a callable ``tree -> such a pytree``.
       tree: the parameters or updates (may hold ``optax.MaskedNode``, ``nnx.Param`` variables,
         Python scalars).
@@ -152,7 +152,7 @@ def resolve_specs(specs: Specs, tree, *, who: str):
 
 
 def resolve_leaf_specs(specs: Specs, tree, *, who: str) -> tuple[list, list[str]]:
-    """``(specs, paths)``: :func:`resolve_specs` as lists in ``jax.tree.leaves(tree)`` order.
+    """``(specs, paths)``: `resolve_specs` as lists in ``jax.tree.leaves(tree)`` order.
 
     For blocks that walk the leaves themselves (one entry per array leaf; an NNX variable
     holds one array).
@@ -181,7 +181,7 @@ def route_specs(rules=None, **route_options) -> Callable[[Any], Any]:
     """A ``specs`` callable: ``lambda tree: optorth.route(tree, rules, **route_options)``.
 
     Args:
-      rules: ``(regex, MatrixSpec | "fallback")`` pairs, as in :func:`optorth.route`.
+      rules: ``(regex, MatrixSpec | "fallback")`` pairs, as in `optorth.route`.
       **route_options: ``embedding_patterns``, ``head_patterns``, ``bias_patterns``.
 
     Returns:

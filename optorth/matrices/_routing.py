@@ -10,8 +10,8 @@ Decided from roles, not rank alone, in this order (the first that applies wins):
 2. scalars and vectors (rank ≤ 1) and non-float leaves (integer, complex) → fallback;
 3. a last path component matching ``bias_patterns`` (``bias``, ``scale``, ...) → fallback, so
    2-D biases such as NNX attention biases ``(heads, head_dim)`` are not taken for matrices;
-   likewise a last component matching :data:`ADAPTER_PATTERNS` (``oft_*``, ``hra_*``,
-   ``givens_*``, ``lora_*``: the parameters of :mod:`optorth.nn`'s orthogonal fine-tuning
+   likewise a last component matching `ADAPTER_PATTERNS` (``oft_*``, ``hra_*``,
+   ``givens_*``, ``lora_*``: the parameters of `optorth.nn`'s orthogonal fine-tuning
    adapters and of ``nnx.LoRA``). Those are coordinates of a transform (packed skew-symmetric
    generators, rotation angles, reflection directions, low-rank factors), not linear maps
    whose operator norm a matrix step controls, so they take the elementwise fallback as the
@@ -28,8 +28,8 @@ Decided from roles, not rank alone, in this order (the first that applies wins):
 Component patterns are regular expressions matched in full against a single path component,
 case-insensitively. They err towards the fallback: e.g. a Hugging Face BERT leaf
 ``attention/output/dense/kernel`` matches ``output`` and goes to AdamW; add a rule (rules win)
-or pass ``head_patterns=`` to change that. :func:`describe_routing` prints the decision and the
-reason for each leaf, and never raises (:mod:`optorth.matrices._report`).
+or pass ``head_patterns=`` to change that. `describe_routing` prints the decision and the
+reason for each leaf, and never raises (`optorth.matrices._report`).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def routing_decisions(
     head_patterns: Sequence[str] = HEAD_PATTERNS,
     bias_patterns: Sequence[str] = BIAS_PATTERNS,
 ) -> tuple[list[Decision], Any]:
-    """The :class:`Decision` of every leaf (in tree order) and the tree definition.
+    """The `Decision` of every leaf (in tree order) and the tree definition.
 
     Raises:
       ValueError: for a malformed rule or pattern, a rule whose spec does not fit its leaf,
@@ -242,8 +242,8 @@ def compile_patterns(embedding_patterns, head_patterns, bias_patterns) -> list[l
 
 
 def decide_all(items, rules, patterns) -> list[Decision]:
-    """Every leaf's :class:`Decision` without raising: a leaf that cannot be routed gets the
-    target ``"unresolved"`` and the reason (for :func:`describe_routing`)."""
+    """Every leaf's `Decision` without raising: a leaf that cannot be routed gets the
+    target ``"unresolved"`` and the reason (for `describe_routing`)."""
     return [_decide(path, leaf, rules, *patterns, strict=False) for path, leaf in items]
 
 
@@ -255,7 +255,7 @@ def route(
     head_patterns: Sequence[str] = HEAD_PATTERNS,
     bias_patterns: Sequence[str] = BIAS_PATTERNS,
 ):
-    """A tree like ``params`` whose leaves are a :class:`MatrixSpec` or ``"fallback"``.
+    """A tree like ``params`` whose leaves are a `MatrixSpec` or ``"fallback"``.
 
     Works on plain arrays, ``jax.ShapeDtypeStruct`` leaves, an ``nnx.State`` of ``nnx.Param``
     variables (as ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` passes to ``tx.init``) and on an
@@ -291,7 +291,7 @@ def route(
 
 
 def route_or_fallback(params, rules: Sequence[Rule] | None = None):
-    """:func:`route`, except that a leaf with no unambiguous layout (rank 3, rank ≥ 5) takes
+    """`route`, except that a leaf with no unambiguous layout (rank 3, rank ≥ 5) takes
     ``"fallback"`` instead of raising: for blocks whose fallback treats a rank ≥ 2 leaf as a
     batch of matrices over its last two axes (Adafactor's convention). Rules still win, and a
     rule whose spec does not fit its leaf still raises."""

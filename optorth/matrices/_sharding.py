@@ -10,7 +10,7 @@ The strategy here uses sharding constraints only, no communication code of our o
 1. group: the matrices of all leaves that share a shape ``(m, n)`` (tall ones transposed)
    form one stack ``(B, m, n)`` (``optorth.matrices._grouping``);
 2. place: a static plan (``optorth.matrices._placement``, steered by an
-   :class:`optorth.Distribution`) gives each stack a *home*, the mesh axes its stack axis is
+   `optorth.Distribution`) gives each stack a *home*, the mesh axes its stack axis is
    sharded over (by default the axes the parameters are sharded on, never a replica axis),
    pads it with zero matrices (Newton–Schulz maps zero to zero) to a multiple of their
    device count, and keeps leaves that already hold whole matrices per device where they are;
@@ -190,13 +190,13 @@ def _constrain_to(out_tree, specs, layouts: dict, mesh):
 def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=None,
                 transpose_tall: bool = False,
                 distribute: Distribution | bool | None = None):
-    """The grouping and distribution steps of :func:`optorth.matrices.map_matrices`.
+    """The grouping and distribution steps of `optorth.matrices.map_matrices`.
 
     ``fn(consts, stack, *rest_stacks)`` runs once per stack of equal matrix shapes (see the
     module docstring for how each stack is placed on the mesh). ``specs_tree`` is a resolved
     specs tree (a prefix of ``tree``). Without a mesh of more than one device (neither in the
     context nor on the leaves) this is exactly the grouping step,
-    :func:`optorth.matrices._grouping.map_stacks`.
+    `optorth.matrices._grouping.map_stacks`.
 
     Returns:
       The mapped tree; its matrix leaves keep their input shardings.

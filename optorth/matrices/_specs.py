@@ -1,6 +1,6 @@
 """How a parameter of any rank is seen as a batch of matrices.
 
-A :class:`MatrixSpec` names the *reduction* (fan-in) axes and the *output* (fan-out) axes of a
+A `MatrixSpec` names the *reduction* (fan-in) axes and the *output* (fan-out) axes of a
 weight; every other axis is a batch axis. A leaf of shape ``S`` becomes ``B`` matrices of shape
 ``m × n`` with ``m = ∏ S[reduction]`` and ``n = ∏ S[output]``. An axis may also be split into
 heads (each head becomes a batch entry: per-head orthogonalization) or into fused blocks of
@@ -223,7 +223,7 @@ class MatrixSpec:
         return tuple(p.matrix for p in self._plan(tuple(shape)))
 
     def matrix_shape(self, shape) -> tuple[int, int, int]:
-        """``(B, m, n)`` of :meth:`to_matrices`; raises if blocks differ in shape."""
+        """``(B, m, n)`` of `to_matrices`; raises if blocks differ in shape."""
         groups = self.matrix_shapes(shape)
         if len({g[1:] for g in groups}) != 1:
             raise ValueError(f"{self!r} splits shape {tuple(shape)} into matrices of different "
@@ -256,7 +256,7 @@ class MatrixSpec:
         return groups
 
     def from_groups(self, groups, shape) -> jax.Array:
-        """Inverse of :meth:`to_groups`: the leaf of ``shape`` rebuilt from its groups."""
+        """Inverse of `to_groups`: the leaf of ``shape`` rebuilt from its groups."""
         shape = tuple(shape)
         pieces = self._plan(shape)
         if len(groups) != len(pieces):
@@ -279,7 +279,7 @@ class MatrixSpec:
         return groups[0] if len(groups) == 1 else jnp.concatenate(groups, axis=0)
 
     def from_matrices(self, y, shape) -> jax.Array:
-        """Inverse of :meth:`to_matrices`: ``(B, m, n)`` back to the leaf's ``shape``."""
+        """Inverse of `to_matrices`: ``(B, m, n)`` back to the leaf's ``shape``."""
         sizes = [g[0] for g in self.matrix_shapes(shape)]
         splits = [sum(sizes[:i]) for i in range(1, len(sizes))]
         return self.from_groups(jnp.split(y, splits, axis=0) if splits else [y], shape)
@@ -296,5 +296,5 @@ class MatrixSpec:
 
 
 def is_spec_leaf(x) -> bool:
-    """Leaves of a specs tree: a :class:`MatrixSpec`, the string ``"fallback"`` or ``None``."""
+    """Leaves of a specs tree: a `MatrixSpec`, the string ``"fallback"`` or ``None``."""
     return x is None or isinstance(x, (MatrixSpec, str))

@@ -1,6 +1,6 @@
 """Orthogonal fine-tuning adapters for Flax NNX.
 
-Each adapter wraps a pretrained ``nnx.Linear``, freezes its kernel and bias (:class:`Frozen`,
+Each adapter wraps a pretrained ``nnx.Linear``, freezes its kernel and bias (`Frozen`,
 not an ``nnx.Param``) and learns a transform ``M`` of the layer's input, applied to the input
 (``y = (x M) W + b``) so that ``M W`` is never formed while training. Every adapter starts at
 the identity (the wrapped model's output is unchanged at init) and ``merge()`` returns a plain
@@ -8,22 +8,22 @@ the identity (the wrapped model's output is unchanged at init) and ``merge()`` r
 
 Adapters:
 
-* :class:`OFTLinear`: OFTv2, a block-diagonal rotation from skew-symmetric generators through
+* `OFTLinear`: OFTv2, a block-diagonal rotation from skew-symmetric generators through
   the Cayley–Neumann parameterization (Qiu et al., "Orthogonal Finetuning Made Scalable",
   arXiv 2506.19847).
-* :class:`HRALinear`: a chain of ``r`` Householder reflections, exactly orthogonal and a
+* `HRALinear`: a chain of ``r`` Householder reflections, exactly orthogonal and a
   rank-``r`` update of the kernel (Yuan et al., "Bridging The Gap between Low-rank and
   Orthogonal Adaptation via Householder Reflection Adaptation", arXiv 2405.17484).
-* :class:`GivensLinear`: ``d - 1`` Givens rotations in ``⌈log2 d⌉`` parallel layers, or their
+* `GivensLinear`: ``d - 1`` Givens rotations in ``⌈log2 d⌉`` parallel layers, or their
   quasi-orthogonal relaxation (Ma et al., "Parameter Efficient Quasi-Orthogonal Fine-Tuning
   via Givens Rotation", arXiv 2404.04316).
 
-Whole models: :func:`adapt` swaps the selected dense layers for adapters in place and
-:func:`merge` swaps them back for merged layers.
+Whole models: `adapt` swaps the selected dense layers for adapters in place and
+`merge` swaps them back for merged layers.
 
-QK-clip: :func:`track_max_logits` and :func:`record_max_logits` record each attention
-layer's per-head maximum logit inside :func:`capture_max_logits`, for
-:func:`optorth.qk_clip` (Kimi Team, "Kimi K2: Open Agentic Intelligence", arXiv 2507.20534).
+QK-clip: `track_max_logits` and `record_max_logits` record each attention
+layer's per-head maximum logit inside `capture_max_logits`, for
+`optorth.qk_clip` (Kimi Team, "Kimi K2: Open Agentic Intelligence", arXiv 2507.20534).
 
 Training: ``nnx.Optimizer(model, tx, wrt=optorth.nn.AdapterParam)`` trains the adapters alone;
 ``wrt=nnx.Param`` trains the adapters and every non-adapted parameter (never the frozen bases).

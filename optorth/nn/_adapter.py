@@ -5,14 +5,14 @@ and learns a transform ``M`` of its input space, so that the adapted layer compu
 ``y = (x M) W + b``, i.e. the kernel ``M W`` (Qiu et al., "Controlling Text-to-Image Diffusion
 by Orthogonal Finetuning", arXiv 2306.07280, write ``W_OFT = R W_0``). Adapters apply ``M`` to
 the input (input-centric; Qiu et al., "Orthogonal Finetuning Made Scalable",
-arXiv 2506.19847) and never form ``M W`` in the forward pass; :meth:`OrthogonalAdapter.merge`
+arXiv 2506.19847) and never form ``M W`` in the forward pass; `OrthogonalAdapter.merge`
 forms it once, for inference.
 
 Variable types decide what an optimizer sees:
 
-* :class:`Frozen`: the wrapped layer's kernel and bias. Not an ``nnx.Param``, so
+* `Frozen`: the wrapped layer's kernel and bias. Not an ``nnx.Param``, so
   ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` trains everything except the frozen bases.
-* :class:`AdapterParam`: an ``nnx.Param`` subclass; ``wrt=AdapterParam`` trains the
+* `AdapterParam`: an ``nnx.Param`` subclass; ``wrt=AdapterParam`` trains the
   adapters alone.
 """
 
@@ -34,7 +34,7 @@ class AdapterParam(nnx.Param):
 
 
 def frozen_copy(who: str, base) -> nnx.Linear:
-    """A copy of the ``nnx.Linear`` ``base`` whose kernel and bias are :class:`Frozen`."""
+    """A copy of the ``nnx.Linear`` ``base`` whose kernel and bias are `Frozen`."""
     if not isinstance(base, nnx.Linear):
         raise ValueError(
             f"{who}: expected an nnx.Linear to adapt, got {type(base).__name__}; wrap each "
@@ -61,8 +61,8 @@ def check_width(who: str, name: str, value: int, width: int, what: str) -> int:
 class OrthogonalAdapter(nnx.Module):
     """Base class: a frozen ``nnx.Linear`` (``self.base``) behind a learned input transform.
 
-    Subclasses implement :meth:`transform_inputs` (``x ↦ x M`` on the last axis, never forming
-    ``M W``) and :meth:`transform` (the dense ``(in, in)`` matrix ``M``, for merging and tests).
+    Subclasses implement `transform_inputs` (``x ↦ x M`` on the last axis, never forming
+    ``M W``) and `transform` (the dense ``(in, in)`` matrix ``M``, for merging and tests).
     """
 
     base: nnx.Linear

@@ -95,7 +95,7 @@ class GivensLinear(OrthogonalAdapter):
     Quasi mode (qGOFT, paper Eq. 5) replaces each rotation by a free 2x2 matrix
     ``[[a1, b1], [a2, b2]] = (alpha, beta)``, ``givens_blocks`` of shape ``(d - 1, 2, 2)``
     (four parameters per plane, no angles), whose column norms and relative angle are free;
-    :meth:`orthogonality_penalty` returns the paper's soft regularizer
+    `orthogonality_penalty` returns the paper's soft regularizer
     ``sum_i <alpha_i, beta_i>^2``, to be added to the loss with a strength ``lambda``
     (the paper tunes it in ``[0.001, 0.05]``).
 

@@ -18,7 +18,7 @@ The vectors start in equal pairs (``u_{2j-1} = u_{2j}``; ``H_i H_i = I``), so th
 the identity; that needs an even ``r``. Each pair is applied as one step,
 ``H_a H_b = I - 2 H_a K`` with ``e = b̂ - â`` and ``K = â eᵀ + e âᵀ + e eᵀ`` (the same product,
 written so that equal vectors give ``e = 0`` exactly and the output equals the input bit for
-bit), in ``O(r·d)`` per row; ``H`` itself is formed only by :meth:`HRALinear.transform`.
+bit), in ``O(r·d)`` per row; ``H`` itself is formed only by `HRALinear.transform`.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _paired_start(key, width, rank):
 class HRALinear(OrthogonalAdapter):
     """A frozen ``nnx.Linear`` whose inputs pass through ``r`` Householder reflections.
 
-    Trains ``hra_vectors`` (:class:`AdapterParam`, float32 ``(in_features, rank)``, ``r·d``
+    Trains ``hra_vectors`` (`AdapterParam`, float32 ``(in_features, rank)``, ``r·d``
     numbers); the layer computes ``base(x H)`` with ``H = H_1 ⋯ H_r`` (see the module docstring)
     in ``O(r·d)`` per row, never forming ``H``. Add ``λ * layer.orthogonality_penalty()`` to the
     loss for the paper's regularizer.

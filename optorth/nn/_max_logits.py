@@ -1,8 +1,8 @@
 """Per-head maximum attention logits, recorded during the forward pass for QK-clip.
 
 Inside ``with capture_max_logits() as record:`` every attention that records (each
-``nnx.MultiHeadAttention`` after :func:`track_max_logits`, or your own attention calling
-:func:`record_max_logits`) stores max over batch and positions of qᵀk/√d per head under its
+``nnx.MultiHeadAttention`` after `track_max_logits`, or your own attention calling
+`record_max_logits`) stores max over batch and positions of qᵀk/√d per head under its
 layer path, e.g. ``record["blocks/0/attn"]`` of shape ``(heads,)``. The maxima are a reduction
 of logits the attention computes anyway, float32 and without gradient. Open the capture
 inside the traced loss function and return the record with the loss (``has_aux=True``), so
@@ -55,11 +55,11 @@ def capture_max_logits():
 def record_max_logits(name: str, logits, mask=None) -> None:
     """Records max over every axis but the head axis of ``logits`` (``(..., heads, q, k)``,
     the scaled qᵀk/√d before any bias or mask) under ``name``, where ``mask`` (broadcastable,
-    ``True`` = attended) allows. Does nothing outside :func:`capture_max_logits`.
+    ``True`` = attended) allows. Does nothing outside `capture_max_logits`.
 
     Args:
       name: the attention layer's path (the prefix of its query/key leaves, e.g.
-        ``"blocks/0/attn"``), which routes the maxima to its leaves in :func:`optorth.qk_clip`.
+        ``"blocks/0/attn"``), which routes the maxima to its leaves in `optorth.qk_clip`.
       logits: attention logits with heads on axis −3.
       mask: optional boolean mask broadcastable to ``logits``.
 
@@ -114,7 +114,7 @@ def track_max_logits(model: nnx.Module) -> list[str]:
     """Makes every ``nnx.MultiHeadAttention`` of ``model`` record its maximum logits.
 
     Wraps each layer's ``attention_fn`` (outputs unchanged); inside
-    :func:`capture_max_logits` the layer at path ``p`` records under ``"p"`` (e.g.
+    `capture_max_logits` the layer at path ``p`` records under ``"p"`` (e.g.
     ``"blocks/0/attn"``), the prefix of its ``query/kernel`` and ``key/kernel``.
 
     Returns:

@@ -49,7 +49,7 @@ class OFTLinear(OrthogonalAdapter):
     exact Cayley transform ``(I + Q_i)(I − Q_i)^{-1}`` when ``exact=True``. Starts at
     ``Q = 0``, i.e. ``R = I``. The truncation is orthogonal only approximately:
     ``‖R_iᵀR_i − I‖₂ ≤ 2q^{k+1} + q^{2(k+1)}`` with ``q = ‖Q_i‖₂`` (``q^{2(k+1)}`` exactly
-    when ``k`` is even and ``q ≤ 1``); see :meth:`orthogonality_error`.
+    when ``k`` is even and ``q ≤ 1``); see `orthogonality_error`.
 
     Args:
       base: the pretrained ``nnx.Linear`` (copied; the copy's kernel and bias are frozen).
@@ -62,7 +62,7 @@ class OFTLinear(OrthogonalAdapter):
 
     Attributes:
       oft_skew: ``(in_features // b, b (b − 1) / 2)`` float32, the strictly upper triangles of
-        the skew-symmetric generators ``Q_i`` read row by row (an :class:`AdapterParam`).
+        the skew-symmetric generators ``Q_i`` read row by row (an `AdapterParam`).
 
     Example:
       >>> import jax.numpy as jnp

@@ -1,20 +1,20 @@
 """Norms as objects: the dualizer (lmo), dual and primal norm, and shape scale of each.
 
 A trust-region step under a norm is X ← X − η·lmo(M), lmo(M) = argmax_{‖D‖ ≤ 1} ⟨M, D⟩
-(Kovalev, arXiv 2503.12645). Pass a norm to :func:`optorth.dualize` or
-:func:`optorth.trust_region`; its ``scale`` (a :class:`ShapeScale`) sets what the learning
+(Kovalev, arXiv 2503.12645). Pass a norm to `optorth.dualize` or
+`optorth.trust_region`; its ``scale`` (a `ShapeScale`) sets what the learning
 rate means per matrix shape.
 
 | norm            | lmo(M)                               | dual ‖M‖_*           |
 |-----------------|--------------------------------------|----------------------|
-| :class:`Spectral` (holds a ``NewtonSchulz``) | U Vᵀ (polar factor) | nuclear norm Σσ_i |
-| :class:`Frobenius` | M / ‖M‖_F                         | ‖M‖_F                |
-| :class:`Sign`   | sign(M)                              | Σ|M_ij|              |
-| :class:`Row`    | each row / its ℓ2 norm               | Σ_i ‖M_i,:‖₂         |
-| :class:`Column` | each column / its ℓ2 norm            | Σ_j ‖M_:,j‖₂         |
-| :class:`AuON`, :class:`HybridAuON` | AuON's cosh-scaled direction | ⟨M, lmo(M)⟩ |
+| `Spectral` (holds a ``NewtonSchulz``) | U Vᵀ (polar factor) | nuclear norm Σσ_i |
+| `Frobenius` | M / ‖M‖_F                         | ‖M‖_F                |
+| `Sign`   | sign(M)                              | Σ|M_ij|              |
+| `Row`    | each row / its ℓ2 norm               | Σ_i ‖M_i,:‖₂         |
+| `Column` | each column / its ℓ2 norm            | Σ_j ‖M_:,j‖₂         |
+| `AuON`, `HybridAuON` | AuON's cosh-scaled direction | ⟨M, lmo(M)⟩ |
 
-Names in :data:`NORMS` (``"spectral"``, ``"sign"``, ...) are accepted as shorthand for the
+Names in `NORMS` (``"spectral"``, ``"sign"``, ...) are accepted as shorthand for the
 default object.
 
 Example:

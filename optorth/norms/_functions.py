@@ -18,8 +18,8 @@ Flax layout ``y = x @ W``: rows are fan-in, columns fan-out.
 | sign          | max |D_ij|  (ℓ∞)                | sign(M)                    | Σ |M_ij|  (ℓ1)    |
 | row           | max_i ‖D_i,:‖₂ (ℓ1→ℓ2 operator) | each row / its ℓ2 norm     | Σ_i ‖M_i,:‖₂      |
 | column        | max_j ‖D_:,j‖₂ (ℓ2→ℓ∞ operator) | each column / its ℓ2 norm  | Σ_j ‖M_:,j‖₂      |
-| auon          | ‖D‖_F                           | see :func:`lmo_auon`       | ⟨M, lmo_auon(M)⟩  |
-| hybrid_auon   | ‖D‖_F                           | see :func:`lmo_hybrid_auon`| ⟨M, lmo(M)⟩       |
+| auon          | ‖D‖_F                           | see `lmo_auon`       | ⟨M, lmo_auon(M)⟩  |
+| hybrid_auon   | ‖D‖_F                           | see `lmo_hybrid_auon`| ⟨M, lmo(M)⟩       |
 
 AuON's direction is a feasible point of the Frobenius ball, within a factor r(M) ≥ 1 of its
 maximizer M/‖M‖_F, not the lmo of a norm of its own; its "dual norm" here is the value it
@@ -181,7 +181,7 @@ def dual_norm_auon(m, **options):
 
 
 def lmo_hybrid_auon(m, *, gamma: float = 1.0, eps: float = 1e-7):
-    """Hybrid-AuON: one Newton–Schulz step (Jordan's coefficients) then :func:`lmo_auon`."""
+    """Hybrid-AuON: one Newton–Schulz step (Jordan's coefficients) then `lmo_auon`."""
     one_step = NewtonSchulz("jordan", steps=1, method="standard", eps=eps)
     return lmo_auon(one_step.apply(jnp.asarray(m)), gamma=gamma, eps=eps)
 

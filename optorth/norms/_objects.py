@@ -3,8 +3,8 @@
 A trust-region step of radius η under a norm ‖·‖ is X ← X − η·lmo(M) with
 lmo(M) = argmax_{‖D‖ ≤ 1} ⟨M, D⟩ and ⟨M, lmo(M)⟩ = ‖M‖_* (Kovalev, "Understanding Gradient
 Orthogonalization for Deep Learning via Non-Euclidean Trust-Region Optimization",
-arXiv 2503.12645). :func:`optorth.dualize` applies ``norm.lmo`` per matrix and
-:func:`optorth.scale_by_shape` applies ``norm.scale``. All methods take ``(..., m, n)``
+arXiv 2503.12645). `optorth.dualize` applies ``norm.lmo`` per matrix and
+`optorth.scale_by_shape` applies ``norm.scale``. All methods take ``(..., m, n)``
 arrays and work per matrix; norms return float32 of shape ``(...)``.
 """
 
@@ -32,7 +32,7 @@ class Norm:
 
     Attributes:
       scale: the shape-scale convention applied after the lmo (``None``: none), a
-        :class:`ShapeScale` or a convention name (``"keller"``, ``"consistent_rms"``,
+        `ShapeScale` or a convention name (``"keller"``, ``"consistent_rms"``,
         ``"spectral"``); keyword-only in every norm.
     """
 
@@ -62,7 +62,7 @@ class Spectral(Norm):
     """The spectral norm σ_max: lmo(M) = U Vᵀ (Newton–Schulz with ``ns``), dual = nuclear.
 
     Attributes:
-      ns: the :class:`optorth.NewtonSchulz` that approximates the polar factor.
+      ns: the `optorth.NewtonSchulz` that approximates the polar factor.
 
     Example:
       >>> import optorth, jax.numpy as jnp
@@ -149,7 +149,7 @@ class AuON(Norm):
     """AuON's direction X/sqrt(mean(cosh²(γX))), X = M/‖M‖_F: a point of the Frobenius ball.
 
     Honest note: since ‖X‖_F = 1 the cosh factor r satisfies r − 1 ≤ sinh²(γ)/(2N) for N
-    entries (≈2e-6 at 512×512), so AuON is, to that accuracy, :class:`Frobenius`. Its "dual"
+    entries (≈2e-6 at 512×512), so AuON is, to that accuracy, `Frobenius`. Its "dual"
     is the value it attains, ⟨M, lmo(M)⟩.
 
     Attributes:
@@ -208,7 +208,7 @@ NORMS: dict[str, type[Norm]] = {
 
 
 def as_norm(norm: Any) -> Norm:
-    """A :class:`Norm` from itself or a name in :data:`NORMS`."""
+    """A `Norm` from itself or a name in `NORMS`."""
     if isinstance(norm, Norm):
         if type(norm).lmo is Norm.lmo:
             raise ValueError(f"{type(norm).__name__}() defines no lmo: optorth.norms.Norm is the "

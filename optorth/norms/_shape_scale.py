@@ -66,7 +66,7 @@ class ShapeScale:
 
 
 def as_shape_scale(scale) -> ShapeScale | None:
-    """``None``, a :class:`ShapeScale`, or a convention name as shorthand for one."""
+    """``None``, a `ShapeScale`, or a convention name as shorthand for one."""
     if scale is None or isinstance(scale, ShapeScale):
         return scale
     if isinstance(scale, str):

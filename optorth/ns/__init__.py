@@ -1,18 +1,18 @@
 """Newton–Schulz orthogonalization and its coefficient schedules.
 
-- The engine: :func:`newton_schulz` with a :class:`NewtonSchulz` configuration (schedule,
+- The engine: `newton_schulz` with a `NewtonSchulz` configuration (schedule,
   steps, normalization, iteration form, compute dtype, online learning), validated at
-  construction; :func:`polar` and :func:`polar_numpy` (SVD references); :func:`choose_method`;
-  :func:`newton_schulz_table`, the iteration on a raw (possibly traced) table, and
-  :func:`default_restart`, the Gram iteration's restart period.
-- Schedules as data: :class:`Schedule`, the presets (:data:`PRESETS`, :func:`preset_names`,
-  :func:`resolve_schedule`, :func:`root_schedule`), minimax generators
-  (:func:`polar_express_schedule`, :func:`cans_schedule`) and the exact scalar oracle
-  :func:`validate_schedule` (:class:`ScheduleReport`).
-- Learned coefficients: offline :func:`fit_schedule` (:class:`FitError`,
-  :func:`sample_spectra`, :data:`OBJECTIVES`, :data:`SPECTRUM_FAMILIES`) and online
-  :class:`OnlineLearning` / :func:`refine_coefficients` (:class:`RefineInfo`).
-- :func:`coefficient_fingerprint` and :data:`STATE_VERSION` identify a table in a state.
+  construction; `polar` and `polar_numpy` (SVD references); `choose_method`;
+  `newton_schulz_table`, the iteration on a raw (possibly traced) table, and
+  `default_restart`, the Gram iteration's restart period.
+- Schedules as data: `Schedule`, the presets (`PRESETS`, `preset_names`,
+  `resolve_schedule`, `root_schedule`), minimax generators
+  (`polar_express_schedule`, `cans_schedule`) and the exact scalar oracle
+  `validate_schedule` (`ScheduleReport`).
+- Learned coefficients: offline `fit_schedule` (`FitError`,
+  `sample_spectra`, `OBJECTIVES`, `SPECTRUM_FAMILIES`) and online
+  `OnlineLearning` / `refine_coefficients` (`RefineInfo`).
+- `coefficient_fingerprint` and `STATE_VERSION` identify a table in a state.
 
 Example:
   >>> import optorth.ns as ns

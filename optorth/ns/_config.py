@@ -31,7 +31,7 @@ _WHO = "NewtonSchulz"
 
 
 def _as_schedule(schedule) -> str | Schedule:
-    """A per-shape or checked preset name (kept as the name), or a :class:`Schedule`."""
+    """A per-shape or checked preset name (kept as the name), or a `Schedule`."""
     if isinstance(schedule, str) and schedule in PER_SHAPE_PRESETS:
         return schedule
     if isinstance(schedule, str):
@@ -69,7 +69,7 @@ class NewtonSchulz:
     Attributes:
       schedule: a preset name (``"jordan"``, ``"you"``, ``"you6"``, ``"polar_express"``,
         ``"polar_express5"``, ``"turbo"``, ``"root"`` (one table per matrix shape), the
-        shipped fitted tables such as ``"fitted5"``), an :class:`optorth.Schedule`, or a raw
+        shipped fitted tables such as ``"fitted5"``), an `optorth.Schedule`, or a raw
         ``(T, 3)`` table (converted to a ``Schedule`` that runs exactly its rows).
       steps: number of steps; ``None`` runs the schedule's own length, other counts follow
         its ``extend`` rule.
@@ -81,10 +81,10 @@ class NewtonSchulz:
       dtype: compute dtype of the iteration (e.g. ``"bfloat16"``); normalization always
         runs in float32. ``None``: the input's dtype promoted to float32.
       eps: added to the normalizer (> 0).
-      learn: an :class:`optorth.OnlineLearning` to refine the table online inside the
+      learn: an `optorth.OnlineLearning` to refine the table online inside the
         optimizer state; ``None`` keeps it fixed. Not available for per-shape schedules.
       distribute: on a device mesh, how the matrices are divided over the devices (an
-        :class:`optorth.Distribution`: which mesh axes carry them, what stays local, a
+        `optorth.Distribution`: which mesh axes carry them, what stays local, a
         memory budget); ``None``, ``True``, ``False`` are shorthand for its modes
         ``"auto"``, ``"always"``, ``"never"``. Off a mesh it has no effect.
       telemetry: ``k > 0`` keeps, in the ``orthogonalize`` state, a per-leaf estimate of
@@ -158,7 +158,7 @@ class NewtonSchulz:
         return None if self.dtype is None else jnp.dtype(self.dtype)
 
     def schedule_for(self, shape=None) -> Schedule:
-        """The :class:`Schedule` used for matrices of ``shape`` (needed for ``"root"``)."""
+        """The `Schedule` used for matrices of ``shape`` (needed for ``"root"``)."""
         return as_schedule(_WHO, self.schedule, shape=shape)
 
     def table(self, shape=None) -> np.ndarray:
@@ -177,7 +177,7 @@ class NewtonSchulz:
         return schedule.safety, self.precondition or schedule.precondition
 
     def apply(self, x, coeffs=None) -> jax.Array:
-        """Orthogonalizes every matrix of ``x`` (``(..., m, n)``); see :func:`newton_schulz`."""
+        """Orthogonalizes every matrix of ``x`` (``(..., m, n)``); see `newton_schulz`."""
         x = check_matrices(x, "newton_schulz")
         if coeffs is None:
             coeffs = jnp.asarray(self.table(x.shape[-2:]), jnp.float32)
@@ -209,7 +209,7 @@ def check_coeffs(coeffs) -> None:
 
 
 def as_newton_schulz(ns) -> NewtonSchulz:
-    """A :class:`NewtonSchulz` from itself, a preset name or a :class:`Schedule`."""
+    """A `NewtonSchulz` from itself, a preset name or a `Schedule`."""
     if isinstance(ns, NewtonSchulz):
         return ns
     if isinstance(ns, (str, Schedule)):
@@ -231,12 +231,12 @@ def newton_schulz(x, ns: NewtonSchulz | str | Schedule = "jordan", *, coeffs=Non
 
     Args:
       x: floating array of shape ``(..., m, n)``.
-      ns: a :class:`NewtonSchulz`, or a preset name / :class:`optorth.Schedule` as a
+      ns: a `NewtonSchulz`, or a preset name / `optorth.Schedule` as a
         shorthand for ``NewtonSchulz(that)``.
       coeffs: optional ``(T, 3)`` table used instead of the schedule's rows (it may be
         traced, e.g. learned: the result is differentiable with respect to it); the
         schedule still gives the normalization.
-      **settings: none; settings such as ``steps=`` belong in the :class:`NewtonSchulz`
+      **settings: none; settings such as ``steps=`` belong in the `NewtonSchulz`
         (a ``ValueError`` says how to write the call).
 
     Returns:

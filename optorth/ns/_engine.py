@@ -257,12 +257,12 @@ def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "
                         restart: int | None = None) -> jax.Array:
     """Runs Newton–Schulz on every matrix of ``x`` with a raw ``(T, 3)`` table (maybe traced).
 
-    The iteration behind :func:`optorth.newton_schulz` and the orthogonalize block: ``x`` is
+    The iteration behind `optorth.newton_schulz` and the orthogonalize block: ``x`` is
     divided by its largest entry, normalized in float32 by ``precondition`` (so that
     σ_max ≤ 1/``safety``), cast to ``dtype`` and then each row (a, b, c) maps every singular
     value σ to aσ + bσ³ + cσ⁵. Tall matrices run in the wide orientation. The table is not
     validated here (it may be traced, e.g. being learned; the result is differentiable with
-    respect to it): use :class:`optorth.NewtonSchulz` for concrete tables.
+    respect to it): use `optorth.NewtonSchulz` for concrete tables.
 
     Args:
       x: floating array of shape ``(..., m, n)``; leading axes are a batch.
@@ -270,15 +270,15 @@ def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "
       safety: the normalizer is multiplied by it (≥ 1; a schedule's ``safety``).
       precondition: ``"frobenius"`` (divide by ‖X‖_F), ``"schatten"`` (by ‖X‖_S4, reusing
         XXᵀ), ``"spectral"`` (by a power-iteration estimate of ‖X‖₂ times
-        :data:`SPECTRAL_MARGIN`, reusing XXᵀ) or ``"aol"`` (Turbo-Muon's row scaling).
+        `SPECTRAL_MARGIN`, reusing XXᵀ) or ``"aol"`` (Turbo-Muon's row scaling).
       method: ``"standard"`` (the plain quintic iteration), ``"gram"`` (iterate on the m×m
         Gram matrix and apply the accumulated polynomial once; faster for n ≫ m) or
-        ``"auto"`` (Gram when n ≥ :data:`GRAM_CROSSOVER`·m).
+        ``"auto"`` (Gram when n ≥ `GRAM_CROSSOVER`·m).
       dtype: compute dtype of the iteration (e.g. ``jnp.bfloat16``); ``None``: the input's
         dtype promoted to float32. Normalization always runs in at least float32.
       eps: added to the normalizer (so a zero matrix maps to zeros).
       restart: for the Gram iteration, recompute X and its Gram matrix every ``restart``
-        steps (``0`` never restarts); ``None`` uses :func:`default_restart` of the compute
+        steps (``0`` never restarts); ``None`` uses `default_restart` of the compute
         dtype (every 2 steps in 16-bit and in float32 with reduced-precision GPU/TPU
         matmuls, every 3 in full float32, never in float64).
 

@@ -1,7 +1,7 @@
 """Fingerprints of Newton–Schulz coefficient tables and the state layout version.
 
 The orthogonalize block stores the fingerprint of the table it was constructed with, so that
-:func:`optorth.checkpoint.reconcile_coefficients` can tell a learned table from a different
+`optorth.checkpoint.reconcile_coefficients` can tell a learned table from a different
 schedule after a restore.
 """
 
@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: Layout version of :class:`optorth.OrthogonalizeState` (``coeffs``, ``fingerprint``,
+#: Layout version of `optorth.OrthogonalizeState` (``coeffs``, ``fingerprint``,
 #: ``version``, and ``count``, which is ``None`` unless the table is learned online). A state
-#: saved by a newer layout is refused by :func:`reconcile_coefficients`.
+#: saved by a newer layout is refused by `reconcile_coefficients`.
 STATE_VERSION = 1
 UNKNOWN_FINGERPRINT = 0
 
@@ -25,7 +25,7 @@ def coefficient_fingerprint(coeffs) -> jax.Array:
 
     Hashes the float32 little-endian bytes and shapes (and, for a dict, its sorted keys), so
     equal fingerprints mean bit-identical initial tables. Traced tables have no concrete bytes:
-    they get :data:`UNKNOWN_FINGERPRINT` (0).
+    they get `UNKNOWN_FINGERPRINT` (0).
 
     Example:
       >>> import optorth

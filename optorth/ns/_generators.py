@@ -80,7 +80,7 @@ def polar_express_schedule(
     """Polar Express: the greedy minimax odd-quintic schedule for ``steps`` steps.
 
     With ℓ₁ = sigma_min, u₁ = sigma_max, step t is the minimax quintic on
-    [max(ℓ_t, cushion·u_t), u_t] (:func:`minimax_quintic`), recentred by 2 / (p(ℓ_t) + p(u_t))
+    [max(ℓ_t, cushion·u_t), u_t] (`minimax_quintic`), recentred by 2 / (p(ℓ_t) + p(u_t))
     when cushioned so that it is centred on 1 over [ℓ_t, u_t]; every row but the last is then
     replaced by p(x / s) (coefficients divided by (s, s³, s⁵)) for the safety factor s, and
     ℓ_{t+1} = p_t(ℓ_t), u_{t+1} = 2 − ℓ_{t+1}. The schedule normalizes by ‖X‖·s.
@@ -99,7 +99,7 @@ def polar_express_schedule(
       sigma_max: upper bound on the normalized singular values.
 
     Returns:
-      A :class:`optorth.Schedule` (Frobenius normalization, ``extend="truncate"``: a prefix
+      A `optorth.Schedule` (Frobenius normalization, ``extend="truncate"``: a prefix
       is the optimal shorter schedule; repeating an unconverged last row is not safe, e.g.
       repeating the first row sends σ near 1 past its repelling fixed point).
 
@@ -159,7 +159,7 @@ def minimax_cubic(lo: float, hi: float) -> tuple[float, float, float]:
 def cans_schedule(steps: int, *, sigma_min: float = 1e-3, sigma_max: float = 1.0) -> Schedule:
     """CANS degree-3 schedule: the greedy minimax odd cubic per step, rows ``(α, β, 0)``.
 
-    Step t is :func:`minimax_cubic` on [ℓ_t, u_t], starting from [sigma_min, sigma_max];
+    Step t is `minimax_cubic` on [ℓ_t, u_t], starting from [sigma_min, sigma_max];
     the next interval is [1 − ε_t, 1 + ε_t]. The last rows tend to Newton–Schulz's
     (3/2, −1/2). Each step costs one Gram product less than a quintic step.
 
@@ -169,7 +169,7 @@ def cans_schedule(steps: int, *, sigma_min: float = 1e-3, sigma_max: float = 1.0
       sigma_max: upper bound on the normalized singular values.
 
     Returns:
-      A :class:`optorth.Schedule` (Frobenius normalization, no safety factor,
+      A `optorth.Schedule` (Frobenius normalization, no safety factor,
       ``extend="truncate"``).
 
     Example:

@@ -7,7 +7,7 @@ tables for several ℓ, Jordan's row, and the best tables of a short derivative-
 strategy seeded with them (the landscape has many local minima; measured on the 4-step
 [1e-3, 1] fit, the search lowered the final loss from 0.894 to 0.865). Each start keeps its
 best iterate that is stable with a 2% margin below every repelling fixed point (in-graph
-check); the winner must pass ``optorth.validate_schedule``, otherwise :class:`FitError`.
+check); the winner must pass ``optorth.validate_schedule``, otherwise `FitError`.
 
 Where the singular values come from (the "data" of the fit):
 
@@ -76,7 +76,7 @@ class FitError(RuntimeError):
     """A fit produced no table that passes ``validate_schedule`` (or its band constraint).
 
     Attributes:
-      report: the :class:`optorth.ns.ScheduleReport` of the best candidate (or ``None``).
+      report: the `optorth.ns.ScheduleReport` of the best candidate (or ``None``).
 
     Example:
       >>> import optorth
@@ -384,7 +384,7 @@ def _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype,
                 spectra=None, spectrum="log_uniform", power=1.0, delta=0.3, mean_weight=1.0,
                 worst_weight=1.0, iterations=None, learning_rate=None, num_matrices=4,
                 search=0, seed=0, name=None):
-    """Every argument of :func:`fit_schedule`, checked before any work (ValueError)."""
+    """Every argument of `fit_schedule`, checked before any work (ValueError)."""
     who = "fit_schedule"
     check_positive_int(who, "steps", steps)
     check_choice(who, "objective", objective, OBJECTIVES)
@@ -495,7 +495,7 @@ def fit_schedule(
       max exact on its interval), plus penalties forbidding sign flips and escapes past a
       repelling fixed point.
     - ``"band"``: maximize φ′(0) = ∏a subject to φ(σ) ∈ [1 − δ, 1 + δ] on the data's
-      interval (penalty); raises :class:`FitError` if the band cannot be met.
+      interval (penalty); raises `FitError` if the band cannot be met.
     - ``"matrix"``: mean and smooth-max of |u_iᵀ NS(X) v_i − 1| over ``num_matrices`` random
       matrices of ``shape`` run through ``optorth.newton_schulz`` in ``dtype`` (bf16 round-off
       is learned). Starts from the ``"scalar"`` fit on the same spectra unless ``init``.
@@ -526,7 +526,7 @@ def fit_schedule(
       name: the schedule's name (default ``"fitted{steps}"``).
 
     Returns:
-      A validated :class:`optorth.Schedule` (``extend="fixed"``) with provenance.
+      A validated `optorth.Schedule` (``extend="fixed"``) with provenance.
 
     Raises:
       FitError: if no fitted table passes ``validate_schedule`` (or the band constraint).

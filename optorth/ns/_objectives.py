@@ -5,19 +5,19 @@ the composed odd quintic φ_c = p_T ∘ … ∘ p_1, p_t(x) = a_t x + b_t x³ + 
 Everything here is a pure JAX function of ``c`` (a traced ``(T, 3)`` array), so ``jax.grad``
 and optax fit it:
 
-* :func:`scalar_loss` (objective ``"scalar"``): on samples σ_i with weights w_i (a log-spaced
+* `scalar_loss` (objective ``"scalar"``): on samples σ_i with weights w_i (a log-spaced
   grid on [σ_min, 1], which oversamples small σ, or recorded/sampled spectra)
 
       L = w_mean · Σ_i w_i |φ(σ_i) − 1| + w_max · max_{σ∈[σ_lo, σ_hi]} |φ(σ) − 1| + μ · P(c)
 
-  where the max is exact (interval propagation, :func:`interval_images`) and P penalizes
+  where the max is exact (interval propagation, `interval_images`) and P penalizes
   sign flips and escapes (below).
-* :func:`band_loss` (objective ``"band"``, CANS-style): maximize the slope at zero
+* `band_loss` (objective ``"band"``, CANS-style): maximize the slope at zero
   φ′(0) = ∏ a_t subject to φ(σ) ∈ [1 − δ, 1 + δ] on [σ_min, 1], via the penalty
 
       L = −Σ_t log a_t + μ_band · relu(max |φ − 1| − 0.98δ)² / δ² + μ · P(c).
 
-* :func:`matrix_loss` (objective ``"matrix"``): on matrices X = U diag(s) Vᵀ run through the
+* `matrix_loss` (objective ``"matrix"``): on matrices X = U diag(s) Vᵀ run through the
   real engine (normalization, compute dtype, so bf16 round-off is part of the loss); the
   per-direction gain d_i = u_iᵀ NS(X) v_i replaces φ(σ_i):
 
@@ -206,7 +206,7 @@ def scalar_loss(coeffs, sigma, weights, bounds, loss_weights: LossWeights, safet
       sigma: ``(N,)`` normalized singular values (before the safety factor).
       weights: ``(N,)`` non-negative weights summing to 1.
       bounds: the interval whose exact worst-case error enters the loss.
-      loss_weights: :class:`LossWeights`.
+      loss_weights: `LossWeights`.
       safety: the normalization safety factor (σ enters the rows as σ / safety).
 
     Returns:
@@ -254,7 +254,7 @@ def matrix_loss(coeffs, mats, u, v, mask, loss_weights: LossWeights, *, precondi
       mats: ``(B, m, n)`` float32 inputs X = U diag(s) Vᵀ.
       u, v: their singular vectors, ``(B, m, k)`` and ``(B, n, k)``.
       mask: ``(B, k)`` weights of the directions (0 for directions outside the target range).
-      loss_weights: :class:`LossWeights`.
+      loss_weights: `LossWeights`.
       precondition, safety, dtype: the engine's settings (``newton_schulz_table``).
 
     Returns:

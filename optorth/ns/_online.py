@@ -1,10 +1,10 @@
 """Online refinement of the Newton–Schulz coefficient table inside the optimizer state.
 
-Every ``every`` updates, :func:`refine_coefficients` takes a few matrices the optimizer is
+Every ``every`` updates, `refine_coefficients` takes a few matrices the optimizer is
 about to orthogonalize (the momentum), runs ``inner_steps`` Adam steps on an objective of
 the table computed with the real engine in the compute dtype, and accepts the result only if
 an in-graph stability check (the jit-compatible twin of ``optorth.validate_schedule``,
-:func:`optorth.ns._objectives.is_stable`) passes and the objective did not get worse on those
+`optorth.ns._objectives.is_stable`) passes and the objective did not get worse on those
 matrices; otherwise the current (last valid) table is kept. The step count T is static, the
 table is a plain ``(T, 3)`` float32 array (checkpointable), and the work runs under
 ``lax.cond`` so the other updates only pay for the predicate.
@@ -106,7 +106,7 @@ class OnlineLearning:
 
 
 class RefineInfo(NamedTuple):
-    """What one call of :func:`refine_coefficients` did (scalars; NaN losses if skipped).
+    """What one call of `refine_coefficients` did (scalars; NaN losses if skipped).
 
     Example:
       >>> import optorth, jax.numpy as jnp
@@ -224,15 +224,15 @@ def refine_coefficients(
     Args:
       coeffs: the current ``(T, 3)`` float32 table (assumed valid).
       matrices: arrays ``(..., m, n)`` about to be orthogonalized (e.g. the ``(B, m, n)``
-        groups of the momentum); a few are sampled (:func:`sample_matrices`).
-      config: :class:`OnlineLearning`.
+        groups of the momentum); a few are sampled (`sample_matrices`).
+      config: `OnlineLearning`.
       count: int32 update counter (traced), or ``None`` to refine unconditionally.
       precondition, safety, dtype, method, eps: the engine settings the table is used with
         (``optorth.newton_schulz``); ``config.dtype`` overrides ``dtype`` for the objective.
 
     Returns:
       ``(new_coeffs, info)``: the refined table if it was accepted, else ``coeffs``; and a
-      :class:`RefineInfo`.
+      `RefineInfo`.
 
     Example:
       >>> import optorth, jax.numpy as jnp, numpy as np

@@ -1,7 +1,7 @@
 """Published Newton–Schulz coefficient tables, each reproducing its source exactly.
 
 Each constant's docstring names its source (paper title and arXiv id, or the code base).
-``resolve_schedule`` turns a preset name (or a :class:`Schedule`) into a schedule, looking up
+``resolve_schedule`` turns a preset name (or a `Schedule`) into a schedule, looking up
 per-shape tables (ROOT) by matrix shape; ``as_schedule`` also accepts a raw ``(T, 3)`` table.
 
 References:
@@ -149,7 +149,7 @@ _GENERATORS = {"cans": "cans_schedule"}
 
 
 def preset_names() -> tuple[str, ...]:
-    """All names accepted by :func:`resolve_schedule` (and hence ``newton_schulz``).
+    """All names accepted by `resolve_schedule` (and hence ``newton_schulz``).
 
     Example:
       >>> import optorth
@@ -166,14 +166,14 @@ def _generated_names():
 
 
 def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
-    """A :class:`Schedule` from a preset name or a schedule (returned unchanged).
+    """A `Schedule` from a preset name or a schedule (returned unchanged).
 
     Args:
-      schedule: a name from :func:`preset_names` or a :class:`Schedule`.
+      schedule: a name from `preset_names` or a `Schedule`.
       shape: the matrix shape, needed by per-shape presets such as ``"root"``.
 
     Returns:
-      The :class:`Schedule`.
+      The `Schedule`.
 
     Raises:
       ValueError: for an unknown name (with the closest known one), or a per-shape preset
@@ -221,9 +221,9 @@ def resolve_schedule(schedule: str | Schedule, *, shape=None) -> Schedule:
 
 
 def as_schedule(who: str, schedule, *, shape=None) -> Schedule:
-    """A :class:`Schedule` from a preset name, a :class:`Schedule` or a raw ``(T, 3)`` table.
+    """A `Schedule` from a preset name, a `Schedule` or a raw ``(T, 3)`` table.
 
-    A raw table (checked by :func:`check_table`) becomes a schedule that runs exactly its
+    A raw table (checked by `check_table`) becomes a schedule that runs exactly its
     rows (``extend="fixed"``), Frobenius-normalized with safety 1.
 
     Example:

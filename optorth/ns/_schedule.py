@@ -214,7 +214,7 @@ class Schedule:
         return dataclasses.replace(self, table=tuple(map(tuple, np.asarray(table))), **changes)
 
     def to_dict(self) -> dict:
-        """A JSON-compatible dict (see :meth:`from_dict`)."""
+        """A JSON-compatible dict (see `from_dict`)."""
         return {
             "name": self.name,
             "table": [list(row) for row in self.table],
@@ -226,7 +226,7 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Schedule":
-        """Rebuild a schedule from :meth:`to_dict` output."""
+        """Rebuild a schedule from `to_dict` output."""
         known = {"name", "table", "safety", "precondition", "extend", "provenance"}
         if not isinstance(data, Mapping) or "table" not in data:
             raise ValueError(f"Schedule.from_dict expects a mapping with a 'table' entry (the "
@@ -246,7 +246,7 @@ class Schedule:
 
     @classmethod
     def from_json(cls, text: str) -> "Schedule":
-        """Parse a schedule from :meth:`to_json` output."""
+        """Parse a schedule from `to_json` output."""
         try:
             data = json.loads(text)
         except (TypeError, ValueError) as err:

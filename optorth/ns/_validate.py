@@ -23,7 +23,7 @@ row that receives the overshoot. A negative output for a positive input is a sig
 Accuracy: a stable table can still fail to orthogonalize. A table with φ′(0) = ∏a / safety
 ≤ 1 never grows the small singular values (``[[1, 0, 0]]`` is the identity, ``[[1e-3, 0,
 0]]`` shrinks every update 1000-fold), and one whose peak on [0, 1] exceeds
-:data:`PEAK_LIMIT` amplifies the top of the spectrum instead of mapping it towards 1
+`PEAK_LIMIT` amplifies the top of the spectrum instead of mapping it towards 1
 (a single row ``(10, −1, 0)`` maps σ = 1 to 9). Both are rejected.
 
 References:
@@ -68,7 +68,7 @@ class ScheduleReport:
       escapes: some σ ∈ [0, 1] is driven past a repelling fixed point (see module doc).
       sign_flip: some step maps a positive value to a negative (or zero) one.
       ok: the schedule is stable (no escape, no sign flip, finite band with lo > 0) and
-        orthogonalizes: slope at 0 above 1 and peak at most :data:`PEAK_LIMIT`.
+        orthogonalizes: slope at 0 above 1 and peak at most `PEAK_LIMIT`.
       reason: a human-readable explanation of the verdict.
 
     Example:
@@ -249,13 +249,13 @@ def validate_schedule(schedule, *, sigma_min: float = 1e-3, steps: int | None = 
     spectrum is taken to be σ ∈ [0, 1] as well (those normalizations bound σ_max by 1).
 
     Args:
-      schedule: a preset name, an :class:`optorth.Schedule`, or a ``(T, 3)`` array.
+      schedule: a preset name, an `optorth.Schedule`, or a ``(T, 3)`` array.
       sigma_min: lower end of the interval on which accuracy is measured, in (0, 1).
       steps: number of steps (by the schedule's ``extend`` rule); ``None``: its own length.
       shape: matrix shape, for per-shape presets such as ``"root"``.
 
     Returns:
-      A :class:`ScheduleReport`; ``print(report)`` explains the verdict.
+      A `ScheduleReport`; ``print(report)`` explains the verdict.
 
     Example:
       >>> import optorth

@@ -1,14 +1,14 @@
-"""Ready optimizers: each a short chain of :mod:`optorth.blocks` inside ``optax.partition``.
+"""Ready optimizers: each a short chain of `optorth.blocks` inside ``optax.partition``.
 
-Hidden matrices (routed by :func:`optorth.route`) take the optimizer's own chain; every other
+Hidden matrices (routed by `optorth.route`) take the optimizer's own chain; every other
 leaf (embeddings, output heads, biases, norm gains) takes ``fallback``, by default
-:func:`default_fallback` (a true AdamW). Integer leaves get a zero update.
+`default_fallback` (a true AdamW). Integer leaves get a zero update.
 
-- Muon family: :func:`muon`, :func:`turbo_muon`, :func:`root`;
-- with second moments: :func:`normuon`, :func:`adamuon`, :func:`factored_muon`;
-- one norm's trust-region step: :func:`trust_region` (any :class:`optorth.norms.Norm`),
-  :func:`normalized_sgdm`, :func:`signum`, :func:`auon`, :func:`hybrid_auon`;
-- :func:`adafactor` (and its :func:`relative_step_schedule`).
+- Muon family: `muon`, `turbo_muon`, `root`;
+- with second moments: `normuon`, `adamuon`, `factored_muon`;
+- one norm's trust-region step: `trust_region` (any `optorth.norms.Norm`),
+  `normalized_sgdm`, `signum`, `auon`, `hybrid_auon`;
+- `adafactor` (and its `relative_step_schedule`).
 
 Example:
   >>> import optorth

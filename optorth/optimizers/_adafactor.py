@@ -88,7 +88,7 @@ def adafactor(
     [``optax.ema(β1)``] → [``optax.add_decayed_weights(λ, mask)``] → ``−ρ_t``.
     Statistics are float32 and per matrix (batch axes of stacked / conv leaves respected).
     For a step offset or a cap on β̂2_t (fine-tuning), chain
-    :func:`optorth.scale_by_factored_rms` yourself.
+    `optorth.scale_by_factored_rms` yourself.
 
     State size: m + n float32 values per m × n matrix, one per element of vectors and scalars
     (plus one momentum value per element when ``beta`` is set).
@@ -103,9 +103,9 @@ def adafactor(
       multiply_by_parameter_scale: scale by max(ε2, RMS(X_{t−1})) per matrix.
       beta: β1 of an (undebiased) momentum EMA applied after the scaling; ``None``: none.
       weight_decay: λ of decoupled weight decay, multiplied by ρ_t, or an
-        :class:`optorth.WeightDecay` (cautious, independent of ρ_t); ``None`` disables it.
+        `optorth.WeightDecay` (cautious, independent of ρ_t); ``None`` disables it.
       weight_decay_mask: pytree of booleans or a callable ``params -> pytree`` (True: decay).
-      rules: routing rules (:func:`optorth.route`): how each leaf becomes matrices. Leaves
+      rules: routing rules (`optorth.route`): how each leaf becomes matrices. Leaves
         routed to the fallback (embeddings, heads) and rank-3 / rank ≥ 5 leaves that no rule
         covers are factored over their last two axes (the paper's convention; every leaf
         ``optax.adafactor`` accepts is accepted).

@@ -3,10 +3,10 @@
 Every ready optimizer is ``assemble(name, direction_blocks, ...)``::
 
     matrix leaves:   direction blocks → [scale_by_shape] → add_decayed_weights → lr
-    other leaves:    the fallback (default :func:`default_fallback`, a true AdamW)
+    other leaves:    the fallback (default `default_fallback`, a true AdamW)
 
-inside ``optax.partition`` with labels from :func:`optorth.route`, run in ``mu_dtype`` by
-:func:`optorth.blocks.with_compute_dtype`, and wrapped in :func:`guard`, which gives integer
+inside ``optax.partition`` with labels from `optorth.route`, run in ``mu_dtype`` by
+`optorth.blocks.with_compute_dtype`, and wrapped in `guard`, which gives integer
 leaves a zero update (``jax.grad(allow_int=True)`` gives them float0 gradients) and names the
 optimizer in every error about a missing ``params`` or a state that is not its own.
 """
@@ -80,7 +80,7 @@ def default_fallback(learning_rate: Any = 3e-3, weight_decay: float | WeightDeca
 
     Args:
       learning_rate: a number or an optax schedule (default 3e-3).
-      weight_decay: AdamW's decay, a number ≥ 0 or an :class:`optorth.WeightDecay` (e.g.
+      weight_decay: AdamW's decay, a number ≥ 0 or an `optorth.WeightDecay` (e.g.
         cautious); applied to every fallback leaf (pass your own ``fallback=`` to mask it).
 
     Example:
@@ -245,7 +245,7 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
              weight_decay_mask=None, scale=None, rules=None, mu_dtype=None,
              fallback=None, clip: QKClip | None = None) -> optax.GradientTransformation:
     """The ready optimizer ``name`` from its direction blocks (module docstring), followed
-    by :func:`optorth.qk_clip` when ``clip`` is a :class:`optorth.QKClip`."""
+    by `optorth.qk_clip` when ``clip`` is a `optorth.QKClip`."""
     learning_rate = check_learning_rate(f"optorth.{name}", learning_rate)
     weight_decay = as_weight_decay(f"optorth.{name}", weight_decay)
     mu_dtype = check_dtype(f"optorth.{name}", "mu_dtype", mu_dtype)

@@ -43,7 +43,7 @@ def _sample(schedule, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_schedule(who: str, schedule) -> float:
-    """The schedule's peak over :func:`sample_steps`; ``ValueError`` for negative / non-finite
+    """The schedule's peak over `sample_steps`; ``ValueError`` for negative / non-finite
     values or a schedule that is zero everywhere."""
     values, steps = _sample(schedule, sample_steps())
     bad = ~np.isfinite(values) | (values < 0)

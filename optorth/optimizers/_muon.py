@@ -2,7 +2,7 @@
 
 Matrix leaves take ``momentum → [soft threshold] → orthogonalize → scale_by_shape →
 weight decay → learning rate``; every other leaf takes the fallback
-(:func:`optorth.optimizers.default_fallback`). See :mod:`optorth.optimizers._assemble`.
+(`optorth.optimizers.default_fallback`). See `optorth.optimizers._assemble`.
 """
 
 from __future__ import annotations
@@ -58,16 +58,16 @@ def muon(
       nesterov: apply the momentum with the Nesterov look-ahead.
       bias_correction: debias the momentum as optax/NAdam do.
       weight_decay: decoupled weight decay on the matrix path, p ← p − lr·wd·p; an
-        :class:`optorth.WeightDecay` picks cautious or learning-rate-independent decay.
+        `optorth.WeightDecay` picks cautious or learning-rate-independent decay.
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the :class:`optorth.NewtonSchulz` configuration (schedule, steps, dtype, learning).
-      scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
-      rules: routing rules ``(regex, MatrixSpec | "fallback")`` (:func:`optorth.route`).
+      ns: the `optorth.NewtonSchulz` configuration (schedule, steps, dtype, learning).
+      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
+      rules: routing rules ``(regex, MatrixSpec | "fallback")`` (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic (``None``: the parameters').
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
-      qk_clip: an :class:`optorth.QKClip` to rescale attention heads whose maximum logit
+      qk_clip: an `optorth.QKClip` to rescale attention heads whose maximum logit
         exceeds its threshold after each step (MuonClip); ``update`` then takes
-        ``max_logits=`` (:func:`optorth.nn.capture_max_logits`).
+        ``max_logits=`` (`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth, jax.numpy as jnp
@@ -102,7 +102,7 @@ def turbo_muon(
     fallback: optax.GradientTransformation | None = None,
     qk_clip: QKClip | None = None,
 ) -> optax.GradientTransformation:
-    """Turbo-Muon: :func:`muon` with AOL preconditioning and one step fewer.
+    """Turbo-Muon: `muon` with AOL preconditioning and one step fewer.
 
     The ``"turbo"`` schedule: AOL row scaling s_i = (Σ_j |(XXᵀ)_ij|)^{-1/2} reusing XXᵀ in
     the first step, then the last 4 rows of You's 5-step table. Reported: k AOL steps ≈ k+1
@@ -113,16 +113,16 @@ def turbo_muon(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the :class:`optorth.NewtonSchulz` configuration (default: the ``"turbo"`` table).
-      scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (:func:`optorth.route`).
+      ns: the `optorth.NewtonSchulz` configuration (default: the ``"turbo"`` table).
+      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
-      qk_clip: an :class:`optorth.QKClip` to rescale attention heads whose maximum logit
+      qk_clip: an `optorth.QKClip` to rescale attention heads whose maximum logit
         exceeds its threshold after each step (MuonClip); ``update`` then takes
-        ``max_logits=`` (:func:`optorth.nn.capture_max_logits`).
+        ``max_logits=`` (`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth
@@ -158,7 +158,7 @@ def root(
     """ROOT: SGD-style Nesterov momentum, outliers dropped, per-shape Newton–Schulz.
 
     Matrix path: u = g + β m (m ← β m + g); B = clip(u, −ε, ε) with ε the ``quantile`` of
-    |u| per matrix (:func:`optorth.soft_threshold`); O = NS(B) with ROOT's per-shape table
+    |u| per matrix (`optorth.soft_threshold`); O = NS(B) with ROOT's per-shape table
     (Jordan's for shapes it does not list); Moonlight scaling 0.2·sqrt(max(m, n)).
     ROOT's published table for 2048×2048 matrices escapes past its repelling fixed point;
     ``init`` refuses it with a ``ValueError`` (pass ``ns=optorth.NewtonSchulz("jordan")``).
@@ -170,11 +170,11 @@ def root(
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
       quantile: the quantile of |u| per matrix above which entries are clipped, in [0, 1].
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the :class:`optorth.NewtonSchulz` configuration (default: ROOT's per-shape tables).
-      scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (:func:`optorth.route`).
+      ns: the `optorth.NewtonSchulz` configuration (default: ROOT's per-shape tables).
+      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 

@@ -1,5 +1,5 @@
 """Optimizers that are one norm's trust-region step: AuON, normalized SGD, Signum, and the
-general :func:`trust_region` under any :class:`optorth.norms.Norm`.
+general `trust_region` under any `optorth.norms.Norm`.
 
 Matrix leaves take ``momentum → dualize(norm) → scale_by_shape(norm.scale) → weight decay
 → learning rate``; every other leaf takes the fallback (see ``_assemble``).
@@ -42,7 +42,7 @@ def auon(
 
     Linear time. Honest note: since ‖X‖_F = 1 the cosh factor r satisfies
     r − 1 ≤ sinh²(γ)/(2N) for N entries (≈2e-6 at 512×512), so AuON is, to that accuracy,
-    Frobenius-normalized momentum SGD (:func:`normalized_sgdm` with Nesterov and Keller
+    Frobenius-normalized momentum SGD (`normalized_sgdm` with Nesterov and Keller
     scaling); in its own tables it trails AdamW and Muon. β 0.95, γ 1 and Keller scaling are
     from its training script; its lr 0.24 was 8x too large in a learning-rate sweep of a
     small transformer (``benchmarks/sweep.py``), whose best, 0.03, is the default.
@@ -51,11 +51,11 @@ def auon(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      norm: an :class:`optorth.norms.AuON` (its ``gamma``, ``eps`` and shape ``scale``);
-        :class:`optorth.norms.HybridAuON` gives :func:`hybrid_auon`.
-      rules: routing rules (:func:`optorth.route`).
+      norm: an `optorth.norms.AuON` (its ``gamma``, ``eps`` and shape ``scale``);
+        `optorth.norms.HybridAuON` gives `hybrid_auon`.
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
@@ -100,10 +100,10 @@ def hybrid_auon(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      norm: an :class:`optorth.norms.HybridAuON` (``gamma``, ``eps``, shape ``scale``).
-      rules: routing rules (:func:`optorth.route`).
+      norm: an `optorth.norms.HybridAuON` (``gamma``, ``eps``, shape ``scale``).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
@@ -147,10 +147,10 @@ def normalized_sgdm(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      norm: an :class:`optorth.norms.Frobenius` (its shape ``scale``; none by default).
-      rules: routing rules (:func:`optorth.route`).
+      norm: an `optorth.norms.Frobenius` (its shape ``scale``; none by default).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
@@ -193,10 +193,10 @@ def signum(
       learning_rate: step size of the matrix path (a float or an optax schedule).
       beta: momentum coefficient, in [0, 1).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      norm: an :class:`optorth.norms.Sign` (its shape ``scale``; none by default).
-      rules: routing rules (:func:`optorth.route`).
+      norm: an `optorth.norms.Sign` (its shape ``scale``; none by default).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
@@ -244,15 +244,15 @@ def trust_region(
 
     Args:
       learning_rate: the trust-region radius η (a float or an optax schedule).
-      norm: an :class:`optorth.norms.Norm` (``Spectral(ns)`` with its ``NewtonSchulz``,
+      norm: an `optorth.norms.Norm` (``Spectral(ns)`` with its ``NewtonSchulz``,
         ``Frobenius()``, ``Sign()``, ``Row()``, ``Column()``, ``AuON()``, ``HybridAuON()``)
         or its name.
       beta: momentum coefficient β = 1 − α, in [0, 1).
       warm_start: M_0 = G_0 as in the paper (instead of an EMA from zero).
       adaptive: multiply each matrix's direction by the dual norm ⟨M, lmo(M)⟩.
-      weight_decay: λ, the centre shrink (or an :class:`optorth.WeightDecay`).
+      weight_decay: λ, the centre shrink (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      rules: routing rules (:func:`optorth.route`).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 

@@ -1,6 +1,6 @@
 """Orthogonalized updates normalized by second moments: NorMuon, AdaMuon, factored Muon.
 
-Each is :func:`optorth.muon`'s chain with one normalization inserted after the dualizer::
+Each is `optorth.muon`'s chain with one normalization inserted after the dualizer::
 
     momentum → orthogonalize (per matrix) → second-moment normalization → [scale_by_shape]
              → add_decayed_weights → scale_by_learning_rate          (matrix leaves)
@@ -18,7 +18,7 @@ Each is :func:`optorth.muon`'s chain with one normalization inserted after the d
 Adafactor's factored estimate; adding the row factor R normalizes fan-in rows too, still
 with O(m + n) memory. No published method uses it; treat it as an experiment.
 
-Arguments shared with :func:`optorth.muon` (``beta``, ``nesterov``, ``ns``, weight decay,
+Arguments shared with `optorth.muon` (``beta``, ``nesterov``, ``ns``, weight decay,
 ``scale``, ``rules``, ``mu_dtype``, ``fallback``) mean the same here.
 """
 
@@ -91,11 +91,11 @@ def normuon(
       beta2: decay of the per-neuron EMA of O², in [0, 1).
       eps: ε added to √v (> 0).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the :class:`optorth.NewtonSchulz` configuration.
-      scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (:func:`optorth.route`).
+      ns: the `optorth.NewtonSchulz` configuration.
+      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
@@ -154,11 +154,11 @@ def adamuon(
       beta2: decay of the element-wise EMA of O², in [0, 1).
       eps: ε added to √v̂ (> 0).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the :class:`optorth.NewtonSchulz` configuration.
+      ns: the `optorth.NewtonSchulz` configuration.
       rms: the RMS each matrix update is aligned to (> 0).
-      rules: routing rules (:func:`optorth.route`).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
@@ -205,7 +205,7 @@ def factored_muon(
         Ô = O / sqrt(R Cᵀ / mean(R));  Ô ← Ô · ‖O‖_F / (‖Ô‖_F + 1e-10)
         p ← p − lr·(sqrt(max(1, n/m))·Ô + wd·p)
 
-    Drop-in for :func:`optorth.muon` and :func:`normuon` (same lr and scale conventions);
+    Drop-in for `optorth.muon` and `normuon` (same lr and scale conventions);
     with only the column factor C it would be NorMuon. Not a published method.
 
     Fallback: by default ``optorth.adafactor(3e-3, multiply_by_parameter_scale=False)``
@@ -227,11 +227,11 @@ def factored_muon(
       beta2: cap on Adafactor's β̂2_t = 1 − t^(−0.8) (NorMuon's β2), in [0, 1).
       eps: ε1 added to O² (> 0).
       nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an :class:`optorth.WeightDecay`).
+      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
       weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the :class:`optorth.NewtonSchulz` configuration.
-      scale: update-scale convention (:class:`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (:func:`optorth.route`).
+      ns: the `optorth.NewtonSchulz` configuration.
+      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
+      rules: routing rules (`optorth.route`).
       mu_dtype: dtype of the optimizer state and arithmetic.
       fallback: optimizer of the non-matrix leaves (``None``: ``optorth.adafactor(3e-3,
         multiply_by_parameter_scale=False)``).
