@@ -2,11 +2,15 @@
 
     pip install -e ".[bench]" && python benchmarks/train_lm.py
 
-The code is the package ``benchmarks/lm/`` (config, registry, loop, report, cli, model, data);
-this file is its entry point. ``--help`` lists the optimizers and options.
+The code is the package ``benchmarks/lm/``; ``--help`` lists the optimizers and options.
 """
 
-from lm.cli import main
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root
+
+from benchmarks.lm.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import jax
 
-from benchmarks.lm import REGISTRY, Config
+from benchmarks.lm import Config
 from benchmarks.lm import model as lm_model
 
 from . import loop, methods, report
@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--pretrain-steps", type=int, default=None, help="steps on source A (300; quick 60)")
     add("--steps", type=int, default=None, help="fine-tuning steps per run (100; quick 24)")
     add("--pretrain-optimizer", default="muon",
-        help="main-job registry name for pretraining (muon; adamw if muon is unavailable)")
+        help="registry name of the pretraining optimizer (muon)")
     add("--budget", type=int, default=None,
         help="trainable-parameter target of the adapters (default 4 x sum of adapted "
              "in_features)")
@@ -73,8 +73,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
           f"({len(info['b_only_chars'])} chars only in B: {info['b_only_chars']!r}, "
           f"{info['b_only_count']} occurrences)")
     optimizer = args.pretrain_optimizer
-    if not REGISTRY[optimizer].available():
-        optimizer = "adamw"
     print(f"pretraining: {pre_cfg.steps} steps of {optimizer} on A, model d_model "
           f"{pre_cfg.d_model}, {pre_cfg.layers} layers, {pre_cfg.heads} heads, batch "
           f"{pre_cfg.batch_size}x{pre_cfg.seq_len}; {jax.devices()[0].device_kind}")

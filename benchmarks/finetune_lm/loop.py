@@ -15,10 +15,11 @@ import optax
 from flax import nnx
 
 import optorth.nn
-from benchmarks.lm import Config, lr_schedule, train
+from benchmarks.lm import Config, LMTask
 from benchmarks.lm import data as lm_data
 from benchmarks.lm import model as lm_model
-from benchmarks.lm.registry import ADAM_BETAS, ADAM_EPS
+from benchmarks.runner import RunSpec, registry, train
+from benchmarks.runner.registry import ADAM_BETAS, ADAM_EPS, lr_schedule
 
 from .data import Sources
 from .lora import merge_lora
@@ -26,18 +27,14 @@ from .methods import Method
 
 
 def pretrain(sources: Sources, cfg: Config, *, optimizer: str, progress: bool):
-    """The main job's model trained on source A by the main job's loop; ``(model, history)``."""
-    final = {}
-
-    def keep(info):
-        if info.step == cfg.steps:
-            final["model"] = info.model
-
-    history = train(optimizer, cfg, corpus=sources.pretraining_corpus(), callback=keep,
-                    progress=progress, name=f"pretrain {optimizer}")
-    if "model" not in final:
+    """The main job's model trained on source A by the runner's loop; ``(model, history)``."""
+    task = LMTask(cfg, sources.pretraining_corpus())
+    spec = RunSpec("finetune", "lm", {}, optimizer, None, cfg.seed)
+    history = train(task, registry.build(optimizer, cfg), spec, progress=progress,
+                    name=f"pretrain {optimizer}")
+    if not history.finite:
         raise RuntimeError(f"pretraining diverged at step {history.nonfinite_step}")
-    return final["model"], history
+    return history.final_model(), history
 
 
 @dataclasses.dataclass

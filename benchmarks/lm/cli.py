@@ -10,12 +10,13 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from benchmarks.runner import History, RunSpec, registry, train
+
 from . import model as lm_model
 from .config import Config, make_model
 from .data import load_corpus
-from .loop import History, train
-from .registry import DEFAULT_OPTIMIZERS, REGISTRY, available_optimizers, registry_help
 from .report import plot_curves, results_table, save_results
+from .task import LMTask
 
 DESCRIPTION = "The main job: train a small character-level transformer LM with several optimizers."
 
@@ -23,13 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     d = Config()
     parser = argparse.ArgumentParser(
         description=DESCRIPTION,
-        epilog=registry_help(),
+        epilog=registry.registry_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--optimizers", default=None,
         help="comma-separated registry names (default: the available ones of "
-             f"{','.join(DEFAULT_OPTIMIZERS)})")
+             f"{','.join(registry.DEFAULT_OPTIMIZERS)})")
     add("--steps", type=int, default=None, help=f"training steps (default {d.steps})")
     add("--batch-size", type=int, default=None, help=f"sequences per step ({d.batch_size})")
     add("--seq-len", type=int, default=None, help=f"context length ({d.seq_len})")
@@ -67,26 +68,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def select_optimizers(spec: str | None) -> list[str]:
-    """Names from a comma-separated list (default: the available default optimizers)."""
+    """Names from a comma-separated list (default: the main job's optimizers)."""
     if spec is None:
-        names = [n for n in DEFAULT_OPTIMIZERS if REGISTRY[n].available()]
-        missing = [n for n in DEFAULT_OPTIMIZERS if n not in names]
-        if missing:
-            print(f"note: skipping {', '.join(missing)} (not in the installed optorth)")
-        return names
+        return list(registry.DEFAULT_OPTIMIZERS)
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise ValueError("--optimizers is empty")
     for n in names:
-        key = n.partition("@")[0]
-        if key not in REGISTRY:
-            raise ValueError(f"unknown optimizer {key!r}; registered: {', '.join(REGISTRY)}")
-        if not REGISTRY[key].available():
-            raise ValueError(
-                f"optimizer {key!r} needs optorth.{', optorth.'.join(REGISTRY[key].requires)}, "
-                f"which the installed optorth lacks; available: "
-                f"{', '.join(available_optimizers())}"
-            )
+        registry.entry(n)  # a clear error for an unknown name
     if len(set(names)) != len(names):
         raise ValueError(f"--optimizers lists a name twice: {spec}")
     return names
@@ -114,10 +103,11 @@ def main(argv: Sequence[str] | None = None) -> list[History]:
         print(optorth.describe_routing(nnx.state(model, nnx.Param)))
     del model
 
-    histories = []
+    task, histories = LMTask(cfg, corpus), []
     for name in names:
-        histories.append(train(name, cfg, corpus=corpus, progress=not args.no_progress,
-                               lr=args.lr, fallback_lr=args.fallback_lr))
+        tx = registry.build(name, cfg, args.lr, fallback_lr=args.fallback_lr)
+        spec = RunSpec("main_job", "lm", {}, name, args.lr, cfg.seed)
+        histories.append(train(task, tx, spec, progress=not args.no_progress))
     seconds = time.perf_counter() - start
 
     table = results_table(histories, cfg)

@@ -1,10 +1,8 @@
-"""What defines a run: `Config`, the learning-rate shape and the run's model."""
+"""What defines a run of the main job: `Config` and the run's model."""
 
 from __future__ import annotations
 
 import dataclasses
-
-import optax
 
 from . import model as lm_model
 
@@ -66,18 +64,6 @@ class Config(lm_model.ModelShape):
         """Steps after which validation loss is measured (0 = before training)."""
         regular = set(range(0, self.steps + 1, self.eval_every))
         return tuple(sorted(regular | set(self.table_steps()) | {0, self.steps}))
-
-
-def lr_schedule(peak: float, cfg: Config) -> optax.Schedule:
-    """Linear warmup over ``warmup_frac`` of the run, cosine decay to ``final_lr_frac·peak``."""
-    warmup = int(round(cfg.warmup_frac * cfg.steps))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=peak,
-        warmup_steps=warmup,
-        decay_steps=max(cfg.steps, warmup + 1),
-        end_value=peak * cfg.final_lr_frac,
-    )
 
 
 def make_model(cfg: Config, vocab_size: int) -> lm_model.TransformerLM:

@@ -15,9 +15,10 @@ import jax
 import numpy as np
 import optax
 
+from benchmarks.runner import History
+from benchmarks.runner.registry import REGISTRY
+
 from .config import Config
-from .loop import History
-from .registry import REGISTRY
 
 
 def results_table(histories: Sequence[History], cfg: Config) -> str:

@@ -16,7 +16,7 @@ checked on its own:
   ``ADAFACTOR_THRESHOLD`` (4.05 when set).
 
 A guard against a default that stops training (a learning rate orders of magnitude off, a
-broken fallback), not a tuning claim: ``benchmarks/defaults.py`` measures each default
+broken fallback), not a tuning claim: the ``defaults`` experiment measures each default
 against a learning-rate sweep.
 """
 
@@ -28,8 +28,8 @@ import optax
 import pytest
 
 import optorth
-from benchmarks.lm import Config, load_corpus
-from benchmarks.lm import loop as lm_loop
+from benchmarks.lm import Config, LMTask, load_corpus
+from benchmarks.runner import train
 from optorth.optimizers import READY
 
 STEPS = 40
@@ -47,7 +47,7 @@ def corpus():
 
 def _train(tx, corpus) -> tuple[float, float]:
     cfg = Config.quick(steps=STEPS, eval_every=STEPS)
-    history = lm_loop.train(tx, cfg, corpus=corpus, progress=False)
+    history = train(LMTask(cfg, corpus), tx)
     initial, final = history.val_loss[0], history.val_loss[-1]
     assert history.finite and math.isfinite(final)
     assert initial > 4.3, f"the tiny model starts near ln(vocabulary), got {initial:.3f}"

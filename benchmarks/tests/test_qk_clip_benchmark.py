@@ -1,24 +1,25 @@
-"""The main job's QK-clip loop (benchmarks/lm/qk.py) on the tiny test model."""
+"""The main job's QK-clip runs (`LMTask` recording the attention maxima) on the tiny model."""
 
 import numpy as np
 import optax
 import pytest
 
 import optorth
-from benchmarks.lm import qk as lm_qk
-from benchmarks.lm.config import Config
-from benchmarks.lm.data import load_corpus
+from benchmarks.lm import Config, LMTask
+from benchmarks.lm.task import clip_config, layer_maxima
+from benchmarks.runner import train
 
 
 @pytest.mark.slow
 def test_clipped_training_records_every_layer_and_holds_tau():
     cfg = Config.quick(steps=6, layers=2)
-    corpus = load_corpus(cfg.corpus_chars)
-    tx = optax.chain(optorth.muon(0.3), optorth.qk_clip(lm_qk.clip_config(1.0)))
-    history, maxima = lm_qk.train(tx, cfg, corpus, clip=True)
+    task = LMTask(cfg, record_logits=True, clip=True)
+    tx = optax.chain(optorth.muon(0.3), optorth.qk_clip(clip_config(1.0)))
+    history = train(task, tx)
+    maxima = layer_maxima(history)
     assert sorted(maxima) == ["blocks/0/attn", "blocks/1/attn"]
     assert all(len(v) == cfg.steps for v in maxima.values())
     assert np.isfinite(history.val_loss[-1])
     # Once a layer passed τ its maxima come back to about τ: far below an unclipped run's.
-    plain, free = lm_qk.train(optorth.muon(0.3), cfg, corpus, clip=False)
+    free = layer_maxima(train(LMTask(cfg, task.corpus, record_logits=True), optorth.muon(0.3)))
     assert max(max(v) for v in free.values()) > max(max(v) for v in maxima.values())

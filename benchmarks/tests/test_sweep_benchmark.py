@@ -1,143 +1,165 @@
-"""Tests of the learning-rate sweep (benchmarks/sweep.py, benchmarks/sweep_report.py) and its
-CNN task (benchmarks/cnn_task): the quick path end to end, resuming, edge detection."""
+"""Tests of the learning-rate sweep (``python -m benchmarks run sweep``) and its CNN task:
+the smoke grid end to end through the runner's command line, resuming, edge detection."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from flax import nnx
 
-from benchmarks import cnn_task, sweep
-from benchmarks import sweep_report as report
-
-ARGV = ["--quick", "--tasks", "cnn", "--optimizers", "muon,adamw", "--grid-points", "2",
-        "--steps", "12", "--no-plot"]
+from benchmarks import cnn_task
+from benchmarks.experiments import sweep
+from benchmarks.runner import History, RunSpec, Store, cli, outcome
+from benchmarks.runner.experiment import lr_grid
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    return out, sweep.main(ARGV + ["--out", str(out)])
+    return out, cli.main(["run", "sweep", "--smoke", "--out", str(out)])
 
 
-@pytest.mark.extensive  # 4 runs, mostly compilation: ~35 s at load 3 on 2 cores, ~55 s at load 6
-def test_quick_sweep_writes_one_line_per_run_and_a_table(first_run):
+@pytest.mark.extensive  # 4 runs, mostly compilation: ~35 s at load 3 on 2 cores
+def test_smoke_sweep_stores_one_record_per_run_and_a_table(first_run):
     out, result = first_run
     assert result["ran"] == 4  # 2 optimizers x 2 lrs x 1 seed
-    records = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
-    assert len(records) == 4
-    assert {(r["optimizer"], r["lr"]) for r in records} == {
+    store = Store(out / "sweep.jsonl")
+    assert len((out / "sweep.jsonl").read_text().splitlines()) == len(store.records) == 4
+    runs = store.select(experiment="sweep")
+    assert {(s.optimizer, s.lr) for s, _ in runs} == {
         ("muon", 0.02), ("muon", 0.04), ("adamw", 0.002), ("adamw", 0.004)}
-    for r in records:
-        assert r["task"] == "cnn" and r["seed"] == 0 and r["finite"] and r["steps"] == 12
+    for spec, r in runs:
+        assert spec.task == "cnn" and spec.seed == 0 and r["finite"]
+        assert dict(spec.config)["steps"] == 12 and r["eval_steps"][-1] == 12
         assert math.isfinite(r["final_val_loss"]) and r["best_val_loss"] <= r["final_val_loss"]
         assert 0.0 <= r["final_val_accuracy"] <= 1.0 and r["seconds"] > 0
-    lines = result["tables"]["cnn"].splitlines()
+    lines = [ln for ln in result["report"].splitlines() if ln.startswith("|")]
     assert lines[0] == ("| optimizer | centre lr | best lr | loss at best | acc at best "
                         "| ×1 | ×2 | edge |")
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| muon", "| adamw"]
     for line in lines[2:]:
         assert line.count("|") == 9 and line.count("**") == 2  # the best point in bold
         assert line.endswith(("| edge (low) |", "| edge (high) |"))  # 2 points: always
-    summary = json.loads((out / "summary.json").read_text())
-    best = summary["tasks"]["cnn"]["optimizers"]["muon"]
-    losses = {float(k): v[0] for k, v in best["points"].items()}
-    assert best["best_lr"] == min(losses, key=losses.get)
-    assert report.load_best_lrs(out / "summary.json")["cnn"]["adamw"] in (0.002, 0.004)
+    assert (out / "sweep_cpu.md").read_text().strip() == result["report"].strip()
+    summaries = sweep.summarize(runs)
+    losses = {p.lr: p.mean for p in summaries["muon"].points}
+    assert summaries["muon"].best.lr == min(losses, key=losses.get)
 
 
 @pytest.mark.extensive  # shares the 4 runs above
 def test_rerun_resumes_and_runs_nothing_new(first_run):
     out, first = first_run
-    again = sweep.main(ARGV + ["--out", str(out)])
-    assert again["ran"] == 0
-    assert again["tables"] == first["tables"]
+    again = cli.main(["run", "sweep", "--smoke", "--out", str(out)])
+    assert again["ran"] == 0 and again["report"] == first["report"]
     assert len((out / "sweep.jsonl").read_text().splitlines()) == 4
-    # Other settings (here: steps) are another config hash: nothing is reused.
-    args = sweep.parse_args(ARGV + ["--steps", "13", "--out", str(out)])
-    task = sweep.make_tasks(["cnn"], quick=True, steps=13)["cnn"]
-    records = sweep.load_records(out / "sweep.jsonl")
-    done = {sweep.record_key(r["task"], r["optimizer"], r["lr"], r["seed"],
-                             r["config_hash"]): r for r in records}
-    assert len(sweep.plan(task, args.optimizers, args, done, records)) == 4
+    # Other settings (here: steps) are other specs: nothing is reused.
+    grid = dataclasses.replace(sweep.Grid.smoke(), steps=13)
+    store = Store(out / "sweep.jsonl")
+    assert len([s for s in sweep.plan(grid, store) if store.get(s) is None]) == 4
 
 
-def _record(optimizer, lr, seed, loss, centre=0.02):
-    return {"task": "cnn", "optimizer": optimizer, "lr": lr, "seed": seed, "centre_lr": centre,
-            "final_val_loss": loss, "config_hash": "h"}
+def _runs(records):
+    """``(spec, result)`` pairs from ``(optimizer, lr, seed, loss)``."""
+    base = sweep.Grid.smoke().base("cnn")
+    return [(base.replace(optimizer=n, lr=lr, seed=seed), {"final_val_loss": loss})
+            for n, lr, seed, loss in records]
 
 
-def test_edges_are_flagged_and_extended_on_synthetic_results():
+def test_edges_are_flagged_and_extended_on_synthetic_results(monkeypatch, tmp_path):
+    from benchmarks.runner import registry
+
+    for name in ("up", "down", "mid", "dead"):
+        monkeypatch.setitem(registry.REGISTRY, name, registry.REGISTRY["muon"])
     records = []
     for seed in (0, 1):
         for lr, loss in ((0.01, 2.0), (0.02, 1.5), (0.04, 1.2)):  # best at the high edge
-            records.append(_record("up", lr, seed, loss + 0.1 * seed))
+            records.append(("up", lr, seed, loss + 0.1 * seed))
         for lr, loss in ((0.01, 1.0), (0.02, 1.5), (0.04, math.inf)):  # best at the low edge
-            records.append(_record("down", lr, seed, loss))
+            records.append(("down", lr, seed, loss))
         for lr, loss in ((0.01, 2.0), (0.02, 1.0), (0.04, 3.0)):  # interior optimum
-            records.append(_record("mid", lr, seed, loss))
-        records.append(_record("dead", 0.02, seed, math.inf))
-    summaries = report.summarize(records)
+            records.append(("mid", lr, seed, loss))
+        records.append(("dead", 0.02, seed, math.inf))
+    summaries = sweep.summarize(_runs(records))
     assert summaries["up"].edge == "high" and summaries["up"].best.lr == 0.04
     assert summaries["up"].best.mean == pytest.approx(1.25)
     assert summaries["up"].best.spread == pytest.approx(0.05)
     assert summaries["down"].edge == "low" and summaries["mid"].edge is None
     assert summaries["dead"].best is None and summaries["dead"].edge == "low"
-    assert report.extension_lrs(summaries["up"], 2.0) == [0.08]
-    assert report.extension_lrs(summaries["down"], 2.0) == [0.005]
-    assert report.extension_lrs(summaries["mid"], 2.0) == []
-    table = report.markdown_table(summaries, 2).splitlines()
+    assert summaries["up"].extension(2.0) == [0.08]
+    assert summaries["down"].extension(2.0) == [0.005]
+    assert summaries["mid"].extension(2.0) == []
+    table = sweep.table(summaries, 2).splitlines()
     rows = {line.split(" | ")[0][2:]: line for line in table[2:]}
     assert rows["up"].endswith("| edge (high) |") and rows["mid"].endswith("|  |")
     assert "| **1.2500** |" in rows["up"] and "| inf |" in rows["down"]
     assert "diverged" in rows["dead"]
-    # A later line for the same run replaces the earlier one (--fresh reruns).
-    again = report.summarize(records + [_record("mid", 0.04, 0, 0.5),
-                                        _record("mid", 0.04, 1, 0.5)])
-    assert again["mid"].edge == "high"
+    # A later record of the same run replaces the earlier one (--fresh reruns).
+    store = Store(tmp_path / "s.jsonl")
+    for spec, result in _runs(records) + _runs([("mid", 0.04, 0, 0.5), ("mid", 0.04, 1, 0.5)]):
+        store.add(spec, result)
+    assert sweep.summarize(list(store.select(experiment="sweep")))["mid"].edge == "high"
 
 
 def test_extension_plans_the_next_point_for_every_seed(tmp_path):
-    args = sweep.parse_args(["--quick", "--seeds", "2", "--optimizers", "muon",
-                             "--out", str(tmp_path)])
-    task = sweep.make_tasks(["cnn"], quick=True, steps=None)["cnn"]
-    chash = sweep.config_hash(task, args.fallback_lr)
-    records = [dict(_record("muon", lr, seed, loss), config_hash=chash)
-               for seed in (0, 1) for lr, loss in ((0.01, 3.0), (0.02, 2.0), (0.04, 1.0))]
-    assert sweep.extension(task, ["muon"], args, records) == [("muon", 0.08, 0),
-                                                               ("muon", 0.08, 1)]
+    grid = dataclasses.replace(sweep.Grid.smoke(), optimizers=("muon",), seeds=2,
+                               grid_points=3, extend=1)
+    store = Store(tmp_path / "sweep.jsonl")
+    base = grid.base("cnn")
+    for seed in (0, 1):
+        for lr, loss in ((0.01, 3.0), (0.02, 2.0), (0.04, 1.0)):
+            store.add(base.replace(optimizer="muon", lr=lr, seed=seed), {"final_val_loss": loss})
+    todo = [(s.optimizer, s.lr, s.seed) for s in sweep.plan(grid, store) if store.get(s) is None]
+    assert todo == [("muon", 0.08, 0), ("muon", 0.08, 1)]
     # An extended point recorded for one seed only is completed by a plain rerun.
-    records.append(dict(_record("muon", 0.08, 0, 0.9), config_hash=chash))
-    done = {sweep.record_key("cnn", r["optimizer"], r["lr"], r["seed"], chash): r
-            for r in records}
-    assert sweep.plan(task, ["muon"], args, done, records) == [("muon", 0.08, 1)]
+    store.add(base.replace(optimizer="muon", lr=0.08, seed=0), {"final_val_loss": 0.9})
+    plain = dataclasses.replace(grid, extend=0)
+    todo = [(s.optimizer, s.lr, s.seed) for s in sweep.plan(plain, store) if store.get(s) is None]
+    assert todo == [("muon", 0.08, 1)]
+
+
+def test_focus_window_is_centred_and_clipped_to_the_recorded_lrs():
+    for best, expected in ((1, [1, 2, 3]), (4, [3, 4, 5]), (7, [5, 6, 7]), (5, [4, 5, 6])):
+        assert sweep.focus_window([1, 2, 3, 4, 5, 6, 7], best, 3) == expected
+    assert sweep.focus_window([1, 2], 2, 5) == [1, 2]
 
 
 def _history(val_loss, nonfinite_step=None):
-    return SimpleNamespace(val_loss=val_loss, nonfinite_step=nonfinite_step,
-                           eval_steps=[25 * i for i in range(len(val_loss))])
+    return History("h", val_loss=val_loss, nonfinite_step=nonfinite_step,
+                   eval_steps=[25 * i for i in range(len(val_loss))])
 
 
 def test_diverged_runs_are_recorded_as_inf():
-    out = sweep._outcome(_history([2.3, 1.9, math.nan]), 0.01)
+    out = outcome(_history([2.3, 1.9, math.nan]))
     assert out["final_val_loss"] == math.inf and not out["finite"]
     assert out["best_val_loss"] == 1.9
-    out = sweep._outcome(_history([2.3, 1.9], 7), 0.01)  # stopped at a non-finite loss
+    out = outcome(_history([2.3, 1.9], 7))  # stopped at a non-finite loss
     assert out["final_val_loss"] == math.inf and out["nonfinite_step"] == 7
-    out = sweep._outcome(_history([2.3, 1.9]), 0.01)
+    out = outcome(_history([2.3, 1.9]))
     assert out["final_val_loss"] == 1.9 and out["finite"]
     assert out["eval_steps"] == [0, 25] and out["val_losses"] == [2.3, 1.9]
 
 
 def test_grid_is_log_spaced_around_the_centre():
-    assert sweep.grid(0.02, 5, 2.0) == [0.005, 0.01, 0.02, 0.04, 0.08]
-    assert sweep.grid(0.02, 4, 2.0) == [0.01, 0.02, 0.04, 0.08]
-    assert sweep.grid(1e-3, 3, math.sqrt(10)) == [0.0003162, 0.001, 0.003162]
-    assert sweep.grid(0.24, 1, 2.0) == [0.24]
+    assert lr_grid(0.02, 5, 2.0) == [0.005, 0.01, 0.02, 0.04, 0.08]
+    assert lr_grid(0.02, 4, 2.0) == [0.01, 0.02, 0.04, 0.08]
+    assert lr_grid(1e-3, 3, math.sqrt(10)) == [0.0003162, 0.001, 0.003162]
+    assert lr_grid(0.24, 1, 2.0) == [0.24]
+
+
+def test_run_spec_keys_and_store_round_trip(tmp_path):
+    spec = RunSpec("sweep", "cnn", {"widths": [8, 16], "steps": 3}, "muon", 0.02, 1)
+    assert spec.config == (("steps", 3), ("widths", (8, 16)))
+    assert RunSpec.from_dict(spec.to_dict()) == spec and spec.key != spec.replace(lr=0.04).key
+    store = Store(tmp_path / "r.jsonl")
+    store.add(spec, {"final_val_loss": 1.0})
+    store.add(spec, {"final_val_loss": 0.5})  # the later record wins
+    assert Store(tmp_path / "r.jsonl").get(spec) == {"final_val_loss": 0.5}
+    assert Store(tmp_path / "r.jsonl").select(optimizer="adamw") == []
+    with pytest.raises(ValueError, match="lr must be positive"):
+        RunSpec("sweep", "cnn", {}, "muon", 0.0)
 
 
 def test_cnn_data_is_deterministic_balanced_and_conv_kernels_take_the_matrix_path():

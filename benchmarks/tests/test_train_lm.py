@@ -11,13 +11,17 @@ import optax
 import pytest
 
 from benchmarks import lm as train_lm
+from benchmarks.lm import LMTask
+from benchmarks.lm import cli as lm_cli
 from benchmarks.lm import data as lm_data
+from benchmarks.runner import History, registry, train
 
 QUICK = train_lm.Config.quick(steps=16, eval_every=8)
 
 
-def _has_optorth(name: str) -> bool:
-    return train_lm.REGISTRY[name].available()
+def _train(name_or_tx, cfg, corpus, lr=None, **kwargs) -> History:
+    tx = registry.build(name_or_tx, cfg, lr) if isinstance(name_or_tx, str) else name_or_tx
+    return train(LMTask(cfg, corpus), tx, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,7 @@ def test_bad_sizes_raise(corpus):
 # --------------------------------------------------------------------------- training
 
 
-def _decreases(history: train_lm.History) -> bool:
+def _decreases(history: History) -> bool:
     first, last = history.train_loss[0], np.mean(history.train_loss[-4:])
     return history.finite and last < first - 0.5 and history.val_loss[-1] < history.val_loss[0]
 
@@ -91,8 +95,8 @@ def _decreases(history: train_lm.History) -> bool:
 @pytest.mark.extensive  # trains
 def test_adamw_trains_and_runs_are_reproducible(corpus):
     # The tiny quick model takes a larger step than the default model's 2e-3.
-    h1 = train_lm.train("adamw", QUICK, corpus=corpus, progress=False, lr=1e-2)
-    h2 = train_lm.train("adamw", QUICK, corpus=corpus, progress=False, lr=1e-2)
+    h1 = _train("adamw", QUICK, corpus, 1e-2)
+    h2 = _train("adamw", QUICK, corpus, 1e-2)
     assert _decreases(h1), h1.train_loss
     np.testing.assert_allclose(h1.train_loss, h2.train_loss, rtol=1e-6)
     assert h1.eval_steps == [0, 4, 8, 12, 16]
@@ -100,7 +104,6 @@ def test_adamw_trains_and_runs_are_reproducible(corpus):
     assert abs(h1.train_loss[0] - np.log(corpus.vocab_size)) < 0.1
 
 
-@pytest.mark.skipif(not _has_optorth("muon"), reason="optorth.muon not in this optorth yet")
 @pytest.mark.extensive  # trains
 def test_optorth_muon_trains_from_the_same_start_and_callback_sees_state(corpus):
     seen = {}
@@ -111,8 +114,8 @@ def test_optorth_muon_trains_from_the_same_start_and_callback_sees_state(corpus)
             seen["params"] = info.params
             seen["matrices"] = info.state_matrices()
 
-    history = train_lm.train("muon", QUICK, corpus=corpus, progress=False, callback=callback)
-    adamw = train_lm.train("adamw", QUICK.replace(steps=1), corpus=corpus, progress=False)
+    history = _train("muon", QUICK, corpus, callbacks=[callback])
+    adamw = _train("adamw", QUICK.replace(steps=1), corpus)
     assert _decreases(history), history.train_loss
     # Same initial weights and first batch for every optimizer.
     assert history.train_loss[0] == adamw.train_loss[0]
@@ -127,19 +130,21 @@ def test_optorth_muon_trains_from_the_same_start_and_callback_sees_state(corpus)
 @pytest.mark.extensive  # trains
 def test_custom_transformation_and_errors(corpus):
     tx = optax.sgd(0.0)
-    history = train_lm.train(tx, QUICK.replace(steps=3), corpus=corpus, progress=False)
+    history = _train(tx, QUICK.replace(steps=3), corpus)
     assert history.name == "custom"
     # lr 0 → parameters never move → identical validation loss throughout.
     assert len(set(history.val_loss)) == 1
     with pytest.raises(ValueError, match="unknown optimizer 'nope'"):
-        train_lm.build_optimizer("nope", QUICK)
+        registry.build("nope", QUICK)
     with pytest.raises(ValueError, match="takes no Newton"):
-        train_lm.build_optimizer("adamw@jordan", QUICK)
+        registry.build("adamw@jordan", QUICK)
+    with pytest.raises(ValueError, match="clip=True needs record_logits=True"):
+        LMTask(QUICK, corpus, clip=True)
 
 
 @pytest.mark.extensive  # trains
 def test_nonfinite_loss_stops_the_run(corpus):
-    history = train_lm.train("adamw", QUICK, corpus=corpus, progress=False, lr=1e12)
+    history = _train("adamw", QUICK, corpus, 1e12)
     assert not history.finite
     assert history.nonfinite_step is not None and len(history.train_loss) < QUICK.steps
 
@@ -149,10 +154,10 @@ def test_nonfinite_loss_stops_the_run(corpus):
 
 @pytest.mark.extensive  # trains
 def test_main_quick_writes_plot_table_and_results(tmp_path, capsys):
-    names = ["adamw", "muon" if _has_optorth("muon") else "optax_muon"]
+    names = ["adamw", "muon"]
     argv = ["--quick", "--steps", "12", "--optimizers", ",".join(names),
             "--out", str(tmp_path), "--no-progress"]
-    histories = train_lm.main(argv)
+    histories = lm_cli.main(argv)
     printed = capsys.readouterr().out
     assert [h.name for h in histories] == names
     for name in names:
@@ -170,23 +175,22 @@ def test_main_quick_writes_plot_table_and_results(tmp_path, capsys):
 
 def test_help_lists_the_registry(capsys):
     with pytest.raises(SystemExit):
-        train_lm.main(["--help"])
+        lm_cli.main(["--help"])
     printed = capsys.readouterr().out
     for name in ("adamw", "optax_muon", "muon", "turbo_muon", "normuon", "factored_muon"):
         assert name in printed
 
 
 @pytest.mark.extensive  # trains every registry entry
-def test_every_available_registry_entry_takes_finite_steps(corpus):
+def test_every_registry_entry_takes_finite_steps(corpus):
     cfg = QUICK.replace(steps=2, eval_every=2)
-    names = [n for n in train_lm.available_optimizers() if n != "muon_learned"]
+    names = [n for n in registry.REGISTRY if n != "muon_learned"]
     for name in names:
-        history = train_lm.train(name, cfg, corpus=corpus, progress=False)
+        history = _train(name, cfg, corpus)
         assert history.finite and len(history.train_loss) == 2, name
         assert history.val_loss[-1] < history.val_loss[0], name
 
 
-@pytest.mark.skipif(not _has_optorth("muon"), reason="optorth.muon not in this optorth yet")
 @pytest.mark.parametrize("bf16", [False, True])
 def test_hidden_kernels_take_the_matrix_path(corpus, bf16):
     """The main job's routing (also with --bf16): hidden kernels on Muon, the rest on AdamW."""

@@ -1,9 +1,9 @@
-"""Tests of benchmarks/width_transfer.py: the quick path, resume, --fresh, --extend, the shift
-estimates on synthetic results with a known answer, and the sweep's optimizer variants."""
+"""Tests of the width-transfer experiment: the smoke grid, resume, --fresh, extension, the
+shift estimates on synthetic results with a known answer, and the Muon variants."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 
 import jax
@@ -11,59 +11,50 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from benchmarks import width_transfer as wt
-from benchmarks.lm import Config, make_model, width_registry
+from benchmarks.experiments import width_transfer as wt
+from benchmarks.lm import Config, make_model
+from benchmarks.runner import Store, cli, registry
 from optorth.norms import CONVENTIONS
 
 
 def _bowl(optimum_log2):
-    """A fake ``run_one``: loss (log2 lr − optimum(width))² + 1, no training."""
+    """A fake ``execute``: loss (log2 lr − optimum(width))² + 1, no training."""
 
-    def run_one(name, width, seed, lr, base, head_dim, corpus, progress):
-        loss = (math.log2(lr) - optimum_log2(width)) ** 2 + 1.0
-        return {"optimizer": name, "width": width, "seed": seed, "lr": lr, "val": loss,
-                "train": loss, "seconds": 0.0}
+    def execute(spec):
+        loss = (math.log2(spec.lr) - optimum_log2(dict(spec.config)["d_model"])) ** 2 + 1.0
+        return {"val": loss, "final_val_loss": loss, "seconds": 0.0}
 
-    return run_one
+    return execute
 
 
 def _records(optimum_log2, widths, ks):
-    fake = _bowl(optimum_log2)
-    return [fake("opt", w, 0, 2.0**k, None, None, None, False) for w in widths for k in ks]
-
-
-def _lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"optimizer": "opt", "width": w, "seed": 0, "lr": 2.0**k,
+             "val": (k - optimum_log2(w)) ** 2 + 1.0} for w in widths for k in ks]
 
 
 @pytest.mark.extensive  # trains
-def test_quick_path_trains_writes_reports_and_resumes(tmp_path, monkeypatch):
-    argv = ["--quick", "--optimizers", "muon_spectral", "--widths", "8,16", "--points", "1",
-            "--steps", "4", "--no-progress", "--out", str(tmp_path)]
-    summary = wt.main(argv)
-    runs = _lines(tmp_path / "runs.jsonl")
-    assert len(runs) == 2  # 2 widths x 1 lr (the centre, 0.02)
-    assert {(r["width"], r["heads"]) for r in runs} == {(8, 1), (16, 2)}  # head_dim 8
-    assert sorted({r["lr"] for r in runs}) == pytest.approx([0.02])
-    assert all(math.isfinite(r["val"]) and r["steps_run"] == 4 for r in runs)
-    assert set(summary) == {"muon_spectral"} and summary["muon_spectral"]["widths"] == [8, 16]
-    text = (tmp_path / "width_transfer.md").read_text()
+def test_smoke_grid_trains_reports_and_resumes(tmp_path, monkeypatch):
+    argv = ["run", "width_transfer", "--smoke", "--out", str(tmp_path)]
+    result = cli.main(argv)
+    runs = Store(tmp_path / "width_transfer.jsonl").select(experiment="width_transfer")
+    assert result["ran"] == len(runs) == 2  # 2 widths x 1 lr (the centre, 0.02)
+    assert {(dict(s.config)["d_model"], dict(s.config)["heads"]) for s, _ in runs} == {
+        (8, 1), (16, 2)}  # head_dim 8
+    assert sorted({s.lr for s, _ in runs}) == pytest.approx([0.02])
+    assert all(math.isfinite(r["val"]) and r["eval_steps"][-1] == 4 for _, r in runs)
+    text = (tmp_path / "width_transfer_cpu.md").read_text()
     assert "## muon_spectral" in text and "log2 shift of the optimal lr" in text
-    assert (tmp_path / "width_transfer.png").stat().st_size > 0
-    assert json.loads((tmp_path / "summary.json").read_text())["runs"] == 2
 
-    def refuse(*args):
-        raise AssertionError(f"finished run trained again: {args[:4]}")
+    def refuse(spec):
+        raise AssertionError(f"finished run trained again: {spec}")
 
-    monkeypatch.setattr(wt, "run_one", refuse)
-    wt.main(argv)  # every run is done: nothing trains
-    assert len(_lines(tmp_path / "runs.jsonl")) == 2
+    monkeypatch.setattr(wt, "execute", refuse)
+    assert cli.main(argv)["ran"] == 0  # every run is done: nothing trains
 
-    monkeypatch.setattr(wt, "run_one", _bowl(lambda w: 0.0))
-    wt.main(argv + ["--fresh"])  # the earlier records are dropped, every run is redone
-    assert [r["train"] for r in _lines(tmp_path / "runs.jsonl")] == [
-        (math.log2(r["lr"])) ** 2 + 1.0 for r in _lines(tmp_path / "runs.jsonl")]
-    assert len(_lines(tmp_path / "runs.jsonl")) == 2
+    monkeypatch.setattr(wt, "execute", _bowl(lambda w: 0.0))
+    assert cli.main(argv + ["--fresh"])["ran"] == 2  # every run is redone, the new ones win
+    runs = Store(tmp_path / "width_transfer.jsonl").select(experiment="width_transfer")
+    assert [r["val"] for _, r in runs] == [math.log2(s.lr) ** 2 + 1.0 for s, _ in runs]
 
 
 def test_shift_on_grid_optima_is_exact():
@@ -109,40 +100,47 @@ def test_edge_optimum_is_flagged_and_extension_goes_past_it():
 
 
 def test_extend_runs_until_every_optimum_is_interior(tmp_path, monkeypatch):
-    # adamw's grid (quick, 3 points) is 1e-3, 2e-3, 4e-3; put the optimum 2 and 3 octaves up.
+    # adamw's grid (3 points) is 1e-3, 2e-3, 4e-3; put the optimum 2 and 3 octaves up.
     # Interior needs one point past it: 3 extensions at width 16, 4 at width 32.
     optimum = {16: math.log2(16e-3), 32: math.log2(32e-3)}
-    monkeypatch.setattr(wt, "run_one", _bowl(optimum.get))
-    monkeypatch.setattr(wt, "load_corpus", lambda chars: None)
-    argv = ["--quick", "--optimizers", "adamw", "--no-progress", "--out", str(tmp_path)]
-    assert wt.main(argv + ["--extend", "2"])["adamw"]["edge_widths"] == [16, 32]  # too few
-    s = wt.main(argv + ["--extend", "4"])["adamw"]
+    monkeypatch.setattr(wt, "execute", _bowl(optimum.get))
+    argv = ["run", "width_transfer", "--smoke", "--out", str(tmp_path), "--set",
+            "optimizers=adamw", "--set", "widths=16,32", "--set", "points=3"]
+    cli.main(argv + ["--set", "extend=2"])
+    grid = dataclasses.replace(wt.Grid.smoke(), optimizers=("adamw",), widths=(16, 32),
+                               points=3)
+    store = Store(tmp_path / "width_transfer.jsonl")
+    assert wt.summarize(wt.records(grid, store))["adamw"]["edge_widths"] == [16, 32]  # too few
+    cli.main(argv + ["--set", "extend=4"])
+    store = Store(tmp_path / "width_transfer.jsonl")
+    s = wt.summarize(wt.records(grid, store))["adamw"]
     assert s["edge_widths"] == []
     assert [s["best"][w]["lr"] for w in ("16", "32")] == pytest.approx([16e-3, 32e-3])
     assert s["shift_grid"]["slope"] == pytest.approx(1.0)
-    assert len(_lines(tmp_path / "runs.jsonl")) == 6 + 3 + 4  # the rerun resumed from 6 + 4
+    assert len(store.records) == 6 + 3 + 4  # the rerun resumed from 6 + 4
 
 
 def test_bad_widths_and_optimizers_are_refused(tmp_path):
     with pytest.raises(ValueError, match="width 24 is not a multiple of head_dim=16"):
-        wt.main(["--quick", "--widths", "24", "--head-dim", "16", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="unknown optimizers"):
-        wt.main(["--quick", "--optimizers", "sgd", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="unknown width-sweep optimizer 'sgd'"):
-        width_registry.build_width_optimizer("sgd", Config.quick(), 1e-3)
+        cli.main(["run", "width_transfer", "--smoke", "--set", "widths=24", "--set",
+                  "head_dim=16", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="expected field=value with a field of"):
+        cli.main(["run", "width_transfer", "--smoke", "--set", "nope=1", "--out",
+                  str(tmp_path)])
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        registry.build("sgd", Config.quick(), 1e-3)
 
 
 def test_muon_variants_cover_every_convention_with_its_factor():
-    variants = width_registry.WIDTH_OPTIMIZERS
-    conventions = {variants[n][0] for n in width_registry.WIDTH_DEFAULT_OPTIMIZERS}
-    assert conventions == set(CONVENTIONS) | {None}
+    labels = {n.removeprefix("muon_") for n in wt.Grid().optimizers if n != "adamw"}
+    assert labels == set(CONVENTIONS)
     cfg = Config.quick(d_model=16, heads=2, steps=10, warmup_frac=0.0)  # lr = peak at step 0
     full = nnx.state(make_model(cfg, 50), nnx.Param).to_pure_dict()
     params = {"blocks": {0: {"mlp": full["blocks"][0]["mlp"]}}}  # routed by the model's paths
     grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(1), p.shape), params)
 
     def mlp_update(name):
-        tx = width_registry.build_width_optimizer(name, cfg, 0.01)
+        tx = registry.build(name, cfg, 0.01)
         updates, _ = tx.update(grads, tx.init(params), params)
         mlp = updates["blocks"][0]["mlp"]
         return np.asarray(mlp["fc"]["kernel"]), np.asarray(mlp["proj"]["kernel"])

@@ -1,0 +1,3 @@
+from benchmarks.runner.cli import main
+
+main()
