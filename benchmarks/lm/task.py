@@ -2,7 +2,8 @@
 
 With ``record_logits`` every attention layer records its per-head maximum logits (the step's
 ``aux``, ``{"blocks/0/attn": ...}``); with ``clip`` they are also passed to the optimizer
-(``tx.update(..., max_logits=...)``) for ``optorth.qk_clip``.
+(``tx.update(..., max_logits=...)``) for ``optorth.qk_clip``; with ``pass_loss`` the loss
+is passed as ``tx.update(..., value=loss)`` (for optimizers that need it, e.g. AEGD).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def _recorded_loss(model, inputs, targets):
 
 def _clip_extras(loss, aux):
     return {"max_logits": aux}
+
+
+def _value_extras(loss, aux):
+    return {"value": loss}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -82,14 +87,16 @@ class LMTask:
     wrt = nnx.Param
 
     def __init__(self, cfg: Config | None = None, corpus: lm_data.Corpus | None = None, *,
-                 record_logits: bool = False, clip: bool = False):
+                 record_logits: bool = False, clip: bool = False, pass_loss: bool = False):
         if clip and not record_logits:
             raise ValueError("LMTask: clip=True needs record_logits=True (QK-clip reads the "
                              "recorded maxima)")
+        if clip and pass_loss:
+            raise ValueError("LMTask: clip and pass_loss cannot be combined")
         self.cfg = Config() if cfg is None else cfg
         self._corpus, self.record_logits = corpus, record_logits
         self.loss = _recorded_loss if record_logits else _loss
-        self.extras = _clip_extras if clip else None
+        self.extras = _clip_extras if clip else _value_extras if pass_loss else None
         self._val = None
 
     @property
@@ -120,4 +127,4 @@ class LMTask:
         cfg = self.cfg.replace(**changes)
         corpus = self._corpus if cfg.corpus_chars == self.cfg.corpus_chars else None
         return LMTask(cfg, corpus, record_logits=self.record_logits,
-                      clip=self.extras is not None)
+                      clip=self.extras is _clip_extras, pass_loss=self.extras is _value_extras)

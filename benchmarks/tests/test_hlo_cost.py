@@ -1,4 +1,4 @@
-"""The compiled-HLO cost reader of ``benchmarks/_hlo.py`` on programs with known costs.
+"""The compiled-HLO cost reader of ``benchmarks/micro/_hlo.py`` on programs with known costs.
 
 Dot FLOPs of matmul loops (2·m·n·k per product times the iterations, nested loops multiplied,
 the trip count read off the loop condition when XLA's ``known_trip_count`` is removed), the
@@ -19,7 +19,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from benchmarks._hlo import analyze, bytes_per_device, device_groups
+from benchmarks.micro._hlo import analyze, bytes_per_device, device_groups
 
 M, N, STEPS = 16, 32, 7
 

@@ -1,4 +1,4 @@
-"""The layouts, routing and bookkeeping of ``benchmarks/scale_out.py`` (nothing compiled here;
+"""The layouts, routing and bookkeeping of ``benchmarks/micro/scale_out.py`` (nothing compiled here;
 ``tests/test_hlo_cost.py`` checks the cost reader on compiled programs)."""
 
 import json
@@ -10,8 +10,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import optorth
-from benchmarks import _scale_models as models
-from benchmarks import scale_out
+from benchmarks.micro import _scale_models as models
+from benchmarks.micro import scale_out
 from optorth import MatrixSpec
 
 

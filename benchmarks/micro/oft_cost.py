@@ -1,6 +1,6 @@
 """OFTv2's input-centric forward vs the weight-centric one: time and memory of a training step.
 
-    python benchmarks/oft_cost.py | tee benchmarks/results/oft_cost_cpu.log
+    python -m benchmarks.micro.oft_cost | tee benchmarks/results/oft_cost_cpu.log
 
 Qiu et al., "Orthogonal Finetuning Made Scalable" (arXiv 2506.19847) compute ``(x R) W``
 (input-centric) instead of ``x (R W)`` (weight-centric, the original OFT). For one
@@ -23,18 +23,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import platform
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from benchmarks._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
+from benchmarks.micro._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
 from optorth.nn._adapter import AdapterParam  # noqa: E402
 from optorth.nn._oft import OFTLinear  # noqa: E402
 

@@ -1,6 +1,6 @@
 """How one jitted optimizer update scales out: compile-only, on simulated CPU devices.
 
-For each model (``benchmarks/_scale_models.py``: GPT-2 small and medium, a layer-stacked GPT-2,
+For each model (``_scale_models.py``: GPT-2 small and medium, a layer-stacked GPT-2,
 an 8-expert MoE with FSDP or with expert sharding) and mesh (1-D FSDP over N ∈ {2, …, 64}
 devices, HSDP ``replica(2) × fsdp(4)``, FSDP × tensor parallel ``fsdp(4) × tensor(2)``), the
 update ``tx.update(grads, state, params)`` of ``optorth.muon()``, ``optax.contrib.muon`` (routed
@@ -9,7 +9,7 @@ lowered with the parameters, gradients and state sharded as the model says (stat
 shaped like a parameter take its sharding; ``jax.eval_shape`` of ``init``, nothing allocated)
 and compiled. Each (model, mesh) runs in a fresh subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, bounded by ``--timeout``. From the
-compiled program (``benchmarks/_hlo.py``), per device:
+compiled program (``benchmarks/micro/_hlo.py``), per device:
 
 * ``work/ideal``: dot FLOPs (while bodies × trip counts; the update's only dots are
   Newton–Schulz's) divided by the ideal, the same update's FLOPs compiled on one device / N;
@@ -34,12 +34,13 @@ and ``_stacked_first`` are after it.
 
 Run::
 
-    python benchmarks/scale_out.py --quick     # GPT-2 small on 8 devices and HSDP 2x4
-    python benchmarks/scale_out.py             # every model × mesh × optimizer
-    python benchmarks/scale_out.py --models gpt2_small,moe_ep --meshes 8,64,2x4 \\
+    python -m benchmarks.micro.scale_out --quick     # GPT-2 small on 8 devices and HSDP 2x4
+    python -m benchmarks.micro.scale_out             # every model × mesh × optimizer
+    python -m benchmarks.micro.scale_out --models gpt2_small,moe_ep --meshes 8,64,2x4 \\
         --optimizers optorth.muon,optax.contrib.muon --out /tmp/scale_out.md
-    python benchmarks/scale_out.py --jobs 2   # two processes at once
-    python benchmarks/scale_out.py --render benchmarks/results/scale_out_before_cpu.jsonl,new.jsonl
+    python -m benchmarks.micro.scale_out --jobs 2   # two processes at once
+    python -m benchmarks.micro.scale_out \\
+        --render benchmarks/results/scale_out_before_cpu.jsonl,new.jsonl
 
 ``--fsdp-rule first`` shards each leaf's first divisible axis instead of its largest (a stacked
 kernel ``(12, d, out)`` is then sharded on its layer axis at N ≤ 4); ``--axis-types explicit``
@@ -62,8 +63,7 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MESHES = {  # name: ((axis names), (sizes))
     **{str(n): (("fsdp",), (n,)) for n in (2, 4, 8, 16, 32, 64)},
@@ -72,15 +72,16 @@ MESHES = {  # name: ((axis names), (sizes))
 }
 MESH_LABEL = {"2x4": "HSDP replica 2 × fsdp 4", "4x2": "FSDP 4 × tensor 2"}
 QUICK = dict(models="gpt2_small", meshes="8,2x4")
-RESULTS = os.path.join(HERE, "results")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
 # ----------------------------------------------------------------------------- child process
 def _state_specs(state, params_specs, params):
     """State leaves shaped like a parameter get its spec (matched by path suffix), others P()."""
     import jax
-    from _scale_models import path_string
     from jax.sharding import PartitionSpec as P
+
+    from benchmarks.micro._scale_models import path_string
 
     by_path = {path_string(p): (x.shape, s) for (p, x), s in zip(
         jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(
@@ -100,7 +101,8 @@ def _state_specs(state, params_specs, params):
 def _mismatches(compiled_shardings, expected_shardings, abstract) -> list[str]:
     """Paths of the leaves whose compiled sharding differs from the expected one."""
     import jax
-    from _scale_models import path_string
+
+    from benchmarks.micro._scale_models import path_string
 
     got = jax.tree.leaves(compiled_shardings)
     want = jax.tree.leaves(expected_shardings)
@@ -125,8 +127,9 @@ def compile_row(model, tx_name, mesh, axis_types, rule):
     """Compiles one update and returns its measurements (a dict)."""
     import jax
     from _hlo import analyze_compiled
-    from _scale_models import OPTIMIZERS, partition_specs
     from jax.sharding import NamedSharding
+
+    from benchmarks.micro._scale_models import OPTIMIZERS, partition_specs
 
     params = model.params
     if mesh is None:
@@ -173,8 +176,9 @@ def compile_row(model, tx_name, mesh, axis_types, rule):
 def child(args) -> None:
     """Runs in the subprocess: one model on one mesh, every optimizer; JSON lines on stdout."""
     import jax
-    from _scale_models import MODELS
     from jax.sharding import AxisType
+
+    from benchmarks.micro._scale_models import MODELS
 
     model = MODELS[args.child_model]()
     mesh = None
@@ -203,13 +207,13 @@ def run_config(model: str, mesh_name: str, args) -> list[dict]:
     flags = os.environ.get("XLA_FLAGS", "")
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count="
                                      f"{_devices(mesh_name)}".strip())
-    command = [sys.executable, os.path.abspath(__file__), "--child-model", model,
+    command = [sys.executable, "-m", "benchmarks.micro.scale_out", "--child-model", model,
                "--child-mesh", mesh_name, "--optimizers", args.optimizers,
                "--axis-types", args.axis_types, "--fsdp-rule", args.fsdp_rule]
     start = time.perf_counter()
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=args.timeout)
+                              timeout=args.timeout, cwd=ROOT)
         out, failure = done.stdout, (done.stderr[-600:] if done.returncode else "")
     except subprocess.TimeoutExpired as err:
         out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
@@ -308,7 +312,7 @@ def mismatch_notes(rows: list[dict]) -> str:
 
 
 def parse_args(argv=None):
-    from _scale_models import MODELS, OPTIMIZERS
+    from benchmarks.micro._scale_models import MODELS, OPTIMIZERS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", help=f"comma list of {list(MODELS)} (default: all)")
@@ -360,7 +364,7 @@ def render(args, argv) -> None:
     add_ratios(rows)
     header = (f"Rebuilt from {args.render} (see each file's first run for its settings). "
               f"P = the model's parameter bytes, Pₘ = those of the leaves optorth sends to "
-              f"Newton–Schulz. Command: python benchmarks/scale_out.py {' '.join(argv)}")
+              f"Newton–Schulz. Command: python -m benchmarks.micro.scale_out {' '.join(argv)}")
     write(args, rows, markdown(rows, header) + mismatch_notes(rows))
 
 
@@ -404,7 +408,7 @@ def main(argv=None) -> None:
               f"each leaf's {args.fsdp_rule} divisible axis). P = the model's parameter bytes, "
               f"Pₘ = those of the leaves optorth sends to Newton–Schulz. {os.cpu_count()} "
               f"cores, {wall:.0f} s wall, jax {_jax_version()}. Command: python "
-              f"benchmarks/scale_out.py {' '.join(argv)}")
+              f"benchmarks/micro/scale_out.py {' '.join(argv)}")
     write(args, rows, markdown(rows, header) + mismatch_notes(rows))
 
 

@@ -1,6 +1,6 @@
 """Step-time overhead of online coefficient learning (same process, interleaved repeats).
 
-    python benchmarks/online_overhead.py [--model gpt2-small|small] [--every 100] [--steps 200]
+    python -m benchmarks.micro.online_overhead [--model gpt2-small|small] [--every 100]
 
 Both optimizers are the same jitted chain, Nesterov momentum → ``optorth.orthogonalize``
 (Jordan's table, read from the optimizer state) → scale; one of them is built with

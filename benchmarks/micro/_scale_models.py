@@ -1,4 +1,4 @@
-"""Parameter shapes, routing and mesh layouts of the models ``benchmarks/scale_out.py`` compiles.
+"""Parameter shapes, routing and mesh layouts of the models that ``scale_out`` compiles.
 
 Every parameter is a ``jax.ShapeDtypeStruct`` (float32, Flax layout): nothing is allocated.
 

@@ -20,8 +20,8 @@ It then sweeps the aspect ratio at which the Gram iteration overtakes the standa
 (``GRAM_CROSSOVER`` in ``optorth/ns/_engine.py``) and saves a plot of accuracy against
 relative time. Example::
 
-    python benchmarks/orthogonalize.py --quick     # 768x3072 + 1-layer GPT-2 shapes
-    python benchmarks/orthogonalize.py --out out/orthogonalize.png      # everything
+    python -m benchmarks.micro.orthogonalize --quick     # 768x3072 + 1-layer GPT-2 shapes
+    python -m benchmarks.micro.orthogonalize --out out/orthogonalize.png      # everything
 
 On the shared 2-core CPU where it was written (load ≈ 9) these took 7 and 58 minutes.
 A JSON of all rows is written next to the plot.
@@ -39,10 +39,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import Timing, time_interleaved
 from optax.contrib._muon import MuonDimensionNumbers, orthogonalize_via_newton_schulz
 
 import optorth
+from benchmarks.micro._timing import Timing, time_interleaved
 
 JORDAN_ROW = (3.4445, -4.7750, 2.0315)
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))

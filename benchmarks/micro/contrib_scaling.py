@@ -1,6 +1,6 @@
 """The square-root scaling rule vs linear scaling when the batch grows ×4, on the main job.
 
-    python benchmarks/contrib_scaling.py [--steps 400] [--batch 16] [--seeds 0,1]
+    python -m benchmarks.micro.contrib_scaling [--steps 400] [--batch 16] [--seeds 0,1]
 
 Adam (b1 0.9, b2 0.95, eps 1e-8, peak η with warmup and cosine decay) is run on the
 character-level transformer LM of ``benchmarks/lm`` at batch B for N steps (the reference),
@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 
 import numpy as np
 import optax
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from benchmarks.lm import Config, load_corpus, lr_schedule, train  # noqa: E402
+from benchmarks.lm import Config, LMTask, load_corpus
+from benchmarks.runner import train
+from benchmarks.runner.registry import lr_schedule
 from optorth.contrib import sqrt_scaling_rule  # noqa: E402
 
 PEAK, B1, B2, EPS, KAPPA = 2e-3, 0.9, 0.95, 1e-8, 4
@@ -62,7 +61,7 @@ def main():
     results = {}
     for seed in seeds:
         for name, (tx, cfg) in runs(seed).items():
-            history = train(tx, cfg, corpus=corpus, name=name, progress=False)
+            history = train(LMTask(cfg, corpus), tx, name=name)
             samples = np.array(history.eval_steps) * cfg.batch_size
             results[name, seed] = (samples, np.array(history.val_loss), history)
     names = list(runs(seeds[0]))

@@ -1,6 +1,6 @@
 """What each Newton–Schulz coefficient schedule does to singular values: presets vs fitted.
 
-    python benchmarks/coefficients.py [--steps 3 4 5 6] [--shape 256 1024] [--fit]
+    python -m benchmarks.micro.coefficients [--steps 3 4 5 6] [--shape 256 1024] [--fit]
 
 For step counts 3–6 it prints, for every preset (truncated or extended as the preset's own
 ``extend`` rule allows), ``optorth.ns.polar_express_schedule(T)`` and every shipped fitted

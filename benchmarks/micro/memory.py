@@ -14,7 +14,7 @@ every leaf silently sent to the fallback) shows up in the table. Targets:
 adafactor ≤ 0.01, factored_muon ≤ 1.01 (float32 momentum) and ≤ 0.51 (bf16 momentum),
 AdamW 2.0. Run::
 
-    python benchmarks/memory.py [--json out/memory.json]
+    python -m benchmarks.micro.memory [--json out/memory.json]
 """
 
 from __future__ import annotations

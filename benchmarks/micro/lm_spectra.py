@@ -1,6 +1,6 @@
 """Spectra of real momentum matrices → a fitted schedule, vs Jordan and Polar Express.
 
-    python benchmarks/lm_spectra.py [--steps 300] [--every 10] [--fit-steps 4 5] [--compare]
+    python -m benchmarks.micro.lm_spectra [--steps 300] [--every 10] [--fit-steps 4 5] [--compare]
 
 1. Trains ``muon`` on the character LM of ``benchmarks/train_lm.py`` (its default config)
    and, every ``--every`` steps, records the singular values of every hidden-matrix momentum
@@ -17,7 +17,7 @@
    prints their validation losses.
 
 Writes ``out/lm_spectra.npz`` (train_*/test_* spectra; input of
-``benchmarks/fit_schedules.py --spectra``), ``out/lm_momenta.npz`` (the held-out momenta;
+``benchmarks/micro/fit_schedules.py --spectra``), ``out/lm_momenta.npz`` (the held-out momenta;
 ``--reuse`` skips training when both exist) and ``out/lm_spectra_T.json`` (the fits).
 """
 
@@ -29,9 +29,16 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-from lm import Config, train
 
 import optorth
+from benchmarks.lm import Config, LMTask
+from benchmarks.runner import registry
+from benchmarks.runner import train as run
+
+
+def train(name: str, cfg: Config, callbacks=()):
+    """The main job's run of ``name`` (a registry name) by the runner's loop."""
+    return run(LMTask(cfg), registry.build(name, cfg), callbacks=callbacks, name=name)
 
 
 def record(cfg: Config, every: int):
@@ -50,7 +57,7 @@ def record(cfg: Config, every: int):
         records.append(spectra)
         matrices.append([np.asarray(m, np.float32) for m in mats.values()])
 
-    history = train("muon", cfg, callback=callback)
+    history = train("muon", cfg, [callback])
     return records, matrices, history
 
 

@@ -36,14 +36,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import sys
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
-sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 from tests._hlo import (  # noqa: E402, F401, I001 - the tests' parsing, written once
     COLLECTIVES,
     collective_counts,
@@ -51,7 +48,6 @@ from tests._hlo import (  # noqa: E402, F401, I001 - the tests' parsing, written
     iota_ids,
     mesh_axes_groups,
 )
-
 
 DTYPE_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2,
                "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,

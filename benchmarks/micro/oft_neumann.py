@@ -1,6 +1,6 @@
 """How far OFTv2's Cayley–Neumann rotations are from orthogonal, measured vs closed form.
 
-    python benchmarks/oft_neumann.py | tee benchmarks/results/oft_neumann.log
+    python -m benchmarks.micro.oft_neumann | tee benchmarks/results/oft_neumann.log
 
 OFTv2 (Qiu et al., "Orthogonal Finetuning Made Scalable", arXiv 2506.19847) replaces the Cayley
 inverse by k Neumann terms: ``R_k = (I + Q)(I + Q + … + Q^k)``. Because
@@ -18,14 +18,9 @@ NumPy, next to the closed form and the bound.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from optorth.nn._oft import OFTLinear  # noqa: E402
 

@@ -1,12 +1,12 @@
 """Regenerates the fitted schedules shipped in ``optorth/ns/data/fitted_schedules.json``.
 
-    python benchmarks/fit_schedules.py [--only fitted4 ...] [--spectra out/lm_spectra.npz]
+    python -m benchmarks.micro.fit_schedules [--only fitted4 ...] [--spectra out/lm_spectra.npz]
                                        [--out optorth/ns/data/fitted_schedules.json]
 
 Each entry is ``optorth.fit_schedule(...)`` with the arguments listed in `ENTRIES`
 (deterministic given the seed) and is stored as ``Schedule.to_dict()``, provenance included.
 Entries whose spectra come from the LM (``*_lm``) need ``--spectra`` (written by
-``benchmarks/lm_spectra.py``); without it, existing entries of the file are kept.
+``benchmarks/micro/lm_spectra.py``); without it, existing entries of the file are kept.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ LM_ENTRIES: dict[str, dict] = {
 
 
 def load_spectra(path: str, split: str = "train") -> list[np.ndarray]:
-    """Spectra saved by ``benchmarks/lm_spectra.py`` (``split``: "train" or "test")."""
+    """Spectra saved by ``benchmarks/micro/lm_spectra.py`` (``split``: "train" or "test")."""
     data = np.load(path)
     return [data[k] for k in sorted(data.files) if k.startswith(split + "_")]
 

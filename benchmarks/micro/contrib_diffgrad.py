@@ -1,6 +1,6 @@
 """diffGrad vs Adam on the main job (the character-level transformer LM of ``benchmarks/lm``).
 
-    python benchmarks/contrib_diffgrad.py [--steps 300] [--seeds 0,1]
+    python -m benchmarks.micro.contrib_diffgrad [--steps 300] [--seeds 0,1]
 
 Same model, data, batches and learning-rate shape (warmup, cosine to 10%) for every run, as in
 ``benchmarks/train_lm.py``; optax.adam and optorth.contrib.diffgrad with b1 = 0.9, b2 = 0.95,
@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 
 import numpy as np
 import optax
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from benchmarks.lm import Config, load_corpus, lr_schedule, train  # noqa: E402
+from benchmarks.lm import Config, LMTask, load_corpus
+from benchmarks.runner import train
+from benchmarks.runner.registry import lr_schedule
 from optorth.contrib import diffgrad  # noqa: E402
 
 PEAK = 2e-3
@@ -50,7 +49,7 @@ def main():
     for seed in seeds:
         cfg = base.replace(seed=seed)
         for name, tx in optimizers(cfg).items():
-            results[name, seed] = train(tx, cfg, corpus=corpus, name=name, progress=False)
+            results[name, seed] = train(LMTask(cfg, corpus), tx, name=name)
     names = list(optimizers(base))
     steps = base.table_steps()
     print(f"main job LM (d_model {base.d_model}, {base.layers} layers, seq {base.seq_len}, "

@@ -1,6 +1,6 @@
 """GivensLinear's cost next to a plain nnx.Linear: time and memory of forward + backward.
 
-    python benchmarks/givens_cost.py | tee benchmarks/results/givens_cost_cpu.log
+    python -m benchmarks.micro.givens_cost | tee benchmarks/results/givens_cost_cpu.log
 
 GOFT (Ma et al., "Parameter Efficient Quasi-Orthogonal Fine-Tuning via Givens Rotation",
 arXiv 2404.04316) rotates the input of a frozen ``nnx.Linear`` by ``d - 1`` Givens rotations in
@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import pathlib
 import platform
-import sys
 import time
 
 import jax
@@ -37,9 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from benchmarks._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
+from benchmarks.micro._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
 from optorth.nn._adapter import AdapterParam  # noqa: E402
 from optorth.nn._givens import GivensLinear, givens_pairs  # noqa: E402
 

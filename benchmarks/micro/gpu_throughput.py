@@ -6,7 +6,7 @@ configurations in the same process, and prints achieved TFLOP/s and the ratio to
 matmul. Also times optax's ``orthogonalize_via_newton_schulz`` (vmapped) as the
 incumbent. Run it where a GPU/TPU is available::
 
-    python benchmarks/gpu_throughput.py --out out/gpu_throughput.json
+    python -m benchmarks.micro.gpu_throughput --out out/gpu_throughput.json
 
 On a CPU it runs too (use ``--layers 1`` to keep it short), but the numbers mean little.
 """

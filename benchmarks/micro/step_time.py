@@ -2,11 +2,11 @@
 
 Parameters (Flax layout, float32, 124M): 12 layers of c_attn 768×2304, attn c_proj 768×768,
 c_fc 768×3072, mlp c_proj 3072×768 with their biases and layer norms, plus the embeddings
-wte 50257×768 and wpe 1024×768 (``benchmarks/memory.py``). Gradients are random normal.
+wte 50257×768 and wpe 1024×768 (``benchmarks/micro/memory.py``). Gradients are random normal.
 Sections (every ratio is measured in this process, timings interleaved round-robin):
 
 1. accuracy: each optorth configuration's Newton–Schulz on inputs with a known SVD at the
-   four GPT-2 shapes (``benchmarks/orthogonalize.py``: max|σ−1| over σ ≥ 1e-3·σ_max and the
+   four GPT-2 shapes (``benchmarks/micro/orthogonalize.py``: max|σ−1| over σ ≥ 1e-3·σ_max and the
    relative Frobenius distance to the exact polar factor, for a log-spaced and a Gaussian
    spectrum), against optax's default (Jordan ×5). A configuration qualifies when it is at
    least as accurate by both measures on every shape and both spectra.
@@ -32,9 +32,9 @@ machine's cores, so absolute times there measure total work plus data movement.
 
 Run::
 
-    python benchmarks/step_time.py --quick            # 2 layers, fewer repeats
-    python benchmarks/step_time.py                    # the full GPT-2-small set
-    python benchmarks/step_time.py --devices 8 [--quick]
+    python -m benchmarks.micro.step_time --quick            # 2 layers, fewer repeats
+    python -m benchmarks.micro.step_time                    # the full GPT-2-small set
+    python -m benchmarks.micro.step_time --devices 8 [--quick]
 """
 
 from __future__ import annotations
@@ -53,12 +53,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _hlo import COLLECTIVES, collective_counts, collectives_in_loops
-from _timing import Timing
-from memory import gpt2_small_shapes
-from orthogonalize import JORDAN_ROW, Config, accuracy, make_problem, ns_flops, optax_ns
 
 import optorth
+from benchmarks.micro._hlo import COLLECTIVES, collective_counts, collectives_in_loops
+from benchmarks.micro._timing import Timing
+from benchmarks.micro.memory import gpt2_small_shapes
+from benchmarks.micro.orthogonalize import (
+    JORDAN_ROW,
+    Config,
+    accuracy,
+    make_problem,
+    ns_flops,
+    optax_ns,
+)
 
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))
 
@@ -369,7 +376,9 @@ def _respawn(args) -> int:
     flags = os.environ.get("XLA_FLAGS", "")
     env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count="
                                      f"{args.devices}".strip(), STEP_TIME_CHILD="1")
-    return subprocess.call([sys.executable] + sys.argv, env=env)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.call([sys.executable, "-m", "benchmarks.micro.step_time"] + sys.argv[1:],
+                           env=env, cwd=root)
 
 
 # ----------------------------------------------------------------------------- main

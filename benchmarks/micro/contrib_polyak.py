@@ -1,6 +1,6 @@
 """Polyak-momentum (ALR-MAG) vs heavy ball with a tuned constant step, across β.
 
-    python benchmarks/contrib_polyak.py [--steps 500] [--out out]
+    python -m benchmarks.micro.contrib_polyak [--steps 500] [--out out]
 
 Two problems: an ill-conditioned quadratic (d = 50, condition number 1e3) and L2-regularised
 logistic regression on generated data (n = 500, d = 20), with f* from Newton's method. For

@@ -1,6 +1,6 @@
 """Bloop vs the plain sum of losses on a main + auxiliary objective (a few seconds on CPU).
 
-    python benchmarks/contrib_bloop.py
+    python -m benchmarks.micro.contrib_bloop
 
 Over-parameterised linear regression: the main loss (mean squared error on n = 40 samples in
 d = 200 dimensions, sampled in mini-batches of 8) has a whole affine space of minimisers; the
@@ -20,15 +20,12 @@ auxiliary loss at the exact bilevel solution (lower bound) and writes ``out/cont
 from __future__ import annotations
 
 import pathlib
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from optorth.contrib import bloop  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Continual learning on generated tasks: plain SGD vs GPM (hard projection) vs ROGO.
 
-    python benchmarks/contrib_rogo.py [--tasks 5] [--seeds 5] [--epochs 10] [--out out]
+    python -m benchmarks.micro.contrib_rogo [--tasks 5] [--seeds 5] [--epochs 10] [--out out]
 
 A one-hidden-layer ReLU MLP (20 → 64 → 4 classes, no biases, as the MLPs of the GPM/ROGO
 papers) learns a sequence of classification tasks in the domain-incremental setting (one
