@@ -18,7 +18,8 @@ import optorth.nn
 from benchmarks.lm import Config, LMTask
 from benchmarks.lm import data as lm_data
 from benchmarks.lm import model as lm_model
-from benchmarks.runner import RunSpec, registry, train
+from benchmarks.runner import History, RunSpec, registry, train
+from benchmarks.runner.loop import _jit_step, step_fn
 from benchmarks.runner.registry import ADAM_BETAS, ADAM_EPS, lr_schedule
 
 from .data import Sources
@@ -43,14 +44,30 @@ class Run:
 
     method: str
     rate: float
-    eval_steps: list[int] = dataclasses.field(default_factory=list)
-    b_val: list[float] = dataclasses.field(default_factory=list)
-    train_loss: list[float] = dataclasses.field(default_factory=list)
-    step_seconds: list[float] = dataclasses.field(default_factory=list)
+    history: History = dataclasses.field(repr=False)
     b_test: float = math.nan
     a_val: float = math.nan
-    nonfinite_step: int | None = None
-    state: object = dataclasses.field(default=None, repr=False)
+
+    @property
+    def eval_steps(self) -> list[int]:
+        return self.history.eval_steps
+
+    @property
+    def b_val(self) -> list[float]:
+        return self.history.val_loss
+
+    @property
+    def train_loss(self) -> list[float]:
+        return self.history.train_loss
+
+    @property
+    def nonfinite_step(self) -> int | None:
+        return self.history.nonfinite_step
+
+    @property
+    def state(self):
+        """The ``(model, optimizer)`` state after the last step."""
+        return self.history.state[1]
 
     @property
     def final_val(self) -> float:
@@ -69,7 +86,7 @@ class MethodResult:
     state_bytes: int
     graphdef: object = dataclasses.field(default=None, repr=False)
     model_graphdef: object = dataclasses.field(default=None, repr=False)
-    compiled: object = dataclasses.field(default=None, repr=False)
+    compiled: object = dataclasses.field(default=None, repr=False)  # (state, batch) -> ...
 
     @property
     def best(self) -> Run:
@@ -77,25 +94,14 @@ class MethodResult:
 
 
 def _loss(model, inputs, targets):
-    return lm_model.loss_fn(model, inputs, targets)
-
-
-def _train_step(graphdef, wrt, state, inputs, targets):
-    model, optimizer = nnx.merge(graphdef, state)
-    grad_fn = nnx.value_and_grad(_loss, argnums=nnx.DiffState(0, wrt))
-    loss, grads = grad_fn(model, inputs, targets)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), loss
-
-
-_jit_train_step = jax.jit(_train_step, static_argnums=(0, 1))
+    return lm_model.loss_fn(model, inputs, targets), {}
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _eval(model_graphdef, model_state, inputs, targets):
     """Mean loss over the batches of ``inputs`` and the logits of the first batch."""
     model = nnx.merge(model_graphdef, model_state)
-    losses = jax.lax.map(lambda xy: _loss(model, *xy), (inputs, targets))
+    losses = jax.lax.map(lambda xy: lm_model.loss_fn(model, *xy), (inputs, targets))
     return losses.mean(), model(inputs[0])
 
 
@@ -140,80 +146,61 @@ def _nbytes(tree) -> int:
     return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
 
 
-def _start(method: Method, pretrained, tx, rate):
-    model = method.build(pretrained)
-    optimizer = nnx.Optimizer(model, tx, wrt=method.wrt)
-    optimizer.opt_state.hyperparams["peak"][...] = jnp.float32(rate)
-    return model, optimizer
+class FinetuneTask:
+    """Fine-tuning ``pretrained`` with ``method`` on source B at peak rate ``rate``, as a
+    `benchmarks.runner.loop.Task` (the rate is set in the optimizer's injected state, so
+    every rate of a method runs the same compiled step)."""
+
+    name = "finetune"
+    loss = staticmethod(_loss)
+    extras = None
+
+    def __init__(self, method: Method, pretrained, sources: Sources, cfg: Config, rate: float):
+        self.method, self.pretrained, self.cfg, self.rate = method, pretrained, cfg, rate
+        self.wrt, self.sources = method.wrt, sources
+        self.b_val = eval_windows(sources.b_val, cfg)
+
+    def init(self, seed: int):
+        return self.method.build(self.pretrained)
+
+    def batches(self, seed: int):
+        c = self.cfg
+        return lm_data.Batches(self.sources.b_train, c.steps, c.batch_size, c.seq_len, c.seed)
+
+    def setup(self, optimizer) -> None:
+        optimizer.opt_state.hyperparams["peak"][...] = jnp.float32(self.rate)
+
+    def evaluate(self, graphdef, state) -> dict[str, float]:
+        return {"loss": float(_eval_loss(graphdef, state, *self.b_val))}
 
 
 def finetune(method: Method, pretrained, sources: Sources, cfg: Config, *,
              progress: bool) -> MethodResult:
-    """Fine-tune ``pretrained`` on source B at every rate of ``method``."""
+    """Fine-tune ``pretrained`` on source B at every rate of ``method`` (the runner's loop)."""
     tx = _adamw(cfg)
-    batches = lm_data.Batches(sources.b_train, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.seed)
-    b_val = eval_windows(sources.b_val, cfg)
     b_test = eval_windows(sources.b_test, cfg, final=True)
     a_val = eval_windows(sources.a_val, cfg, final=True)
-    model, optimizer = _start(method, pretrained, tx, method.rates[0])
-    graphdef, state = nnx.split((model, optimizer))
-    model_graphdef = nnx.graphdef(model)
-    trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, method.wrt)))
-    start = time.perf_counter()
-    compiled = _jit_train_step.lower(graphdef, method.wrt, state, *batches[0]).compile()
-    compile_seconds = time.perf_counter() - start
-    memory = compiled.memory_analysis()
     runs = []
     for rate in method.rates:
-        model, optimizer = _start(method, pretrained, tx, rate)
-        _, state = nnx.split((model, optimizer))
-        run = Run(method.name, rate)
-        runs.append(run)
-        _fit(run, compiled, model_graphdef, state, batches, b_val, cfg, progress, method.label)
+        task = FinetuneTask(method, pretrained, sources, cfg, rate)
+        history = train(task, tx, name=f"{method.label} lr={rate:g}"[:24], progress=progress)
+        run = Run(method.name, rate, history)
+        model_graphdef = nnx.graphdef(history.final_model())
         run.b_test = float(_eval_loss(model_graphdef, run.state[0], *b_test))
         run.a_val = float(_eval_loss(model_graphdef, run.state[0], *a_val))
-    return MethodResult(method, int(trainable), runs, compile_seconds,
+        runs.append(run)
+    graphdef = runs[0].history.state[0]
+    compiled = step_fn(task, graphdef)
+    batch = tuple(task.batches(cfg.seed)[0])
+    memory = _jit_step.lower(graphdef, task.loss, task.extras, task.wrt, runs[0].state,
+                             batch).compile().memory_analysis()  # the loop's cached compile
+    model, optimizer = nnx.merge(graphdef, runs[0].state)
+    trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, method.wrt)))
+    return MethodResult(method, int(trainable), runs, runs[0].history.compile_seconds,
                         int(memory.temp_size_in_bytes),
-                        _trainable_bytes(model, optimizer, method.wrt),
-                        graphdef, model_graphdef, compiled)
-
-
-def _trainable_bytes(model, optimizer, wrt) -> int:
-    """Bytes of the trained parameters plus the optimizer state."""
-    return _nbytes(nnx.state(model, wrt)) + _nbytes(nnx.state(optimizer.opt_state))
-
-
-def _fit(run, compiled, model_graphdef, state, batches, b_val, cfg, progress, label):
-    eval_steps = set(cfg.eval_steps())
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, desc=f"{label} lr={run.rate:g}"[:24].rjust(24),
-                   dynamic_ncols=True, leave=True)
-
-    def record(step):
-        run.eval_steps.append(step)
-        run.b_val.append(float(_eval_loss(model_graphdef, state[0], *b_val)))
-
-    record(0)
-    for step in range(cfg.steps):
-        start = time.perf_counter()
-        state, loss = compiled(state, *batches[step])
-        loss = float(loss)
-        run.step_seconds.append(time.perf_counter() - start)
-        run.train_loss.append(loss)
-        if not math.isfinite(loss):
-            run.nonfinite_step = step + 1
-            break
-        if step + 1 in eval_steps:
-            record(step + 1)
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss:.3f}", val=f"{run.b_val[-1]:.3f}", refresh=False)
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    run.state = state
+                        _nbytes(nnx.state(model, method.wrt)) + _nbytes(
+                            nnx.state(optimizer.opt_state)),
+                        graphdef, nnx.graphdef(model), compiled)
 
 
 def time_steps(results: list[MethodResult], inputs, targets, *, repeats: int) -> dict:
@@ -224,7 +211,7 @@ def time_steps(results: list[MethodResult], inputs, targets, *, repeats: int) ->
     """
     def once(result):
         start = time.perf_counter()
-        jax.block_until_ready(result.compiled(result.best.state, inputs, targets))
+        jax.block_until_ready(result.compiled(result.best.state, (inputs, targets)))
         return time.perf_counter() - start
 
     for result in results:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import pathlib
@@ -123,9 +122,10 @@ def plot(results: list[MethodResult], a_before: float, b_before: float,
 def save_json(path: pathlib.Path, *, config: dict, sources: dict, pretrain: dict,
               results: list[MethodResult], rows: list[dict], tables: dict) -> pathlib.Path:
     def run_dict(run):
-        out = dataclasses.asdict(dataclasses.replace(run, state=None))
-        out.pop("state")
-        return out
+        return {"method": run.method, "rate": run.rate, "eval_steps": run.eval_steps,
+                "b_val": run.b_val, "train_loss": run.train_loss,
+                "step_seconds": run.history.step_seconds, "b_test": run.b_test,
+                "a_val": run.a_val, "nonfinite_step": run.nonfinite_step}
 
     payload = {
         "config": config, "sources": sources, "pretrain": pretrain, "summary": rows,

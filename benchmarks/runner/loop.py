@@ -35,6 +35,9 @@ class Task(Protocol):
       extras: ``extras(loss, aux) -> dict`` of keyword arguments for ``tx.update`` (e.g.
         ``max_logits``), a module-level function, or ``None``.
       wrt: the ``nnx`` filter of the trained variables (``nnx.Param``).
+
+    A task may also define ``setup(optimizer)``, called once on the fresh ``nnx.Optimizer``
+    (e.g. to set an injected hyperparameter, so that runs share one compiled step).
     """
 
     name: str
@@ -184,6 +187,11 @@ def _step(graphdef, loss_fn, extras_fn, wrt, state, batch):
 _jit_step = jax.jit(_step, static_argnums=(0, 1, 2, 3))
 
 
+def step_fn(task: Task, graphdef) -> Callable:
+    """The loop's compiled step of ``task``: ``(state, batch) -> (state, loss, aux)``."""
+    return functools.partial(_jit_step, graphdef, task.loss, task.extras, task.wrt)
+
+
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
@@ -215,8 +223,11 @@ def train(task: Task, tx: optax.GradientTransformation, spec: RunSpec | None = N
     name = name or (spec.optimizer if spec is not None else "custom")
     model = task.init(seed) if model is None else model
     model_graphdef = nnx.graphdef(model)
-    graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=task.wrt)))
-    del model
+    optimizer = nnx.Optimizer(model, tx, wrt=task.wrt)
+    if hasattr(task, "setup"):
+        task.setup(optimizer)
+    graphdef, state = nnx.split((model, optimizer))
+    del model, optimizer
     batches, history = task.batches(seed), History(name=name)
     eval_steps = set(task.cfg.eval_steps())
 
@@ -234,8 +245,7 @@ def train(task: Task, tx: optax.GradientTransformation, spec: RunSpec | None = N
     try:
         for step in range(task.cfg.steps):
             start = time.perf_counter()
-            state, loss, aux = _jit_step(graphdef, task.loss, task.extras, task.wrt, state,
-                                         tuple(batches[step]))
+            state, loss, aux = step_fn(task, graphdef)(state, tuple(batches[step]))
             loss = float(loss)
             elapsed = time.perf_counter() - start
             if step == 0:

@@ -1,0 +1,139 @@
+"""Soak test: long runs of the main job's model in bfloat16, every ready optimizer.
+
+    python -m benchmarks run soak                       # 3,000 steps x every optimizer
+    python -m benchmarks run soak --set batch_size=8    # the same model, half the tokens
+    python -m benchmarks run soak --set steps=500 --set optimizers=muon,adafactor
+    python -m benchmarks report soak
+
+Not part of CI (hours on a CPU). Trains the main job's transformer (same corpus, batches and
+warmup-cosine lr shape) with ``bf16=True`` parameters and activations and optimizer state in
+the parameters' dtype (``mu_dtype=float32`` for float32 state). Every ``check_every`` steps
+and at the end every parameter and optimizer-state leaf is checked for non-finite values;
+a run stops at the first non-finite loss, parameter or state value, and the table names the
+step and the leaf. Each optimizer runs with its own defaults (adafactor at its recommended
+lr), the lr shaped like the main job's; the routed ones get the main job's AdamW fallback
+(3e-3). ``muon_online`` is ``muon`` learning its coefficients every 250 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.runner import StopTraining, registry, train
+from benchmarks.runner.experiment import config_items, make_task, task_config
+from benchmarks.runner.loop import outcome
+from benchmarks.runner.spec import RunSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    steps: int = 3000
+    optimizers: tuple[str, ...] = ()  # () = READY and muon_online
+    batch_size: int = 0  # 0 = the main job's 16
+    check_every: int = 100
+    mu_dtype: str = ""  # "" = the parameters' bfloat16
+    quick: bool = False
+
+    @classmethod
+    def smoke(cls) -> Grid:
+        return cls(steps=4, optimizers=("muon", "adafactor"), check_every=2, quick=True)
+
+    def names(self) -> tuple[str, ...]:
+        return self.optimizers or registry.ready() + ("muon_online",)
+
+
+def _factory(name: str) -> str:
+    return "muon" if name == "muon_online" else name
+
+
+def spec(grid: Grid, name: str) -> RunSpec:
+    changes = {"batch_size": grid.batch_size} if grid.batch_size else {}
+    cfg = task_config("lm", quick=grid.quick, steps=grid.steps, bf16=True,
+                      eval_every=max(1, grid.steps // 10), **changes)
+    return RunSpec("soak", "lm", config_items(cfg), name,
+                   registry.default_learning_rate(_factory(name)), 0,
+                   {"mu_dtype": grid.mu_dtype or None, "check_every": grid.check_every})
+
+
+def plan(grid: Grid, store) -> list[RunSpec]:
+    return [spec(grid, n) for n in grid.names()]
+
+
+def build(spec: RunSpec, cfg):
+    """``optorth.<name>`` at its defaults, state in ``mu_dtype``, the AdamW fallback."""
+    import optorth
+
+    kwargs = {"mu_dtype": spec.option("mu_dtype")}
+    if spec.optimizer == "muon_online":
+        kwargs["ns"] = optorth.NewtonSchulz(learn=optorth.OnlineLearning(every=250))
+    if spec.optimizer != "adafactor":
+        kwargs["fallback"] = registry.fallback_adamw(
+            cfg, registry.lr_schedule(registry.FALLBACK_LR, cfg))
+    return registry.build(_factory(spec.optimizer), cfg, spec.lr, defaults=True, **kwargs)
+
+
+@jax.jit
+def _finite_flags(leaves):
+    return jnp.stack([jnp.all(jnp.isfinite(x.astype(jnp.float32))) for x in leaves]) if leaves \
+        else jnp.ones((0,), bool)
+
+
+def first_nonfinite(tree, prefix: str) -> str | None:
+    """Path of the first floating leaf of ``tree`` holding a NaN or Inf, or ``None``."""
+    flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+    flags = np.asarray(_finite_flags([x for _, x in flat]))
+    for (path, _), ok in zip(flat, flags, strict=True):
+        if not ok:
+            return prefix + jax.tree_util.keystr(path)
+    return None
+
+
+def execute(spec: RunSpec) -> dict:
+    task = make_task(spec)
+    every, steps = spec.option("check_every"), task.cfg.steps
+    found = {}
+
+    def check(info):
+        if info.step % every and info.step != steps:
+            return
+        where = first_nonfinite(info.params, "params") or first_nonfinite(info.opt_state,
+                                                                          "opt_state")
+        if where is not None:
+            found["nonfinite"] = {"step": info.step, "where": where}
+            raise StopTraining(where)
+
+    start = time.perf_counter()
+    history = train(task, build(spec, task.cfg), spec, [check], progress=True)
+    jax.clear_caches()
+    if history.nonfinite_step is not None:
+        found["nonfinite"] = {"step": history.nonfinite_step, "where": "loss"}
+    losses = history.train_loss
+    return {**outcome(history), "steps_run": len(losses),
+            "final_train": float(np.mean(losses[-100:])) if losses else math.nan,
+            "nonfinite": found.get("nonfinite"), "seconds": time.perf_counter() - start}
+
+
+def report(grid: Grid, store) -> str:
+    header = ("optimizer", "peak lr", "steps", "non-finite", "final train", "final val",
+              "ms/step")
+    rows = [header]
+    for name in grid.names():
+        r = store.get(spec(grid, name))
+        if r is None:
+            continue
+        bad, val = r["nonfinite"], r["val_losses"][-1] if r["val_losses"] else math.nan
+        rows.append((name, f"{spec(grid, name).lr:g}", str(r["steps_run"]),
+                     "none" if bad is None else f"step {bad['step']}: {bad['where']}",
+                     f"{r['final_train']:.4f}", f"{val:.4f}", f"{r['ms_per_step']:.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "```\n" + "\n".join(lines) + "\n```"

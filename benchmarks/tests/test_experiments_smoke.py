@@ -1,0 +1,43 @@
+"""Every experiment's ``--smoke`` grid through ``python -m benchmarks run``: it trains each run
+of its plan once, records it, reports it, and a rerun trains nothing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.runner import Store, cli
+
+#: experiment → (runs of the smoke grid, a line its report must contain)
+SMOKE = {
+    "defaults": (1, "| muon | "),
+    "fallback_sweep": (1, "| adamw | 0.003 | "),
+    "steps_to_target": (2, "| muon @ 0.02 | "),
+    "soak": (2, "adafactor"),
+    "options_to_target": (2, "| adamuon_0.0192_qk | "),
+}
+
+
+@pytest.mark.extensive  # trains the smoke grids (about 6 compiles)
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_smoke_grid_runs_records_reports_and_resumes(name, tmp_path):
+    runs, row = SMOKE[name]
+    result = cli.main(["run", name, "--smoke", "--out", str(tmp_path)])
+    assert result["ran"] == runs
+    records = Store(tmp_path / f"{name}.jsonl").select(experiment=name)
+    assert len(records) == runs
+    for spec, r in records:
+        assert r["finite"] and math.isfinite(r["final_val_loss"]), (spec, r)
+        assert r["val_losses"][-1] < r["val_losses"][0], (spec, r["val_losses"])
+    assert row in result["report"]
+    assert next(tmp_path.glob(f"{name}_*.md")).read_text().strip() == result["report"].strip()
+    assert cli.main(["run", name, "--smoke", "--out", str(tmp_path)])["ran"] == 0
+
+
+def test_unknown_experiment_and_list(capsys):
+    with pytest.raises(SystemExit, match="unknown experiment 'nope'"):
+        cli.main(["run", "nope"])
+    cli.main(["list"])
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in SMOKE)
