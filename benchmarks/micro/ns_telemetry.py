@@ -1,6 +1,6 @@
 """Newton–Schulz telemetry on the main job: float32 against bfloat16 iterations.
 
-    python benchmarks/ns_telemetry.py                  # 60 steps, polar_express5 and jordan
+    python -m benchmarks.micro.ns_telemetry            # 60 steps, polar_express5 and jordan
 
 Trains ``optorth.muon`` (the main job's lr shape and AdamW fallback, peak lr 0.02) with
 ``NewtonSchulz(schedule, dtype=..., telemetry=8)`` and reads ``optorth.blocks.ns_telemetry``
@@ -14,18 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 
-if __package__ in (None, ""):  # run as `python benchmarks/ns_telemetry.py`
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from benchmarks.lm import loop as lm_loop  # noqa: E402
-from benchmarks.lm.config import Config, lr_schedule  # noqa: E402
-from benchmarks.lm.data import load_corpus  # noqa: E402
-from benchmarks.lm.registry import fallback_adamw  # noqa: E402
+from benchmarks.lm import Config, LMTask, load_corpus
+from benchmarks.runner import train
+from benchmarks.runner.registry import fallback_adamw, lr_schedule
 
 
 def run(cfg, corpus, schedule: str, dtype) -> dict:
@@ -39,7 +34,7 @@ def run(cfg, corpus, schedule: str, dtype) -> dict:
     def callback(info):
         per_step.append(optorth.blocks.ns_telemetry(info.opt_state))
 
-    history = lm_loop.train(tx, cfg, corpus=corpus, callback=callback, progress=False)
+    history = train(LMTask(cfg, corpus), tx, callbacks=[callback])
     jax.clear_caches()
     errors = np.array([list(r["errors"].values()) for r in per_step])
     paths = list(per_step[0]["errors"])
