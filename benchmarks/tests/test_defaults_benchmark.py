@@ -116,7 +116,7 @@ def test_fallback_sweep_parses_its_grid_and_tabulates_means_per_fallback():
     ("fallback_sweep", "fallback_sweep_cpu.md", []),
     ("steps_to_target", "steps_to_target_cpu.md", []),
     ("steps_to_target", "steps_to_target_h0.8_cpu.md",
-     ["horizon=0.8", "configs=adamuon@0.0192,factored_muon@0.04"]),
+     ["horizon=0.8", "top=2"]),
     ("width_transfer", "width_transfer_cpu.md", ["steps=150", "points=5"]),
     ("options_to_target", "options_to_target_cpu.md", []),
 ])
