@@ -108,16 +108,17 @@ def _optorth(attr: str, *, own_fallback: bool = False, **fixed):
     """``optorth.<attr>`` with the run's weight decay and the AdamW fallback (unless
     ``own_fallback``); ``fixed`` replaces fields of its default ``NewtonSchulz``."""
 
-    def build(cfg, lr, fallback_lr, schedule, **overrides):
+    def build(cfg, lr, fallback_lr, schedule, ns_changes=None, **overrides):
         import optorth
 
         kwargs = dict(learning_rate=lr, weight_decay=cfg.weight_decay)
         if not own_fallback:
             kwargs["fallback"] = fallback_adamw(cfg, fallback_lr)
-        if schedule is not None or fixed:
+        changes = {**fixed, **(ns_changes or {})}
+        if schedule is not None or changes:
             default = inspect.signature(getattr(optorth, attr)).parameters["ns"].default
             kwargs["ns"] = dataclasses.replace(
-                default, **({} if schedule is None else {"schedule": schedule}), **fixed)
+                default, **({} if schedule is None else {"schedule": schedule}), **changes)
         return getattr(optorth, attr)(**{**kwargs, **overrides})
 
     return build
@@ -136,11 +137,11 @@ def _muon_learned(cfg, lr, fallback_lr, schedule):
     return _optorth("muon")(cfg, lr, fallback_lr, optorth.fit_schedule(5, seed=0))
 
 
-def _muon_online(cfg, lr, fallback_lr, schedule):
+def _muon_online(cfg, lr, fallback_lr, schedule, ns_changes=None):
     import optorth
 
     learn = optorth.OnlineLearning(every=max(1, cfg.steps // 12))
-    return _optorth("muon", learn=learn)(cfg, lr, fallback_lr, schedule)
+    return _optorth("muon", learn=learn)(cfg, lr, fallback_lr, schedule, ns_changes)
 
 
 def _muon_scaled(convention: str):
@@ -237,7 +238,8 @@ def entry(name: str) -> Entry:
 
 
 def build(name: str, cfg, lr: float | None = None, *, fallback_lr: float | None = None,
-          defaults: bool = False, **overrides) -> optax.GradientTransformation:
+          defaults: bool = False, ns_changes: dict | None = None,
+          **overrides) -> optax.GradientTransformation:
     """The optimizer ``name`` with the run's learning-rate shape.
 
     Args:
@@ -248,6 +250,8 @@ def build(name: str, cfg, lr: float | None = None, *, fallback_lr: float | None 
       fallback_lr: peak learning rate of the AdamW fallback path (`FALLBACK_LR`).
       defaults: call ``optorth.<name>`` with all its defaults (own fallback, weight decay)
         except the learning rate, `default_learning_rate` as the peak.
+      ns_changes: `optorth.NewtonSchulz` fields (e.g. ``telemetry``, ``dtype``) set on the
+        optimizers that take a Newton–Schulz schedule; the others ignore them.
       **overrides: further keyword arguments of the optorth factory.
 
     Example:
@@ -269,6 +273,8 @@ def build(name: str, cfg, lr: float | None = None, *, fallback_lr: float | None 
     peak = item.lr if lr is None else lr
     main = None if peak is None else lr_schedule(peak, cfg)
     fallback = lr_schedule(FALLBACK_LR if fallback_lr is None else fallback_lr, cfg)
+    if ns_changes and item.takes_schedule:
+        overrides["ns_changes"] = ns_changes
     return item.build(cfg, main, fallback, schedule, **overrides)
 
 
