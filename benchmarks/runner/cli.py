@@ -20,6 +20,7 @@ import importlib
 import pathlib
 import re
 import sys
+import types
 import typing
 
 from benchmarks.experiments import NAMES
@@ -40,6 +41,11 @@ def experiment(name: str):
 
 def _value(text: str, kind):
     origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        if text.lower() == "none":
+            return None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        origin = typing.get_origin(kind)
     if origin is tuple:
         inner = typing.get_args(kind)[0]
         return tuple(_value(t.strip(), inner) for t in text.split(",") if t.strip())

@@ -41,3 +41,25 @@ def test_unknown_experiment_and_list(capsys):
     cli.main(["list"])
     printed = capsys.readouterr().out
     assert all(name in printed for name in SMOKE)
+
+
+def test_report_fills_the_docs_page_between_its_markers(tmp_path):
+    page = tmp_path / "results.md"
+    page.write_text("intro\n<!-- results:x -->\nold table\n<!-- /results:x -->\nafter\n"
+                    "<!-- results:y -->\nkept\n<!-- /results:y -->\n")
+    cli.write_report("x", "| new | table |\n", tmp_path, page)
+    assert page.read_text() == ("intro\n<!-- results:x -->\n| new | table |\n"
+                                "<!-- /results:x -->\nafter\n<!-- results:y -->\nkept\n"
+                                "<!-- /results:y -->\n")
+    assert next(tmp_path.glob("x_*.md")).read_text() == "| new | table |\n"
+
+
+def test_set_parses_the_grid_fields_by_their_types():
+    from benchmarks.experiments import steps_to_target, sweep
+
+    grid = cli.make_grid(sweep, False, ["tasks=cnn", "seeds=3", "optimizers=muon, adamw",
+                                        "quick=true"])
+    assert (grid.tasks, grid.seeds, grid.optimizers, grid.quick) == (
+        ("cnn",), 3, ("muon", "adamw"), True)
+    grid = cli.make_grid(steps_to_target, True, ["horizon=0.8", "defaults=adamuon"])
+    assert grid.horizon == 0.8 and grid.defaults == ("adamuon",) and grid.quick
