@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--optimizers", default=None,
-        help="comma-separated registry names (default: the available ones of "
+        help="comma-separated registry names (default: "
              f"{','.join(registry.DEFAULT_OPTIMIZERS)})")
     add("--steps", type=int, default=None, help=f"training steps (default {d.steps})")
     add("--batch-size", type=int, default=None, help=f"sequences per step ({d.batch_size})")

@@ -99,8 +99,9 @@ def write_report(name: str, text: str, out: pathlib.Path, docs: pathlib.Path | N
         page = docs.read_text()
         begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
         pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+        body = re.sub(r"^#+ (.*)$", r"**\1**", text.strip(), flags=re.M)  # page headings stay
         if pattern.search(page):
-            docs.write_text(pattern.sub(lambda _: f"{begin}\n{text.strip()}\n{end}", page))
+            docs.write_text(pattern.sub(lambda _: f"{begin}\n{body}\n{end}", page))
 
 
 def main(argv=None) -> dict:
