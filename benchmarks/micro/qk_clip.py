@@ -1,19 +1,22 @@
 """QK-clip on the main job: maximum attention logit, loss and step time with and without it.
 
-    python benchmarks/qk_clip.py                       # lr 0.16, τ 20, the main job's 300 steps
-    python benchmarks/qk_clip.py --lr 0.08 --tau 15 --steps 100
-    python benchmarks/qk_clip.py --timing-only
+    python -m benchmarks.micro.qk_clip                 # lr 0.16, τ 20, the main job's 300 steps
+    python -m benchmarks.micro.qk_clip --lr 0.08 --tau 15 --steps 100
+    python -m benchmarks.micro.qk_clip --timing-only
 
 Both runs train ``optorth.muon`` (the main job's lr shape and AdamW fallback) at a peak
 learning rate above the tuned one, where the attention logits grow, with the attention
-recording its per-head maxima (``benchmarks/lm/qk.py``); one of them chains
+recording its per-head maxima (`benchmarks.lm.LMTask` with ``record_logits``); one chains
 ``optorth.qk_clip(QKClip.separate(τ))`` and passes the maxima to every update. The step-time
-overhead is measured separately, interleaving compiled steps of three programs on the same
+overhead is measured separately, interleaving compiled steps of four programs on the same
 batches in one process: the main job's step (``jax.nn.dot_product_attention``), the same
 attention computed from explicit logits without recording (what the recording attention
-runs), the step that records the maxima, and the step that records and clips; each figure
-is the median over ``--rounds`` rounds of ``--repeat`` steps. QK-clip's overhead is the
-ratio of the last to the explicit-logits step (the same attention arithmetic).
+runs), the step that records the maxima, and the step that records and clips. Each of
+``--rounds`` rounds times ``--repeat`` steps of every program in a random order; a ratio is
+taken within each round (the same moment's load on a shared machine) and reported as its
+median over the rounds with a distribution-free 95% interval. QK-clip's overhead is the
+ratio of the recording-and-clip step to the main job's step (the whole feature) and to the
+recording step (the clip transform alone).
 
 Writes ``--out``/qk_clip.json, qk_clip.md and qk_clip.png (max logit and loss per step).
 """
@@ -23,21 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 import time
 
-if __package__ in (None, ""):  # run as `python benchmarks/qk_clip.py`
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
+import optax
+from flax import nnx
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from benchmarks.lm import data as lm_data  # noqa: E402
-from benchmarks.lm import qk as lm_qk  # noqa: E402
-from benchmarks.lm.config import Config, lr_schedule, make_model  # noqa: E402
-from benchmarks.lm.registry import fallback_adamw  # noqa: E402
+from benchmarks.lm import Config, LMTask
+from benchmarks.lm import data as lm_data
+from benchmarks.lm.task import clip_config, enable_recording, layer_maxima
+from benchmarks.runner import train
+from benchmarks.runner.loop import step_fn
+from benchmarks.runner.registry import fallback_adamw, lr_schedule
 
 FALLBACK_LR = 3e-3
 
@@ -52,7 +53,7 @@ def muon(cfg, lr):
 def with_clip(tx, tau):
     import optorth
 
-    return optax.chain(tx, optorth.qk_clip(lm_qk.clip_config(tau)))
+    return optax.chain(tx, optorth.qk_clip(clip_config(tau)))
 
 
 def training(cfg, corpus, lr, tau) -> dict:
@@ -60,7 +61,8 @@ def training(cfg, corpus, lr, tau) -> dict:
     for name, clip in (("no_clip", False), ("qk_clip", True)):
         tx = with_clip(muon(cfg, lr), tau) if clip else muon(cfg, lr)
         start = time.perf_counter()
-        history, maxima = lm_qk.train(tx, cfg, corpus, clip=clip)
+        history = train(LMTask(cfg, corpus, record_logits=True, clip=clip), tx, name=name)
+        maxima = layer_maxima(history)
         jax.clear_caches()
         curve = [float(np.max(v)) for v in zip(*maxima.values(), strict=True)]
         out[name] = {"train_loss": history.train_loss, "eval_steps": history.eval_steps,
@@ -73,15 +75,31 @@ def training(cfg, corpus, lr, tau) -> dict:
 
 
 def _program(cfg, corpus, tx, *, explicit, capture, clip):
-    model = make_model(cfg, corpus.vocab_size)
+    """The loop's compiled step of one variant and its initial state."""
+    task = LMTask(cfg, corpus, record_logits=capture, clip=clip)
+    model = task.init(cfg.seed)
     if explicit:
-        lm_qk.enable_recording(model)
+        enable_recording(model)
     graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
-    return graphdef, state, (clip, capture)
+    return step_fn(task, graphdef), state
 
 
-def timing(cfg, corpus, lr, tau, rounds: int, repeat: int) -> dict:
-    """Median seconds per step of the three programs, interleaved round by round."""
+def median_interval(values, z: float = 1.96) -> tuple[float, float, float]:
+    """Median of ``values`` and a distribution-free 95% interval for it: the order
+    statistics of ranks ⌊n/2 − z√n/2⌋ and ⌈1 + n/2 + z√n/2⌉ (1-based; the normal
+    approximation of the binomial)."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = len(ordered)
+    half = z * np.sqrt(n) / 2
+    lo = max(0, int(np.floor(n / 2 - half)) - 1)
+    hi = min(n - 1, int(np.ceil(1 + n / 2 + half)) - 1)
+    return float(np.median(ordered)), float(ordered[lo]), float(ordered[hi])
+
+
+def timing(cfg, corpus, lr, tau, rounds: int, repeat: int, seed: int = 0) -> dict:
+    """Seconds per step of the four programs, interleaved round by round in a random order;
+    each ratio is taken within a round (the same moment's load) and summarized by its
+    median over the rounds with a 95% interval."""
     programs = {
         "main_job_step": _program(cfg, corpus, muon(cfg, lr), explicit=False, capture=False,
                                   clip=False),
@@ -94,24 +112,27 @@ def timing(cfg, corpus, lr, tau, rounds: int, repeat: int) -> dict:
     }
     batches = lm_data.Batches(corpus.train, repeat, cfg.batch_size, cfg.seq_len, cfg.seed)
     states = {}
-    for name, (graphdef, state, flags) in programs.items():  # compile and warm up
-        states[name] = lm_qk._jit_step(graphdef, state, *batches[0], *flags)[0]
+    for name, (step, state) in programs.items():  # compile and warm up
+        states[name] = step(state, tuple(batches[0]))[0]
         jax.block_until_ready(states[name])
     seconds = {name: [] for name in programs}
+    order = np.random.default_rng(seed)
     for _ in range(rounds):
-        for name, (graphdef, _, flags) in programs.items():
-            state = states[name]
+        for name in order.permutation(list(programs)):
+            step, state = programs[name][0], states[name]
             start = time.perf_counter()
-            for step in range(repeat):
-                state, loss, _ = lm_qk._jit_step(graphdef, state, *batches[step], *flags)
+            for i in range(repeat):
+                state, loss, _ = step(state, tuple(batches[i]))
             jax.block_until_ready(loss)
             seconds[name].append((time.perf_counter() - start) / repeat)
             states[name] = state
-    median = {name: float(np.median(s)) for name, s in seconds.items()}
-    base, same = median["main_job_step"], median["explicit_logits"]
-    return {"median_seconds": median, "ratio": {n: m / base for n, m in median.items()},
-            "ratio_to_explicit": {n: m / same for n, m in median.items()},
-            "rounds": rounds, "repeat": repeat}
+    per_round = {name: np.array(s) for name, s in seconds.items()}
+    pairs = {"ratio": "main_job_step", "ratio_to_explicit": "explicit_logits",
+             "ratio_to_recording": "recording"}
+    return {"median_seconds": {n: float(np.median(s)) for n, s in per_round.items()},
+            **{key: {n: median_interval(s / per_round[base]) for n, s in per_round.items()}
+               for key, base in pairs.items()},
+            "seconds": seconds, "rounds": rounds, "repeat": repeat}
 
 
 def report(result: dict) -> str:
@@ -126,12 +147,16 @@ def report(result: dict) -> str:
                          f" | {run['train_loss'][-1]:.4f} | {run['val_loss'][-1]:.4f} |")
         lines.append("")
     t = result["timing"]
-    lines += [f"Step time (median of {t['rounds']} interleaved rounds of {t['repeat']} steps):",
-              "", "| program | ms per step | ratio to the main job's step | ratio to the "
-              "explicit-logits step |", "|---|---|---|---|"]
+    ratio = lambda r: f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"  # noqa: E731
+    lines += [f"Step time: {t['rounds']} rounds of {t['repeat']} steps of each program, in a "
+              "random order per round; each ratio is taken within a round, its median over "
+              "the rounds shown with a 95% interval:", "",
+              "| program | ms per step (median) | ratio to the main job's step | ratio to "
+              "the explicit-logits step | ratio to the recording step |", "|---|---|---|---|---|"]
     for name, sec in t["median_seconds"].items():
-        lines.append(f"| {name} | {1e3 * sec:.1f} | {t['ratio'][name]:.3f} | "
-                     f"{t['ratio_to_explicit'][name]:.3f} |")
+        lines.append(f"| {name} | {1e3 * sec:.1f} | {ratio(t['ratio'][name])} | "
+                     f"{ratio(t['ratio_to_explicit'][name])} | "
+                     f"{ratio(t['ratio_to_recording'][name])} |")
     return "\n".join(lines)
 
 
@@ -160,8 +185,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--tau", type=float, default=20.0)
     parser.add_argument("--steps", type=int, default=None, help="the main job's 300")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=80)
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--timing-only", action="store_true")
     parser.add_argument("--out", default="out/qk_clip")
     args = parser.parse_args(argv)
