@@ -1,6 +1,6 @@
 """optorth: composable optax transformations for orthogonalized and norm-based optimizers.
 
-Every optimizer here is one pipeline of small blocks (Kovalev, arXiv 2503.12645)::
+Every optimizer here is one pipeline of small blocks (Kovalev, arXiv 2503.12645):
 
     gradient → momentum → dualize under a norm (per matrix) → scale by shape
              → optional second-moment normalization → weight decay → learning rate

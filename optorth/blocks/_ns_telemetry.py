@@ -2,7 +2,7 @@
 is from orthogonal, and the dtype the iteration ran in.
 
 For each m × n matrix O (m ≤ n after transposing) the error is the RMS of σ_i² − 1 over its
-m singular values, ‖O Oᵀ − I‖_F / √m, estimated from k Gaussian probe vectors Z (m × k)::
+m singular values, ‖O Oᵀ − I‖_F / √m, estimated from k Gaussian probe vectors Z (m × k):
 
     ‖A‖_F² ≈ (1/k) Σ_j ‖A z_j‖²,  A z = O (Oᵀ z) − z           (E‖A z‖² = ‖A‖_F²)
 
