@@ -180,7 +180,7 @@ def root(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.root(learning_rate=1e-3)
+      >>> tx = optorth.root(learning_rate=0.016)
 
     References:
       "ROOT: Robust Orthogonalized Optimizer for Neural Network Training" (arXiv 2511.20626).

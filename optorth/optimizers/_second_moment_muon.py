@@ -165,7 +165,7 @@ def adamuon(
     Example:
       >>> import jax.numpy as jnp, optorth
       >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
-      >>> state = optorth.adamuon(learning_rate=6e-4).init(params)
+      >>> state = optorth.adamuon(learning_rate=0.01).init(params)
 
     References:
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
