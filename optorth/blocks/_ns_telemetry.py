@@ -97,8 +97,9 @@ def ns_telemetry(state) -> dict:
         ``inject_hyperparams`` or an ``nnx.Optimizer``'s ``opt_state``).
 
     Returns:
-      ``{"dtype": the iteration's compute dtype name, "errors": {leaf path: RMS(σ² − 1)
-      estimated on the last update}}`` (several orthogonalize blocks: their errors merged).
+      The iteration's compute dtype name and each leaf's RMS(σ² − 1) estimated on the last
+      update, as ``{"dtype": name, "errors": {leaf path: error}}`` (several orthogonalize
+      blocks: their errors merged).
 
     Example:
       >>> import jax.numpy as jnp, optorth
