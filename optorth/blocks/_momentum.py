@@ -1,12 +1,12 @@
 """Momentum before the dualizer, in the two conventions of the Muon family.
 
-``convention="ema"`` (Muon reference, Kovalev's trust region, AuON, Signum)::
+``convention="ema"`` (Muon reference, Kovalev's trust region, AuON, Signum):
 
     m ← β m + (1 − β) g                    (torch: m.lerp_(g, 1 − β))
     u = (1 − β) g + β m   if nesterov      (torch: g.lerp_(m, β))
     u = m                 otherwise
 
-``convention="sgd"`` (ROOT; ``optax.trace``)::
+``convention="sgd"`` (ROOT; ``optax.trace``):
 
     m ← β m + g;    u = g + β m  if nesterov  else  m
 

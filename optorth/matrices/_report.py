@@ -201,7 +201,7 @@ def describe_routing(
     output layer or a tied embedding on the matrix path, no matrix leaf at all). The last line
     counts the leaves of each route.
 
-    Example::
+    For example:
 
         print(optorth.describe_routing(nnx.state(model, nnx.Param)))
     """

@@ -1,6 +1,6 @@
 """The Newton–Schulz orthogonalization engine on batches of matrices ``(..., m, n)``.
 
-One quintic step on a wide matrix ``X`` (m ≤ n)::
+One quintic step on a wide matrix ``X`` (m ≤ n):
 
     A = X Xᵀ;  B = b·A + c·A²;  X ← a·X + B·X
 
