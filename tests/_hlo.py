@@ -2,7 +2,7 @@
 
 Used by ``test_sharding.py`` and ``test_distribution.py``. An instruction is counted where it
 is defined (``... = f32[...] all-to-all(%operand), ...``, or its async ``-start`` half), so
-each appears once however often a loop runs it. ``benchmarks/_hlo.py`` builds its cost
+each appears once however often a loop runs it. ``benchmarks/micro/_hlo.py`` builds its cost
 analysis on these functions; the library's tests do not import the benchmarks.
 """
 
