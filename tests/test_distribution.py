@@ -164,6 +164,27 @@ def test_hsdp_never_crosses_the_replica_axis(kind):
 
 
 @needs_devices
+def test_the_default_policy_reads_the_layouts_from_an_init_outside_jit():
+    """Automatic axes, no policy given: ``tx.init(params)`` called on the placed parameters
+    (as nnx.Optimizer and most loops do) records their layouts, so HSDP moves nothing across
+    the replica axis and the updates keep the parameters' shardings."""
+    layouts = _layouts(lambda k, s: P("fsdp", None))
+    mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    tx = optorth.muon()
+    host = _tree(layouts, 0)
+    expected, _ = jax.jit(tx.update)(host, tx.init(host), host)
+    with jax.set_mesh(mesh):
+        params = {k: jax.device_put(host[k], NamedSharding(mesh, spec))
+                  for k, (_, spec) in layouts.items()}
+        state = tx.init(params)
+        update = jax.jit(tx.update)
+        hlo = update.lower(params, state, params).compile().as_text()
+        updates, _ = update(params, state, params)
+    _check_equal_and_placed(updates, expected, params)
+    assert _axes_crossed(hlo, mesh) == {"fsdp"}
+
+
+@needs_devices
 def test_named_axes_and_for_params_under_automatic_axes():
     mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(AxisType.Auto,) * 2)
     layouts = _layouts(lambda k, s: P("fsdp", None))

@@ -14,7 +14,7 @@ import optax
 
 from optorth._checks import check_bool
 from optorth._column_split import full_shape
-from optorth._distribution import Distribution, as_distribution
+from optorth._distribution import Distribution, as_distribution, observing
 from optorth.blocks._ns_telemetry import init_telemetry, leaf_errors
 from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
 from optorth.matrices._paths import flatten_with_paths, is_variable
@@ -214,8 +214,12 @@ def orthogonalize(
                          "use telemetry with adaptive=False.")
     distribute = (ns.distribute if distribute is None
                   else as_distribution(distribute, "orthogonalize"))
+    planned = [distribute]  # with the parameters' layouts once init has seen them placed
 
     def init_fn(params):
+        observed = observing(distribute, params)
+        if observed is not distribute:  # an init under jit (tracers) keeps what was seen
+            planned[0] = observed
         specs_tree = resolve_specs(specs, params, who="orthogonalize")
         shapes = matrix_shapes(specs_tree, params)
         with jax.ensure_compile_time_eval():  # concrete tables (for the fingerprint) under jit
@@ -243,7 +247,7 @@ def orthogonalize(
             return scale_by_dual(mats, out) if adaptive else out
 
         out = map_sharded(direction, updates, specs_tree, consts=state.coeffs,
-                          transpose_tall=True, distribute=distribute,
+                          transpose_tall=True, distribute=planned[0],
                           split_columns=not adaptive,  # the dual scale needs whole matrices
                           like=_same_tree(params, updates))
         if ns.telemetry:
