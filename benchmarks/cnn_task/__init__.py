@@ -1,4 +1,4 @@
-"""A small CNN on generated images: the second task of ``benchmarks/sweep.py``.
+"""A small CNN on generated images: the second task of the ``sweep`` experiment.
 
 Ten classes of procedurally drawn 16x16 colour images (oriented gratings, disks, rings,
 squares, crosses, checkerboards, triangles; random position, size, rotation, colours and

@@ -112,7 +112,7 @@ class CausalSelfAttention(nnx.Module):
         self.key = _linear(d, d, 0.02, cfg, rngs)
         self.value = _linear(d, d, 0.02, cfg, rngs)
         self.out = _linear(d, d, resid_std, cfg, rngs)
-        self.record_as: str | None = None  # set by benchmarks.lm.qk.enable_recording
+        self.record_as: str | None = None  # set by benchmarks.lm.task.enable_recording
 
     def __call__(self, x):
         batch, length, d = x.shape
