@@ -4,6 +4,7 @@
     python -m benchmarks run options_to_target --set configs=adamuon_defaults_cwd
     python -m benchmarks run options_to_target --set steps=1000 --set eval_every=20 \\
         --set configs=optax_muon_routed,adamuon_0.0192_wd,adamuon_0.0192_cwd
+    python -m benchmarks run options_to_target --set only_seed=1   # beside a seed-0 process
     python -m benchmarks report options_to_target
 
 The target of seed s is the final validation loss of ``optax_muon_routed`` (optorth's routing)
@@ -78,6 +79,7 @@ CONFIGS = {
 class Grid:
     configs: tuple[str, ...] = ()  # () = every configuration but the baseline
     seeds: int = 2
+    only_seed: int = -1  # ≥ 0: run this seed alone (two processes can share the seeds)
     tau: float = 10.0
     steps: int = MAIN_STEPS
     eval_every: int = 10
@@ -112,7 +114,8 @@ def spec(grid: Grid, name: str, seed: int) -> RunSpec:
 
 def plan(grid: Grid, store) -> list[RunSpec]:
     names = ((BASELINE,) if grid.longer and BASELINE not in grid.names() else ()) + grid.names()
-    return [spec(grid, n, s) for n in names for s in range(grid.seeds)]
+    seeds = range(grid.seeds) if grid.only_seed < 0 else [grid.only_seed]
+    return [spec(grid, n, s) for n in names for s in seeds]
 
 
 def execute(spec: RunSpec) -> dict:

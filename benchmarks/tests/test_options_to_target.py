@@ -25,6 +25,8 @@ def test_longer_setting_targets_are_its_own_baseline_final_losses(tmp_path):
         (ott.BASELINE, 0), (ott.BASELINE, 1), ("adamuon_0.0192_cwd", 0),
         ("adamuon_0.0192_cwd", 1)]
     assert ott.table_name(grid) == "options_to_target_1000"
+    one = ott.plan(dataclasses.replace(grid, configs=("adamuon_0.0192_cwd",), only_seed=1), store)
+    assert [(s.optimizer, s.seed) for s in one] == [(ott.BASELINE, 1), ("adamuon_0.0192_cwd", 1)]
 
 
 def test_main_setting_targets_come_from_the_steps_to_target_records():
