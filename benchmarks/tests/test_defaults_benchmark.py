@@ -119,9 +119,13 @@ def test_fallback_sweep_parses_its_grid_and_tabulates_means_per_fallback():
      ["horizon=0.8", "top=2"]),
     ("width_transfer", "width_transfer_cpu.md", ["steps=150", "points=5"]),
     ("options_to_target", "options_to_target_cpu.md", []),
+    ("options_to_target", "options_to_target_1000_cpu.md",
+     ["steps=1000", "eval_every=20",
+      "configs=optax_muon_routed,adamuon_0.0192_wd_qk,adamuon_0.0192_cwd_qk"]),
 ])
 def test_report_regenerates_the_committed_table(name, table, sets, tmp_path, monkeypatch):
-    """``report`` rebuilds each committed table from the committed records."""
+    """``report`` rebuilds each committed table from the committed records (a committed file
+    may add prose around it)."""
     from benchmarks.runner import cli
 
     results = cli.RESULTS
@@ -129,4 +133,4 @@ def test_report_regenerates_the_committed_table(name, table, sets, tmp_path, mon
     (tmp_path / f"{name}.jsonl").write_bytes((results / f"{name}.jsonl").read_bytes())
     argv = ["report", name, "--out", str(tmp_path)] + [a for s in sets for a in ("--set", s)]
     text = cli.main(argv)["report"]
-    assert text.strip() == (results / table).read_text().strip()
+    assert text.strip() in (results / table).read_text()
