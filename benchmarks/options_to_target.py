@@ -3,6 +3,8 @@
     python benchmarks/options_to_target.py                    # every configuration, 2 seeds
     python benchmarks/options_to_target.py --configs adamuon_defaults_cwd
     python benchmarks/options_to_target.py --report           # table only
+    python benchmarks/options_to_target.py --steps 1000 --eval-every 20 \
+        --configs optax_muon_routed,adamuon_0.0192_wd,adamuon_0.0192_cwd  # longer setting
 
 The target of seed s is the final validation loss of ``optax_muon_routed`` (``optax.contrib
 .muon`` with optorth's routing) at lr 0.04, read from ``benchmarks/results/steps_to_target
@@ -10,6 +12,11 @@ The target of seed s is the final validation loss of ``optax_muon_routed`` (``op
 Each configuration trains on the same seeds, data and initial weights, is evaluated every 10
 steps, and its steps to the target are the first evaluation at or below it, linear in the
 step between evaluations, reported as a fraction of the run (``—``: never reached).
+
+The longer setting (``--steps`` other than the main job's 300, e.g. 1000) has no sweep
+record to read the target from: the baseline is then one of the configurations
+(``optax_muon_routed``, built as the sweep builds it at lr 0.04) and its final validation
+loss of seed s, in the same runs file, is the target of seed s.
 
 Configurations (each a change of one ready optimizer's construction):
 
@@ -39,7 +46,11 @@ import numpy as np  # noqa: E402
 
 from benchmarks import sweep  # noqa: E402
 from benchmarks.lm.config import lr_schedule  # noqa: E402
-from benchmarks.lm.registry import build_default_optimizer, fallback_adamw  # noqa: E402
+from benchmarks.lm.registry import (  # noqa: E402
+    build_default_optimizer,
+    build_sweep_optimizer,
+    fallback_adamw,
+)
 from benchmarks.steps_to_target import BASELINE, steps_to  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -65,6 +76,7 @@ def _adamuon_swept(cfg, cautious):
 
 #: name → (builder(cfg) -> optax transformation, whether QK-clip is on).
 CONFIGS = {
+    BASELINE: (lambda cfg: build_sweep_optimizer(BASELINE, cfg, BASELINE_LR), False),
     "adamuon_defaults": (lambda cfg: _adamuon_defaults(cfg, False), False),
     "adamuon_defaults_cwd": (lambda cfg: _adamuon_defaults(cfg, True), False),
     "adamuon_0.0192_wd": (lambda cfg: _adamuon_swept(cfg, False), False),
@@ -87,6 +99,15 @@ def baseline_targets(task, seeds: int, path: pathlib.Path) -> list[float]:
         raise SystemExit(f"{path}: no {BASELINE} @ {BASELINE_LR} record of seeds {missing} for "
                          f"configuration {chash}; run benchmarks/steps_to_target.py first.")
     return [found[s] for s in range(seeds)]
+
+
+def own_targets(runs: dict, seeds: int, path: pathlib.Path) -> list[float]:
+    """The longer setting's targets: the baseline's final losses in this run's own records."""
+    missing = [s for s in range(seeds) if (BASELINE, s) not in runs]
+    if missing:
+        raise SystemExit(f"{path}: no {BASELINE} run of seeds {missing} in this setting; "
+                         f"run it with --configs {BASELINE}.")
+    return [runs[(BASELINE, s)]["final_val_loss"] for s in range(seeds)]
 
 
 def run_one(task, name: str, seed: int, tau: float) -> dict:
@@ -131,17 +152,28 @@ def main(argv=None) -> str:
     parser.add_argument("--configs", default=None, help="comma-separated names (all)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--tau", type=float, default=10.0, help="QK-clip threshold (10)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="run length (the main job's 300); another length is the longer "
+                             "setting, whose baseline runs here")
+    parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--report", action="store_true")
-    parser.add_argument("--out", default="out/options_to_target")
+    parser.add_argument("--out", default=None,
+                        help="output folder (out/options_to_target, or ..._<steps> when longer)")
     args = parser.parse_args(argv)
-    names = list(CONFIGS) if args.configs is None else args.configs.split(",")
-    task = sweep.make_tasks(["lm"], quick=False, steps=None)["lm"]
-    task.cfg = task.cfg.replace(eval_every=10)
-    targets = baseline_targets(task, args.seeds, RESULTS / "steps_to_target.jsonl")
-    out = pathlib.Path(args.out)
+    names = args.configs.split(",") if args.configs else list(CONFIGS)[1:]  # not the baseline
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        raise SystemExit(f"unknown configurations {unknown}; choose from {', '.join(CONFIGS)}")
+    task = sweep.make_tasks(["lm"], quick=False, steps=args.steps)["lm"]
+    longer = task.cfg.steps != sweep.Config().steps
+    task.cfg = task.cfg.replace(eval_every=args.eval_every)
+    out = pathlib.Path(args.out or "out/options_to_target"
+                       + (f"_{task.cfg.steps}" if longer else ""))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
-    runs = {(r["optimizer"], r["seed"]): r for r in sweep.load_records(path)}
+    chash = sweep.config_hash(task, sweep.FALLBACK_LR)
+    runs = {(r["optimizer"], r["seed"]): r for r in sweep.load_records(path)
+            if r["config_hash"] == chash}
     for name in [] if args.report else names:
         for seed in range(args.seeds):
             if (name, seed) not in runs:
@@ -150,7 +182,12 @@ def main(argv=None) -> str:
                 runs[(name, seed)] = record
                 print(f"{name} seed={seed}: final {record['final_val_loss']:.4f}, "
                       f"{record['seconds']:.0f} s", flush=True)
-    text = table(names, runs, targets, task.cfg.steps)
+    runs = {(r["optimizer"], r["seed"]): r for r in sweep.load_records(path)
+            if r["config_hash"] == chash}  # with the records of processes run beside this one
+    targets = (own_targets(runs, args.seeds, path) if longer else
+               baseline_targets(task, args.seeds, RESULTS / "steps_to_target.jsonl"))
+    shown = [BASELINE] * (longer and BASELINE not in names) + names
+    text = table(shown, runs, targets, task.cfg.steps)
     (out / "options_to_target.md").write_text(text + "\n")
     print(text)
     return text
