@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import time
 from collections.abc import Sequence
@@ -14,8 +15,15 @@ from . import model as lm_model
 from .config import Config, make_model
 from .data import load_corpus
 from .loop import History, train
-from .registry import DEFAULT_OPTIMIZERS, REGISTRY, available_optimizers, registry_help
+from .registry import (
+    DEFAULT_OPTIMIZERS,
+    REGISTRY,
+    available_optimizers,
+    build_optimizer,
+    registry_help,
+)
 from .report import plot_curves, results_table, save_results
+from .telemetry import TelemetryRecorder, plot_telemetry, summary
 
 DESCRIPTION = "The main job: train a small character-level transformer LM with several optimizers."
 
@@ -45,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--fallback-lr", type=float, default=None,
         help="override the peak lr of the AdamW fallback path of every optimizer")
     add("--bf16", action="store_true", help="bfloat16 parameters and activations")
+    add("--ns-telemetry", type=int, default=0, metavar="K",
+        help="record each layer's Newton–Schulz orthogonalization error with K random probes "
+             "(optorth Newton–Schulz optimizers) and plot it; 0: off (default)")
+    add("--ns-dtype", default=None,
+        help="compute dtype of optorth's Newton–Schulz (e.g. bfloat16; default: float32)")
     add("--quick", action="store_true", help="tiny settings (tests, smoke runs)")
     add("--no-progress", action="store_true", help="no progress bars")
     add("--show-routing", action="store_true",
@@ -95,6 +108,8 @@ def select_optimizers(spec: str | None) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> list[History]:
     """Run the comparison; print the table; write the plot, JSON and CSV to ``--out``."""
     args = _parser().parse_args(argv)
+    if args.ns_telemetry < 0:
+        raise ValueError(f"--ns-telemetry must be >= 0 (probes; 0: off), got {args.ns_telemetry}")
     cfg = config_from_args(args)
     names = select_optimizers(args.optimizers)
     out_dir = pathlib.Path(args.out)
@@ -114,10 +129,17 @@ def main(argv: Sequence[str] | None = None) -> list[History]:
         print(optorth.describe_routing(nnx.state(model, nnx.Param)))
     del model
 
-    histories = []
+    ns_changes = {k: v for k, v in (("telemetry", args.ns_telemetry), ("dtype", args.ns_dtype))
+                  if v}
+    histories, telemetry = [], {}
     for name in names:
-        histories.append(train(name, cfg, corpus=corpus, progress=not args.no_progress,
-                               lr=args.lr, fallback_lr=args.fallback_lr))
+        tx = build_optimizer(name, cfg, lr=args.lr, fallback_lr=args.fallback_lr,
+                             ns_changes=ns_changes)
+        recorder = None
+        if args.ns_telemetry and REGISTRY[name.partition("@")[0]].takes_schedule:
+            recorder = telemetry[name] = TelemetryRecorder()
+        histories.append(train(tx, cfg, corpus=corpus, progress=not args.no_progress,
+                               name=name, callback=recorder))
     seconds = time.perf_counter() - start
 
     table = results_table(histories, cfg)
@@ -127,4 +149,19 @@ def main(argv: Sequence[str] | None = None) -> list[History]:
     png = plot_curves(histories, cfg, out_dir / "train_lm.png")
     json_path, csv_path = save_results(histories, cfg, corpus, out_dir, table, seconds)
     print(f"\ntotal {seconds:.0f} s; wrote {png}, {json_path}, {csv_path}")
+    if args.ns_telemetry:
+        _report_telemetry(telemetry, cfg, out_dir)
     return histories
+
+
+def _report_telemetry(records: dict, cfg: Config, out_dir: pathlib.Path) -> None:
+    """Print, plot and save the Newton–Schulz telemetry of the optimizers that recorded it."""
+    if not records:
+        print("note: --ns-telemetry: none of the optimizers runs optorth's Newton–Schulz")
+        return
+    print(summary(records))
+    title = f"d_model {cfg.d_model}, {cfg.layers} layers, {cfg.steps} steps"
+    png = plot_telemetry(records, out_dir / "train_lm_telemetry.png", title)
+    path = out_dir / "train_lm_telemetry.json"
+    path.write_text(json.dumps({name: r.to_dict() for name, r in records.items()}))
+    print(f"wrote {png}, {path}")

@@ -140,16 +140,17 @@ def _optorth_builder(attr: str, *, own_fallback: bool = False, **fixed):
     fallback is something else compare on the matrix path alone), unless ``own_fallback``.
     """
 
-    def build(cfg, lr, fallback_lr, schedule):
+    def build(cfg, lr, fallback_lr, schedule, **ns_changes):
         import optorth
 
         kwargs = dict(learning_rate=lr, weight_decay=cfg.weight_decay)
         if not own_fallback:
             kwargs["fallback"] = fallback_adamw(cfg, fallback_lr)
-        if schedule is not None or fixed:
+        changes = {**fixed, **ns_changes}
+        if schedule is not None or changes:
             default = inspect.signature(getattr(optorth, attr)).parameters["ns"].default
             kwargs["ns"] = dataclasses.replace(
-                default, **({} if schedule is None else {"schedule": schedule}), **fixed)
+                default, **({} if schedule is None else {"schedule": schedule}), **changes)
         return getattr(optorth, attr)(**kwargs)
 
     build.__name__ = f"build_{attr}"
@@ -164,12 +165,12 @@ def _build_muon_learned(cfg, lr, fallback_lr, schedule):
     return _optorth_builder("muon")(cfg, lr, fallback_lr, fitted)
 
 
-def _build_muon_online(cfg, lr, fallback_lr, schedule):
+def _build_muon_online(cfg, lr, fallback_lr, schedule, **ns_changes):
     import optorth
 
     every = max(1, cfg.steps // 12)
     learn = optorth.OnlineLearning(every=every)  # NewtonSchulz(learn=...)
-    return _optorth_builder("muon", learn=learn)(cfg, lr, fallback_lr, schedule)
+    return _optorth_builder("muon", learn=learn)(cfg, lr, fallback_lr, schedule, **ns_changes)
 
 
 #: Peak learning rates. Muon family: the reference 0.02 on hidden matrices, AdamW 3e-3 on the
@@ -260,9 +261,14 @@ def resolve_ns_schedule(spec: str):
 
 
 def build_optimizer(
-    name: str, cfg: Config, *, lr: float | None = None, fallback_lr: float | None = None
+    name: str, cfg: Config, *, lr: float | None = None, fallback_lr: float | None = None,
+    ns_changes: dict | None = None,
 ) -> optax.GradientTransformation:
-    """The optimizer ``name`` (``key`` or ``key@schedule``) with the run's lr schedules."""
+    """The optimizer ``name`` (``key`` or ``key@schedule``) with the run's lr schedules.
+
+    ``ns_changes``: `optorth.NewtonSchulz` fields (e.g. ``telemetry``, ``dtype``) set on the
+    optimizers that take a Newton–Schulz schedule; the others ignore them.
+    """
     key, _, schedule_spec = name.partition("@")
     if key not in REGISTRY:
         raise ValueError(f"unknown optimizer {key!r}; registered: {', '.join(REGISTRY)}")
@@ -280,7 +286,8 @@ def build_optimizer(
     peak = entry.lr if lr is None else lr
     fallback_peak = entry.fallback_lr if fallback_lr is None else fallback_lr
     fallback = None if fallback_peak is None else lr_schedule(fallback_peak, cfg)
-    return entry.build(cfg, lr_schedule(peak, cfg), fallback, schedule)
+    changes = (ns_changes or {}) if entry.takes_schedule else {}
+    return entry.build(cfg, lr_schedule(peak, cfg), fallback, schedule, **changes)
 
 
 def registry_help() -> str:

@@ -168,6 +168,39 @@ def test_main_quick_writes_plot_table_and_results(tmp_path, capsys):
     assert len(rows) == 1 + len(names) * (12 + len(train_lm.Config.quick(steps=12).eval_steps()))
 
 
+@pytest.mark.extensive  # trains
+@pytest.mark.skipif(not _has_optorth("muon"), reason="optorth.muon not in this optorth yet")
+def test_ns_telemetry_flag_records_and_plots_every_hidden_matrix(tmp_path, corpus, capsys):
+    from flax import nnx
+
+    import optorth
+
+    argv = ["--quick", "--steps", "4", "--optimizers", "adamw,muon", "--ns-telemetry", "4",
+            "--ns-dtype", "bfloat16", "--out", str(tmp_path), "--no-progress"]
+    train_lm.main(argv)
+    assert "muon: Newton–Schulz in bfloat16" in capsys.readouterr().out
+    records = json.loads((tmp_path / "train_lm_telemetry.json").read_text())
+    assert list(records) == ["muon"]  # adamw runs no Newton–Schulz
+    muon = records["muon"]
+    assert muon["dtype"] == "bfloat16" and muon["steps"] == [1, 2, 3, 4]
+    model = train_lm.make_model(train_lm.Config.quick(), corpus.vocab_size)
+    targets = optorth.route(nnx.state(model, nnx.Param))
+    flat = jax.tree_util.tree_flatten_with_path(
+        targets, is_leaf=lambda t: isinstance(t, optorth.MatrixSpec) or t == "fallback")[0]
+    matrices = {"/".join(str(getattr(k, "key", k)) for k in path)
+                for path, target in flat if isinstance(target, optorth.MatrixSpec)}
+    assert set(muon["errors"]) == matrices
+    values = np.array(list(muon["errors"].values()))
+    assert values.shape == (len(matrices), 4) and np.all(np.isfinite(values) & (values > 0))
+    png = tmp_path / "train_lm_telemetry.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ns_telemetry_flag_refuses_a_negative_probe_count(tmp_path):
+    with pytest.raises(ValueError, match="--ns-telemetry must be >= 0"):
+        train_lm.main(["--quick", "--ns-telemetry", "-1", "--out", str(tmp_path)])
+
+
 def test_help_lists_the_registry(capsys):
     with pytest.raises(SystemExit):
         train_lm.main(["--help"])
