@@ -8,12 +8,15 @@ Both runs train ``optorth.muon`` (the main job's lr shape and AdamW fallback) at
 learning rate above the tuned one, where the attention logits grow, with the attention
 recording its per-head maxima (``benchmarks/lm/qk.py``); one of them chains
 ``optorth.qk_clip(QKClip.separate(τ))`` and passes the maxima to every update. The step-time
-overhead is measured separately, interleaving compiled steps of three programs on the same
+overhead is measured separately, interleaving compiled steps of four programs on the same
 batches in one process: the main job's step (``jax.nn.dot_product_attention``), the same
 attention computed from explicit logits without recording (what the recording attention
-runs), the step that records the maxima, and the step that records and clips; each figure
-is the median over ``--rounds`` rounds of ``--repeat`` steps. QK-clip's overhead is the
-ratio of the last to the explicit-logits step (the same attention arithmetic).
+runs), the step that records the maxima, and the step that records and clips. Each of
+``--rounds`` rounds times ``--repeat`` steps of every program in a random order; a ratio is
+taken within each round (the same moment's load on a shared machine) and reported as its
+median over the rounds with a distribution-free 95% interval. QK-clip's overhead is the
+ratio of the recording-and-clip step to the main job's step (the whole feature) and to the
+recording step (the clip transform alone).
 
 Writes ``--out``/qk_clip.json, qk_clip.md and qk_clip.png (max logit and loss per step).
 """
@@ -80,8 +83,22 @@ def _program(cfg, corpus, tx, *, explicit, capture, clip):
     return graphdef, state, (clip, capture)
 
 
-def timing(cfg, corpus, lr, tau, rounds: int, repeat: int) -> dict:
-    """Median seconds per step of the three programs, interleaved round by round."""
+def median_interval(values, z: float = 1.96) -> tuple[float, float, float]:
+    """Median of ``values`` and a distribution-free 95% interval for it: the order
+    statistics of ranks ⌊n/2 − z√n/2⌋ and ⌈1 + n/2 + z√n/2⌉ (1-based; the normal
+    approximation of the binomial)."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = len(ordered)
+    half = z * np.sqrt(n) / 2
+    lo = max(0, int(np.floor(n / 2 - half)) - 1)
+    hi = min(n - 1, int(np.ceil(1 + n / 2 + half)) - 1)
+    return float(np.median(ordered)), float(ordered[lo]), float(ordered[hi])
+
+
+def timing(cfg, corpus, lr, tau, rounds: int, repeat: int, seed: int = 0) -> dict:
+    """Seconds per step of the four programs, interleaved round by round in a random order;
+    each ratio is taken within a round (the same moment's load) and summarized by its
+    median over the rounds with a 95% interval."""
     programs = {
         "main_job_step": _program(cfg, corpus, muon(cfg, lr), explicit=False, capture=False,
                                   clip=False),
@@ -98,8 +115,10 @@ def timing(cfg, corpus, lr, tau, rounds: int, repeat: int) -> dict:
         states[name] = lm_qk._jit_step(graphdef, state, *batches[0], *flags)[0]
         jax.block_until_ready(states[name])
     seconds = {name: [] for name in programs}
+    order = np.random.default_rng(seed)
     for _ in range(rounds):
-        for name, (graphdef, _, flags) in programs.items():
+        for name in order.permutation(list(programs)):
+            graphdef, _, flags = programs[name]
             state = states[name]
             start = time.perf_counter()
             for step in range(repeat):
@@ -107,11 +126,13 @@ def timing(cfg, corpus, lr, tau, rounds: int, repeat: int) -> dict:
             jax.block_until_ready(loss)
             seconds[name].append((time.perf_counter() - start) / repeat)
             states[name] = state
-    median = {name: float(np.median(s)) for name, s in seconds.items()}
-    base, same = median["main_job_step"], median["explicit_logits"]
-    return {"median_seconds": median, "ratio": {n: m / base for n, m in median.items()},
-            "ratio_to_explicit": {n: m / same for n, m in median.items()},
-            "rounds": rounds, "repeat": repeat}
+    per_round = {name: np.array(s) for name, s in seconds.items()}
+    pairs = {"ratio": "main_job_step", "ratio_to_explicit": "explicit_logits",
+             "ratio_to_recording": "recording"}
+    return {"median_seconds": {n: float(np.median(s)) for n, s in per_round.items()},
+            **{key: {n: median_interval(s / per_round[base]) for n, s in per_round.items()}
+               for key, base in pairs.items()},
+            "seconds": seconds, "rounds": rounds, "repeat": repeat}
 
 
 def report(result: dict) -> str:
@@ -126,12 +147,16 @@ def report(result: dict) -> str:
                          f" | {run['train_loss'][-1]:.4f} | {run['val_loss'][-1]:.4f} |")
         lines.append("")
     t = result["timing"]
-    lines += [f"Step time (median of {t['rounds']} interleaved rounds of {t['repeat']} steps):",
-              "", "| program | ms per step | ratio to the main job's step | ratio to the "
-              "explicit-logits step |", "|---|---|---|---|"]
+    ratio = lambda r: f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"  # noqa: E731
+    lines += [f"Step time: {t['rounds']} rounds of {t['repeat']} steps of each program, in a "
+              "random order per round; each ratio is taken within a round, its median over "
+              "the rounds shown with a 95% interval:", "",
+              "| program | ms per step (median) | ratio to the main job's step | ratio to "
+              "the explicit-logits step | ratio to the recording step |", "|---|---|---|---|---|"]
     for name, sec in t["median_seconds"].items():
-        lines.append(f"| {name} | {1e3 * sec:.1f} | {t['ratio'][name]:.3f} | "
-                     f"{t['ratio_to_explicit'][name]:.3f} |")
+        lines.append(f"| {name} | {1e3 * sec:.1f} | {ratio(t['ratio'][name])} | "
+                     f"{ratio(t['ratio_to_explicit'][name])} | "
+                     f"{ratio(t['ratio_to_recording'][name])} |")
     return "\n".join(lines)
 
 
@@ -160,8 +185,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--tau", type=float, default=20.0)
     parser.add_argument("--steps", type=int, default=None, help="the main job's 300")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=80)
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--timing-only", action="store_true")
     parser.add_argument("--out", default="out/qk_clip")
     args = parser.parse_args(argv)
