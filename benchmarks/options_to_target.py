@@ -151,6 +151,8 @@ def main(argv=None) -> str:
     parser = sweep.doc_parser(__doc__)
     parser.add_argument("--configs", default=None, help="comma-separated names (all)")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="run only this seed (e.g. beside a process running another)")
     parser.add_argument("--tau", type=float, default=10.0, help="QK-clip threshold (10)")
     parser.add_argument("--steps", type=int, default=None,
                         help="run length (the main job's 300); another length is the longer "
@@ -175,7 +177,7 @@ def main(argv=None) -> str:
     runs = {(r["optimizer"], r["seed"]): r for r in sweep.load_records(path)
             if r["config_hash"] == chash}
     for name in [] if args.report else names:
-        for seed in range(args.seeds):
+        for seed in range(args.seeds) if args.seed is None else [args.seed]:
             if (name, seed) not in runs:
                 record = run_one(task, name, seed, args.tau)
                 sweep.append_record(path, record)
