@@ -95,44 +95,66 @@ def median_interval(values, z: float = 1.96) -> tuple[float, float, float]:
     return float(np.median(ordered)), float(ordered[lo]), float(ordered[hi])
 
 
-def timing(cfg, corpus, lr, tau, rounds: int, repeat: int, seed: int = 0) -> dict:
-    """Seconds per step of the four programs, interleaved round by round in a random order;
-    each ratio is taken within a round (the same moment's load) and summarized by its
-    median over the rounds with a 95% interval."""
-    programs = {
-        "main_job_step": _program(cfg, corpus, muon(cfg, lr), explicit=False, capture=False,
-                                  clip=False),
-        "explicit_logits": _program(cfg, corpus, muon(cfg, lr), explicit=True, capture=False,
-                                    clip=False),
-        "recording": _program(cfg, corpus, muon(cfg, lr), explicit=True, capture=True,
-                              clip=False),
-        "recording_and_clip": _program(cfg, corpus, with_clip(muon(cfg, lr), tau),
-                                       explicit=True, capture=True, clip=True),
-    }
+PROGRAMS = ("main_job_step", "explicit_logits", "recording", "recording_and_clip")
+
+
+def _programs(cfg, corpus, lr, tau, names) -> dict:
+    flags = {"main_job_step": (False, False, False), "explicit_logits": (True, False, False),
+             "recording": (True, True, False), "recording_and_clip": (True, True, True)}
+    out = {}
+    for name in names:
+        explicit, capture, clip = flags[name]
+        tx = with_clip(muon(cfg, lr), tau) if clip else muon(cfg, lr)
+        out[name] = _program(cfg, corpus, tx, explicit=explicit, capture=capture, clip=clip)
+    return out
+
+
+def compiled_cost(programs: dict, batch) -> dict:
+    """FLOPs and bytes accessed of each compiled step (XLA's cost analysis): deterministic,
+    unlike the clock."""
+    out = {}
+    for name, (graphdef, state, flags) in programs.items():
+        cost = lm_qk._jit_step.lower(graphdef, state, *batch, *flags).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        out[name] = {"flops": float(cost["flops"]), "bytes": float(cost["bytes accessed"])}
+    return out
+
+
+def timing(cfg, corpus, lr, tau, rounds: int, repeat: int, seed: int = 0,
+           names=PROGRAMS) -> dict:
+    """Seconds per step of the programs ``names``, interleaved round by round in a random
+    order, on the wall clock and on the process's CPU clock (all its threads: less
+    sensitive to other jobs on a shared machine); each ratio is taken within a round and
+    summarized by its median over the rounds with a 95% interval."""
+    programs = _programs(cfg, corpus, lr, tau, names)
     batches = lm_data.Batches(corpus.train, repeat, cfg.batch_size, cfg.seq_len, cfg.seed)
+    cost = compiled_cost(programs, batches[0])
     states = {}
     for name, (graphdef, state, flags) in programs.items():  # compile and warm up
         states[name] = lm_qk._jit_step(graphdef, state, *batches[0], *flags)[0]
         jax.block_until_ready(states[name])
-    seconds = {name: [] for name in programs}
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+    seconds = {clock: {name: [] for name in programs} for clock in clocks}
     order = np.random.default_rng(seed)
     for _ in range(rounds):
         for name in order.permutation(list(programs)):
             graphdef, _, flags = programs[name]
             state = states[name]
-            start = time.perf_counter()
+            start = {clock: read() for clock, read in clocks.items()}
             for step in range(repeat):
                 state, loss, _ = lm_qk._jit_step(graphdef, state, *batches[step], *flags)
             jax.block_until_ready(loss)
-            seconds[name].append((time.perf_counter() - start) / repeat)
+            for clock, read in clocks.items():
+                seconds[clock][name].append((read() - start[clock]) / repeat)
             states[name] = state
-    per_round = {name: np.array(s) for name, s in seconds.items()}
-    pairs = {"ratio": "main_job_step", "ratio_to_explicit": "explicit_logits",
-             "ratio_to_recording": "recording"}
-    return {"median_seconds": {n: float(np.median(s)) for n, s in per_round.items()},
-            **{key: {n: median_interval(s / per_round[base]) for n, s in per_round.items()}
-               for key, base in pairs.items()},
-            "seconds": seconds, "rounds": rounds, "repeat": repeat}
+    bases = [b for b in ("main_job_step", "explicit_logits", "recording") if b in programs]
+    ratios = {clock: {base: {n: median_interval(np.array(s) / np.array(per[base]))
+                             for n, s in per.items()} for base in bases}
+              for clock, per in seconds.items()}
+    return {"median_seconds": {c: {n: float(np.median(s)) for n, s in per.items()}
+                               for c, per in seconds.items()},
+            "ratios": ratios, "cost": cost, "seconds": seconds, "rounds": rounds,
+            "repeat": repeat}
 
 
 def report(result: dict) -> str:
@@ -147,16 +169,25 @@ def report(result: dict) -> str:
                          f" | {run['train_loss'][-1]:.4f} | {run['val_loss'][-1]:.4f} |")
         lines.append("")
     t = result["timing"]
-    ratio = lambda r: f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"  # noqa: E731
     lines += [f"Step time: {t['rounds']} rounds of {t['repeat']} steps of each program, in a "
               "random order per round; each ratio is taken within a round, its median over "
-              "the rounds shown with a 95% interval:", "",
-              "| program | ms per step (median) | ratio to the main job's step | ratio to "
-              "the explicit-logits step | ratio to the recording step |", "|---|---|---|---|---|"]
-    for name, sec in t["median_seconds"].items():
-        lines.append(f"| {name} | {1e3 * sec:.1f} | {ratio(t['ratio'][name])} | "
-                     f"{ratio(t['ratio_to_explicit'][name])} | "
-                     f"{ratio(t['ratio_to_recording'][name])} |")
+              "the rounds shown with a 95% interval. CPU: the process's CPU time (all "
+              "threads); FLOPs and bytes: XLA's cost analysis of the compiled step.", ""]
+    bases = list(t["ratios"]["wall"])
+    lines += ["| program | ms per step, wall (cpu) | "
+              + " | ".join(f"wall ratio to {b} | cpu ratio to {b}" for b in bases)
+              + " | FLOPs ratio | bytes ratio |",
+              "|---" * (2 + 2 * len(bases) + 2) + "|"]
+    ratio = lambda r: f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"  # noqa: E731
+    first = next(iter(t["cost"].values()))
+    for name in t["median_seconds"]["wall"]:
+        cells = [f"{1e3 * t['median_seconds']['wall'][name]:.1f} "
+                 f"({1e3 * t['median_seconds']['cpu'][name]:.1f})"]
+        for b in bases:
+            cells += [ratio(t["ratios"]["wall"][b][name]), ratio(t["ratios"]["cpu"][b][name])]
+        cells += [f"{t['cost'][name]['flops'] / first['flops']:.4f}",
+                  f"{t['cost'][name]['bytes'] / first['bytes']:.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -188,6 +219,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=80)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--timing-only", action="store_true")
+    parser.add_argument("--programs", default=",".join(PROGRAMS),
+                        help=f"programs to time (all: {','.join(PROGRAMS)})")
     parser.add_argument("--out", default="out/qk_clip")
     args = parser.parse_args(argv)
     cfg = Config(seed=args.seed)
@@ -205,7 +238,12 @@ def main(argv=None) -> dict:
         if "runs" in old and (old["lr"], old["tau"], old["steps"]) == (
                 args.lr, args.tau, cfg.steps):
             result["runs"] = old["runs"]
-    result["timing"] = timing(cfg, corpus, args.lr, args.tau, args.rounds, args.repeat)
+    names = args.programs.split(",")
+    unknown = sorted(set(names) - set(PROGRAMS))
+    if unknown:
+        raise SystemExit(f"unknown programs {unknown}; choose from {', '.join(PROGRAMS)}")
+    result["timing"] = timing(cfg, corpus, args.lr, args.tau, args.rounds, args.repeat,
+                              names=names)
     (out / "qk_clip.json").write_text(json.dumps(result))
     text = report(result)
     (out / "qk_clip.md").write_text(text + "\n")
