@@ -64,9 +64,10 @@ def plot_telemetry(records: Mapping[str, TelemetryRecorder], path: pathlib.Path,
                          "at least one optorth Newton–Schulz optimizer (e.g. muon).")
     fig, axes = plt.subplots(1, len(records), figsize=(max(8.0, 5.5 * len(records)), 5.0),
                              constrained_layout=True, squeeze=False)
+    colors = plt.get_cmap("tab20").colors  # distinct colours for up to 20 layers
     for ax, (name, rec) in zip(axes[0], records.items(), strict=True):
-        for layer, values in rec.errors.items():
-            ax.plot(rec.steps, values, lw=1, label=layer)
+        for i, (layer, values) in enumerate(rec.errors.items()):
+            ax.plot(rec.steps, values, lw=1, label=layer, color=colors[i % len(colors)])
         ax.set_title(f"{name} (Newton–Schulz in {rec.dtype})")
         ax.set_xlabel("step")
         ax.set_ylabel("RMS(σ² − 1) of the orthogonalized update")
