@@ -63,6 +63,12 @@ class Distribution:
         stack runs as pieces, one after another, each moved, iterated and moved back before
         the next. It bounds the gathered working set, not below one matrix per device.
         ``None``: no limit.
+      max_imbalance: when whole matrices leave devices idle (more devices than matrices of a
+        shape, or a count that does not divide evenly), single matrices are split over
+        groups of devices, each holding a block of columns (partial Gram matrices summed,
+        m×m products split by rows), until the planned work of the busiest device is at most
+        this multiple of an even split. Splitting adds collectives inside the iteration, so
+        the default tolerates 15%. ``None``: never split a matrix.
 
     Raises:
       ValueError: at construction, for an unknown mode, axis names that are not strings, an
@@ -87,6 +93,7 @@ class Distribution:
     keep_local: bool = True
     memory_budget: int | None = None
     layouts: tuple[tuple[str, tuple], ...] | None = None
+    max_imbalance: float | None = 1.15
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -102,6 +109,8 @@ class Distribution:
                                                  allow_none=True))
         if self.layouts is not None:
             set_("layouts", _checked_layouts(self.layouts))
+        if self.max_imbalance is not None:
+            set_("max_imbalance", _checked_imbalance(self.max_imbalance))
 
     def layout_of(self, path: str) -> tuple | None:
         """The recorded ``PartitionSpec`` entries of the leaf at ``path`` (``None``: none)."""
@@ -162,6 +171,15 @@ def _checked_layouts(layouts) -> tuple:
                          f"Distribution.for_params(params) records them; got "
                          f"{type(layouts).__name__}.") from None
     return checked
+
+
+def _checked_imbalance(value) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1
+    if not ok or value != value or value == float("inf"):
+        raise ValueError(f"{_WHO}: max_imbalance={value!r}; expected a finite number >= 1 (the "
+                         f"busiest device's work as a multiple of an even split), or None to "
+                         f"never split a matrix over devices.")
+    return float(value)
 
 
 def as_distribution(value, who: str) -> Distribution:
