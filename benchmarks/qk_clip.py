@@ -169,7 +169,7 @@ def report(result: dict) -> str:
                          f" | {run['train_loss'][-1]:.4f} | {run['val_loss'][-1]:.4f} |")
         lines.append("")
     t = result["timing"]
-    lines += [f"Step time: {t['rounds']} rounds of {t['repeat']} steps of each program, in a "
+    lines += [f"Step time: {t['rounds']} rounds of {t['repeat']} step(s) of each program, in a "
               "random order per round; each ratio is taken within a round, its median over "
               "the rounds shown with a 95% interval. CPU: the process's CPU time (all "
               "threads); FLOPs and bytes: XLA's cost analysis of the compiled step.", ""]
