@@ -28,6 +28,7 @@ Configurations (each a change of one ready optimizer's construction):
 - ``adamuon_0.0192_wd_qk``: plain weight decay 0.1 and QK-clip;
 - ``*_qk``: the same with QK-clip (threshold ``--tau``) chained after the optimizer, the
   attention recording its per-head maximum logits (``benchmarks/lm/qk.py``).
+- ``optax_muon_routed``: the baseline itself (run only when named, or in the longer setting).
 
 Writes ``--out``/runs.jsonl (resumable) and ``options_to_target.md``.
 """
