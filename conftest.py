@@ -9,6 +9,8 @@ described in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 #: Tier name -> the markers whose tests it leaves out.
@@ -24,6 +26,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--tier", choices=tuple(TIERS), default=None,
         help="fast (the default): unmarked tests; slow: also tests marked slow; all: also "
              "tests marked extensive. Without --tier, an explicit -m selects from all tiers.")
+    parser.addoption(
+        "--xla-optimizations", action="store_true",
+        help="compile with XLA's full optimization passes (slower compiles), as users run")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("--xla-optimizations"):
+        compile_quickly()
+
+
+def compile_quickly() -> None:
+    """Compile with XLA's expensive passes off, here and in child processes.
+
+    The tests run tiny shapes, so XLA's compile time dominates and its optimizations save
+    next to nothing at run time. ``jax_disable_most_optimizations`` lowers the LLVM backend's
+    optimization level and skips its expensive passes; the programs compute the same
+    operations. ``--xla-optimizations`` restores the default.
+    """
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # xdist workers, subprocesses
+    import jax
+
+    jax.config.update("jax_disable_most_optimizations",
+                      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("0", "false", ""))
 
 
 def selected_tier(config: pytest.Config) -> str:
