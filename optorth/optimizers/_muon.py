@@ -40,7 +40,7 @@ def muon(
 ) -> optax.GradientTransformation:
     """Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for the rest.
 
-    Matrix path (Muon reference, KellerJordan/Muon)::
+    Matrix path (Muon reference, KellerJordan/Muon):
 
         m ← β m + (1−β) g;  u = (1−β) g + β m;  O = NS(u) per matrix
         p ← p − lr·(sqrt(max(1, fan_out/fan_in))·O + wd·p)
@@ -180,7 +180,7 @@ def root(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.root(learning_rate=1e-3)
+      >>> tx = optorth.root(learning_rate=0.016)
 
     References:
       "ROOT: Robust Orthogonalized Optimizer for Neural Network Training" (arXiv 2511.20626).

@@ -109,7 +109,7 @@ def hybrid_auon(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.hybrid_auon(learning_rate=0.24)
+      >>> tx = optorth.hybrid_auon(learning_rate=0.03)
 
     References:
       Maity, "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates"
@@ -156,7 +156,7 @@ def normalized_sgdm(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.normalized_sgdm(learning_rate=0.1)
+      >>> tx = optorth.normalized_sgdm(learning_rate=0.03)
 
     References:
       Cutkosky & Mehta, "Momentum Improves Normalized SGD" (arXiv 2002.03305).
@@ -202,7 +202,7 @@ def signum(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.signum(learning_rate=1e-3)
+      >>> tx = optorth.signum(learning_rate=2.5e-4)
 
     References:
       Bernstein et al., "signSGD: Compressed Optimisation for Non-Convex Problems"
@@ -258,7 +258,7 @@ def trust_region(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.trust_region(0.02, norm=optorth.norms.Spectral(scale="spectral"))
+      >>> tx = optorth.trust_region(0.025, norm=optorth.norms.Spectral(scale="spectral"))
 
     References:
       Kovalev, "Understanding Gradient Orthogonalization for Deep Learning via Non-Euclidean
