@@ -9,6 +9,8 @@ described in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 #: Tier name -> the markers whose tests it leaves out.
@@ -24,6 +26,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--tier", choices=tuple(TIERS), default=None,
         help="fast (the default): unmarked tests; slow: also tests marked slow; all: also "
              "tests marked extensive. Without --tier, an explicit -m selects from all tiers.")
+    parser.addoption(
+        "--fast-compile", action="store_true",
+        help="compile with XLA's expensive optimization passes off (about a third less CPU "
+             "time; tests that compare two programs bit for bit may then differ in rounding)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fast-compile"):
+        compile_quickly()
+
+
+def compile_quickly() -> None:
+    """Compile with XLA's expensive passes off, here and in child processes.
+
+    The tests run tiny shapes, so XLA's compile time dominates and its optimizations save
+    next to nothing at run time. ``jax_disable_most_optimizations`` lowers the LLVM backend's
+    optimization level and skips its expensive passes; the programs compute the same
+    operations, but rounding may differ where XLA would have fused them, so tests that
+    assert two programs agree bit for bit (``tests/test_grouping.py``) can fail. Opt-in with
+    ``--fast-compile``.
+    """
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # xdist workers, subprocesses
+    import jax
+
+    jax.config.update("jax_disable_most_optimizations",
+                      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("0", "false", ""))
 
 
 def selected_tier(config: pytest.Config) -> str:

@@ -34,6 +34,8 @@ the state of the optimizer that wrote the checkpoint and reconcile with ``policy
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import jax
@@ -208,3 +210,144 @@ def reconcile_coefficients(restored, reference, policy: str = "same_schedule"):
         for (p, r), (_, f) in zip(flat_r, flat_f, strict=True)
     ]
     return jax.tree_util.tree_unflatten(treedef_r, leaves)
+
+
+#: TensorStore status codes of a checkpoint whose files cannot be read back as written.
+_READ_FAILURES = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "CRC-32C", "Error decoding")
+_TRUNCATED = ("truncated or corrupted (an interrupted save, a partial copy or a damaged "
+              "disk). Restore an earlier checkpoint, or copy this one again from its source")
+
+
+def _stored_leaves(tree) -> dict[str, Any]:
+    """``{path: leaf}`` of a target or an Orbax metadata tree, both keyed the same way."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {path_to_str(p): x for p, x in flat}
+
+
+def _structure_difference(target, stored) -> str | None:
+    """Which leaves the target and the checkpoint do not share, or ``None``."""
+    if stored is None:
+        return None
+    want, have = _stored_leaves(target), _stored_leaves(stored)
+    missing = [p for p in want if p not in have]
+    extra = [p for p in have if p not in want]
+    if not (missing or extra):
+        return None
+    return (f"the target has {len(want)} leaves and the checkpoint {len(have)}: the "
+            f"checkpoint lacks {missing[:3]} and holds {extra[:3]} that the target does not. "
+            f"It was saved by another optimizer configuration (another optimizer, chain, "
+            f"rules or parameter tree). Build the target with the optimizer and parameters "
+            f"that wrote it")
+
+
+def _shape_difference(target, stored) -> str | None:
+    """The first leaf at the same path whose shape differs, or ``None``."""
+    if stored is None:
+        return None
+    have = _stored_leaves(stored)
+    for path, leaf in _stored_leaves(target).items():
+        if path in have and tuple(leaf.shape) != tuple(have[path].shape):
+            return _shape_message(path, tuple(leaf.shape), tuple(have[path].shape))
+    return None
+
+
+def _shape_message(path, target_shape, stored_shape) -> str:
+    what = (f"leaf {path!r} has shape {stored_shape} in the checkpoint and {target_shape} in "
+            f"the target")
+    table = re.search(r"(^|/)coeffs(/value)?$", path)  # ``/value``: an NNX variable's array
+    if table and len(stored_shape) == 2 and stored_shape[-1] == 3:
+        return (f"{what}: a Newton–Schulz coefficient table, so the checkpoint was saved with "
+                f"{stored_shape[0]} steps and the optimizer constructed now runs "
+                f"{target_shape[0]}. Restore into the state of the optimizer that wrote it "
+                f"(ns=NewtonSchulz(steps={stored_shape[0]}), same schedule), then call "
+                f"optorth.reconcile_coefficients(restored, tx.init(params), policy='override')")
+    return (f"{what}: the checkpoint was saved for other parameter shapes (another model "
+            f"size) or another optimizer configuration. Build the target with the model and "
+            f"optimizer that wrote it")
+
+
+def _metadata_failure(error) -> str:
+    return (f"its metadata cannot be read ({type(error).__name__}: {error}); the metadata "
+            f"files (_METADATA, _CHECKPOINT_METADATA) are {_TRUNCATED}")
+
+
+def _read_failure(error) -> str | None:
+    """What a TensorStore or metadata read error says about the checkpoint's files, or
+    ``None``."""
+    if isinstance(error, json.JSONDecodeError):
+        return _metadata_failure(error)
+    text = str(error)
+    if not any(code in text for code in _READ_FAILURES):
+        return None
+    text = text.split(" [tensorstore_spec")[0]
+    leaf = re.search(r'(?:reading|Metadata at) "([^"]+)/\.zarray"', text)
+    where = f"the data of leaf {leaf.group(1).replace('.', '/')!r}" if leaf else "its data"
+    return f"{where} cannot be read ({text}): the checkpoint's files are {_TRUNCATED}"
+
+
+def _read_metadata(ckptr, directory):
+    """The checkpoint's stored tree (paths, shapes, dtypes), ``None`` when its array store
+    cannot describe it; a readable error when its metadata files are damaged."""
+    try:
+        item = ckptr.metadata(directory).item_metadata
+        return None if item is None else item.tree
+    except (ValueError, KeyError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"Checkpoint {str(directory)!r}: {_metadata_failure(error)}.") from error
+
+
+def restore(directory, target):
+    """Restores an Orbax checkpoint into the structure of ``target``, with failures explained.
+
+    ``ocp.StandardCheckpointer().restore(directory, abstract_target)`` with the errors a user
+    of an optimizer meets translated into a ``ValueError`` naming the checkpoint, the leaf and
+    the fix: truncated or corrupted files (raw TensorStore text otherwise), a state saved by
+    another optimizer configuration (another Newton–Schulz step count, chain or parameter
+    tree), and a missing target (Orbax then returns dicts and lists where the optimizer's
+    state has NamedTuples, which ``update`` refuses). Every other error passes through
+    unchanged; a successful restore is exactly Orbax's.
+
+    Args:
+      directory: the checkpoint's directory (for an ``ocp.CheckpointManager``,
+        ``manager.directory / str(step) / item_name``, the item name being ``"default"``
+        for a single unnamed item).
+      target: the tree to restore into, e.g. ``{"params": params, "opt": tx.init(params)}``;
+        concrete arrays or ``jax.ShapeDtypeStruct`` leaves (``jax.eval_shape(tx.init,
+        params)``), whose shardings the restored arrays take.
+
+    Returns:
+      The restored tree, with ``target``'s structure (NamedTuples included).
+
+    Raises:
+      ValueError: for a missing target, unreadable metadata or array files, or a target
+        whose leaves or shapes differ from the checkpoint's.
+
+    Example::
+
+        import orbax.checkpoint as ocp
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(path, {"params": params, "opt": opt_state})
+        restored = optorth.checkpoint.restore(path, {"params": params,
+                                                     "opt": tx.init(params)})
+    """
+    import orbax.checkpoint as ocp  # optional: only a user of Orbax calls this
+
+    if target is None:
+        raise ValueError(
+            f"Checkpoint {str(directory)!r}: restore needs a target. Without one Orbax returns "
+            f"dicts and lists where the optimizer's state has NamedTuples, and tx.update "
+            f"refuses that state. Pass target={{'params': params, 'opt': tx.init(params)}} "
+            f"(or jax.eval_shape of it), the structure the checkpoint was saved from.")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    with ocp.StandardCheckpointer() as ckptr:
+        stored = _read_metadata(ckptr, directory)
+        difference = _shape_difference(abstract, stored)
+        if difference is not None:
+            raise ValueError(f"Checkpoint {str(directory)!r} does not fit the target: "
+                             f"{difference}.")
+        try:
+            return ckptr.restore(directory, abstract)
+        except ValueError as error:
+            failure = _read_failure(error) or _structure_difference(abstract, stored)
+            if failure is None:
+                raise
+            raise ValueError(f"Checkpoint {str(directory)!r}: {failure}.") from error
