@@ -287,7 +287,7 @@ def _planned_imbalance(d, layers, devices, **settings):
     from jax.sharding import AbstractMesh
 
     from optorth.matrices._grouping import plan_groups
-    from optorth.matrices._placement import Layouts, planned_work, plan_placements
+    from optorth.matrices._placement import Layouts, plan_placements, planned_work
 
     shapes = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)] * layers
     groups = plan_groups(shapes, [np.dtype(np.float32)] * len(shapes),

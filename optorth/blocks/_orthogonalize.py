@@ -16,7 +16,7 @@ from optorth._checks import check_bool
 from optorth._column_split import full_shape
 from optorth._distribution import Distribution, as_distribution, observing
 from optorth.blocks._ns_telemetry import init_telemetry, leaf_errors
-from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
+from optorth.matrices import MatrixSpec, Specs, resolve_specs
 from optorth.matrices._paths import flatten_with_paths, is_variable
 from optorth.matrices._resolve import matrix_shapes
 from optorth.matrices._sharding import call_replicated, map_sharded

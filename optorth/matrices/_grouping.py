@@ -23,7 +23,6 @@ then form one stack of 24, which also divides evenly over 8 devices (see
 from __future__ import annotations
 
 import functools
-
 from typing import Any, Callable, NamedTuple
 
 import jax
