@@ -21,10 +21,11 @@ from optorth.matrices._resolve import route_specs
 from optorth.norms._shape_scale import ShapeScale
 from optorth.ns._config import NewtonSchulz
 from optorth.optimizers._assemble import assemble
+from optorth.optimizers._preset import Preset, make_optimizer
 
 
-def muon(
-    learning_rate: Any = 0.02,
+def _signature(
+    learning_rate: optax.ScalarOrSchedule = 0.02,
     beta: float = 0.95,
     *,
     nesterov: bool = True,
@@ -38,111 +39,94 @@ def muon(
     fallback: optax.GradientTransformation | None = None,
     qk_clip: QKClip | None = None,
 ) -> optax.GradientTransformation:
-    """Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for the rest.
+    """The signature of `muon` and `turbo_muon` (never called)."""
+    raise NotImplementedError
 
-    Matrix path (Muon reference, KellerJordan/Muon)::
 
-        m ← β m + (1−β) g;  u = (1−β) g + β m;  O = NS(u) per matrix
-        p ← p − lr·(sqrt(max(1, fan_out/fan_in))·O + wd·p)
+_ARGS = {
+    "learning_rate": "step size of the matrix path (a float or an optax schedule).",
+    "beta": "momentum coefficient, in [0, 1).",
+    "nesterov": "apply the momentum with the Nesterov look-ahead.",
+    "bias_correction": "debias the momentum as optax/NAdam do.",
+    "weight_decay": "decoupled weight decay on the matrix path, p ← p − lr·wd·p; an "
+                    "`optorth.WeightDecay` picks cautious or learning-rate-independent decay.",
+    "weight_decay_mask": "where weight decay applies (a bool pytree or a callable).",
+    "ns": "the `optorth.NewtonSchulz` configuration (schedule, steps, dtype, learning).",
+    "scale": "update-scale convention (`optorth.norms.ShapeScale` or its name).",
+    "rules": "routing rules ``(regex, MatrixSpec | \"fallback\")`` (`optorth.route`).",
+    "mu_dtype": "dtype of the optimizer state and arithmetic (``None``: the parameters').",
+    "fallback": "optimizer of the non-matrix leaves (``None``: the default AdamW).",
+    "qk_clip": "an `optorth.QKClip` to rescale attention heads whose maximum logit exceeds its "
+               "threshold after each step (MuonClip); ``update`` then takes ``max_logits=`` "
+               "(`optorth.nn.capture_max_logits`).",
+}
 
-    Defaults follow the reference (lr 0.02, β 0.95, Nesterov, Jordan's 5-step table, Keller
-    scaling) with the fast iteration (``method="auto"``: the Gram form for aspect ratios ≥ 2,
-    the same map of singular values). To reproduce ``optax.contrib.muon``:
-    ``bias_correction=True, ns=optorth.NewtonSchulz(eps=1e-8),
-    fallback=optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, nesterov=True)`` and routing rules
-    that send the same leaves to the matrix path.
+_PRESETS = (
+    Preset(
+        name="muon",
+        defaults={},
+        summary="Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for "
+                "the rest.",
+        body="""
+            Matrix path (Muon reference, KellerJordan/Muon)::
 
-    Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path, p ← p − lr·wd·p; an
-        `optorth.WeightDecay` picks cautious or learning-rate-independent decay.
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration (schedule, steps, dtype, learning).
-      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
-      rules: routing rules ``(regex, MatrixSpec | "fallback")`` (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic (``None``: the parameters').
-      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
-      qk_clip: an `optorth.QKClip` to rescale attention heads whose maximum logit
-        exceeds its threshold after each step (MuonClip); ``update`` then takes
-        ``max_logits=`` (`optorth.nn.capture_max_logits`).
+                m ← β m + (1−β) g;  u = (1−β) g + β m;  O = NS(u) per matrix
+                p ← p − lr·(sqrt(max(1, fan_out/fan_in))·O + wd·p)
 
-    Example:
-      >>> import optorth, jax.numpy as jnp
-      >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
-      >>> tx = optorth.muon(learning_rate=0.02, weight_decay=0.01)
-      >>> updates, state = tx.update(params, tx.init(params), params)
+            Defaults follow the reference (lr 0.02, β 0.95, Nesterov, Jordan's 5-step table,
+            Keller scaling) with the fast iteration (``method="auto"``: the Gram form for
+            aspect ratios ≥ 2, the same map of singular values). To reproduce
+            ``optax.contrib.muon``: ``bias_correction=True, ns=optorth.NewtonSchulz(eps=1e-8),
+            fallback=optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, nesterov=True)`` and routing
+            rules that send the same leaves to the matrix path.
+            """,
+        args={},
+        example="""
+            >>> import optorth, jax.numpy as jnp
+            >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
+            >>> tx = optorth.muon(learning_rate=0.02, weight_decay=0.01)
+            >>> updates, state = tx.update(params, tx.init(params), params)
+            """,
+        references="""
+            Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
+            Liu et al., "Muon is Scalable for LLM Training" (arXiv 2502.16982).
+            """),
+    Preset(
+        name="turbo_muon",
+        defaults=dict(ns=NewtonSchulz("turbo")),
+        summary="Turbo-Muon: `muon` with AOL preconditioning and one step fewer.",
+        body="""
+            The ``"turbo"`` schedule: AOL row scaling s_i = (Σ_j |(XXᵀ)_ij|)^{-1/2} reusing XXᵀ
+            in the first step, then the last 4 rows of You's 5-step table. Reported: k AOL
+            steps ≈ k+1 plain steps in final loss.
+            """,
+        args=dict(ns="the `optorth.NewtonSchulz` configuration (default: the ``\"turbo\"`` "
+                     "table)."),
+        example="""
+            >>> import optorth
+            >>> tx = optorth.turbo_muon(learning_rate=0.02)
+            """,
+        references='Boissin et al., "Turbo-Muon: Accelerating Orthogonality-Based '
+                   'Optimization with Pre-Conditioning" (arXiv 2512.04632).'),
+)
 
-    References:
-      Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
-      Liu et al., "Muon is Scalable for LLM Training" (arXiv 2502.16982).
-    """
-    check_decay("optorth.muon", "beta", beta)
+
+def _build(name: str, *, learning_rate, beta, nesterov, bias_correction, ns, rules, qk_clip,
+           **assembly) -> optax.GradientTransformation:
+    """momentum → orthogonalize(ns) → shape scale, assembled as the ready optimizer ``name``."""
+    check_decay(f"optorth.{name}", "beta", beta)
     momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
     blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
-    return assemble("muon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
-                    weight_decay_mask=weight_decay_mask, scale=scale, rules=rules,
-                    mu_dtype=mu_dtype, fallback=fallback, clip=qk_clip)
+    return assemble(name, blocks, learning_rate=learning_rate, rules=rules, clip=qk_clip,
+                    **assembly)
 
 
-def turbo_muon(
-    learning_rate: Any = 0.02,
-    beta: float = 0.95,
-    *,
-    nesterov: bool = True,
-    bias_correction: bool = False,
-    weight_decay: float | WeightDecay = 0.0,
-    weight_decay_mask: Any = None,
-    ns: NewtonSchulz | str = NewtonSchulz("turbo"),
-    scale: ShapeScale | str | None = "keller",
-    rules: Any = None,
-    mu_dtype: Any = None,
-    fallback: optax.GradientTransformation | None = None,
-    qk_clip: QKClip | None = None,
-) -> optax.GradientTransformation:
-    """Turbo-Muon: `muon` with AOL preconditioning and one step fewer.
-
-    The ``"turbo"`` schedule: AOL row scaling s_i = (Σ_j |(XXᵀ)_ij|)^{-1/2} reusing XXᵀ in
-    the first step, then the last 4 rows of You's 5-step table. Reported: k AOL steps ≈ k+1
-    plain steps in final loss.
-
-    Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration (default: the ``"turbo"`` table).
-      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic.
-      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
-      qk_clip: an `optorth.QKClip` to rescale attention heads whose maximum logit
-        exceeds its threshold after each step (MuonClip); ``update`` then takes
-        ``max_logits=`` (`optorth.nn.capture_max_logits`).
-
-    Example:
-      >>> import optorth
-      >>> tx = optorth.turbo_muon(learning_rate=0.02)
-
-    References:
-      Boissin et al., "Turbo-Muon: Accelerating Orthogonality-Based Optimization with
-      Pre-Conditioning" (arXiv 2512.04632).
-    """
-    check_decay("optorth.turbo_muon", "beta", beta)
-    momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
-    blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
-    return assemble("turbo_muon", blocks, learning_rate=learning_rate,
-                    weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
-                    scale=scale, rules=rules, mu_dtype=mu_dtype, fallback=fallback,
-                    clip=qk_clip)
+muon, turbo_muon = (make_optimizer(preset, _signature, _ARGS, _build, __name__)
+                    for preset in _PRESETS)
 
 
 def root(
-    learning_rate: Any = 0.016,
+    learning_rate: optax.ScalarOrSchedule = 0.016,
     beta: float = 0.95,
     *,
     nesterov: bool = True,
