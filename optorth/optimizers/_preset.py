@@ -1,10 +1,10 @@
-"""Ready optimizers as presets: one signature and one docstring template, many defaults.
+"""Ready optimizers as presets: one parameter catalogue, one docstring source, many defaults.
 
-A family of ready optimizers that differ only in their defaults (and their prose) is one
-builder ``build(name, **arguments)``, one template function that holds the family's
-signature, and a `Preset` per public name. `make_optimizer` turns each preset into a real
-function: ``inspect.signature`` shows its own defaults, ``help`` and the API docs show its
-own docstring, and its doctests run in the module that defines it.
+A ready optimizer is a `Preset`: the parameters it takes from
+`optorth.optimizers._parameters.catalogue`, its defaults, its builder and its prose.
+`make_optimizer` turns it into a real function: ``inspect.signature`` shows its own
+parameters and defaults, ``help`` and the API docs its own docstring (the ``Args:`` entries
+filled in from the catalogue's text), and its doctests run in the module that defines it.
 """
 
 from __future__ import annotations
@@ -18,75 +18,66 @@ from typing import Any, Callable
 
 import optax
 
+from optorth.optimizers._parameters import ARGS, COMMON, catalogue
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """One public optimizer of a family: its name, defaults and prose.
+    """One ready optimizer.
 
     Attributes:
       name: the public name (``optorth.<name>``).
-      defaults: ``{parameter: default}`` overriding the template's defaults.
-      summary: the docstring's one-line summary.
-      body: the paragraphs after the summary (math, provenance of the defaults).
-      args: ``{parameter: text}`` overriding the family's ``Args:`` entries.
-      example: the ``Example:`` lines (doctest syntax, without indentation).
-      references: the ``References:`` lines.
+      build: ``build(name, **arguments) -> optax.GradientTransformation``.
+      takes: the parameters it takes besides `COMMON` (signature order is the catalogue's).
+      defaults: ``{parameter: default}`` where the catalogue's default is not its own.
+      doc: the docstring; an ``Args:`` line with nothing under it is filled with one entry per
+        parameter.
+      args: ``{parameter: text}`` where the catalogue's ``Args:`` text is not enough.
     """
 
     name: str
+    build: Callable[..., optax.GradientTransformation]
+    takes: tuple[str, ...]
     defaults: dict[str, Any]
-    summary: str
-    body: str
-    args: dict[str, str]
-    example: str
-    references: str
+    doc: str
+    args: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _signature(template: Callable, defaults: dict[str, Any]) -> inspect.Signature:
-    signature = inspect.signature(template)
-    unknown = set(defaults) - set(signature.parameters)
-    if unknown:
-        raise ValueError(f"preset defaults {sorted(unknown)} are not parameters of "
-                         f"{template.__name__}{signature}")
+def _signature(preset: Preset) -> inspect.Signature:
+    signature = inspect.signature(catalogue)
+    takes = set(COMMON) | set(preset.takes)
+    unknown = (takes | set(preset.defaults) | set(preset.args)) - set(signature.parameters)
+    if unknown or not set(preset.defaults) | set(preset.args) <= takes:
+        raise ValueError(f"{preset.name}: parameters {sorted(unknown)} are not in the "
+                         f"catalogue, or it sets defaults or text for parameters it lacks")
     return signature.replace(parameters=[
-        p.replace(default=defaults.get(p.name, p.default))
-        for p in signature.parameters.values()])
+        p.replace(default=preset.defaults.get(p.name, p.default))
+        for p in signature.parameters.values() if p.name in takes])
 
 
-def _section(title: str, text: str) -> str:
-    return f"{title}:\n" + textwrap.indent(textwrap.dedent(text).strip(), "  ")
+def _docstring(preset: Preset, signature: inspect.Signature) -> str:
+    text = {**ARGS, **preset.args}
+    entries = "\n".join(textwrap.fill(f"{name}: {text[name]}", 92, initial_indent="  ",
+                                      subsequent_indent="    ")
+                        for name in signature.parameters)
+    doc = textwrap.dedent(preset.doc).strip()
+    if "\nArgs:\n\n" not in doc:
+        raise ValueError(f"{preset.name}: the docstring needs an empty 'Args:' section")
+    return doc.replace("\nArgs:\n\n", f"\nArgs:\n{entries}\n\n", 1)
 
 
-def _docstring(preset: Preset, signature: inspect.Signature, args: dict[str, str]) -> str:
-    entries = {**args, **preset.args}
-    missing = [name for name in signature.parameters if name not in entries]
-    if missing:
-        raise ValueError(f"{preset.name}: no Args text for {missing}")
-    lines = "\n".join(textwrap.fill(f"{name}: {entries[name]}", 94, subsequent_indent="  ")
-                      for name in signature.parameters)
-    parts = [preset.summary, textwrap.dedent(preset.body).strip(), _section("Args", lines),
-             _section("Example", preset.example), _section("References", preset.references)]
-    return "\n\n".join(part for part in parts if part)
-
-
-def make_optimizer(preset: Preset, template: Callable, args: dict[str, str],
-                   build: Callable[..., optax.GradientTransformation],
-                   module: str) -> Callable[..., optax.GradientTransformation]:
-    """The public function of ``preset``: ``build(preset.name, **bound arguments)``.
+def make_optimizer(preset: Preset, module: str) -> Callable[..., optax.GradientTransformation]:
+    """The public function of ``preset``: ``preset.build(preset.name, **bound arguments)``.
 
     Args:
-      preset: the name, defaults and prose.
-      template: a function whose signature is the family's (its defaults are overridden by
-        ``preset.defaults``); it is never called.
-      args: the family's ``Args:`` text per parameter.
-      build: ``build(name, **arguments) -> optax.GradientTransformation``.
+      preset: the ready optimizer.
       module: the defining module's ``__name__`` (for ``help``, the API docs and doctests).
 
     Returns:
       A function with ``preset``'s signature and docstring.
     """
-    signature = _signature(template, preset.defaults)
-    name = preset.name
+    signature = _signature(preset)
+    name, build = preset.name, preset.build
 
     def optimizer(*args, **kwargs):
         try:
@@ -96,13 +87,14 @@ def make_optimizer(preset: Preset, template: Callable, args: dict[str, str],
         bound.apply_defaults()
         return build(name, **bound.arguments)
 
-    # Defined with the module's globals, so doctest finds its example in that module.
+    # Defined with the module's globals, so that doctest finds its example in that module.
     function = types.FunctionType(optimizer.__code__, vars(sys.modules[module]), name, None,
                                   optimizer.__closure__)
     function.__qualname__ = name
     function.__module__ = module
-    function.__doc__ = _docstring(preset, signature, args)
+    function.__doc__ = _docstring(preset, signature)
     function.__signature__ = signature
-    function.__annotations__ = dict(template.__annotations__)
+    function.__annotations__ = {key: value for key, value in catalogue.__annotations__.items()
+                                if key in signature.parameters or key == "return"}
     function.__optorth_preset__ = True  # read by the API docs, which import presets
     return function
