@@ -24,8 +24,6 @@ Arguments shared with `optorth.muon` (``beta``, ``nesterov``, ``ns``, weight dec
 
 from __future__ import annotations
 
-import optax
-
 from optorth._checks import check_decay, check_positive
 from optorth.blocks._factored import scale_by_factored_rms
 from optorth.blocks._momentum import scale_by_momentum
