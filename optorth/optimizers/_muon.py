@@ -13,7 +13,7 @@ from optorth._checks import check_decay
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
 from optorth.blocks._soft_threshold import soft_threshold
-from optorth.matrices._resolve import route_specs
+from optorth.matrices._resolve import RoutingOnce
 from optorth.ns._config import NewtonSchulz
 from optorth.optimizers._assemble import assemble
 from optorth.optimizers._preset import Preset, make_optimizer
@@ -24,8 +24,9 @@ def _build_muon(name: str, *, learning_rate, beta, nesterov, bias_correction, ns
     """momentum → orthogonalize(ns) → shape scale, assembled as the ready optimizer ``name``."""
     check_decay(f"optorth.{name}", "beta", beta)
     momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
-    blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
-    return assemble(name, blocks, learning_rate=learning_rate, rules=rules, clip=qk_clip,
+    routing = RoutingOnce(rules)
+    blocks = [momentum, orthogonalize(ns, specs=routing)]
+    return assemble(name, blocks, learning_rate=learning_rate, routing=routing, clip=qk_clip,
                     **assembly)
 
 
@@ -33,10 +34,10 @@ def _build_root(name: str, *, learning_rate, beta, nesterov, quantile, ns, rules
                 **assembly) -> optax.GradientTransformation:
     """SGD-style momentum → soft threshold → orthogonalize(ns) → shape scale."""
     check_decay(f"optorth.{name}", "beta", beta)
-    specs = route_specs(rules)
+    routing = RoutingOnce(rules)
     blocks = [scale_by_momentum(beta, nesterov=nesterov, convention="sgd"),
-              soft_threshold(quantile, specs=specs), orthogonalize(ns, specs=specs)]
-    return assemble(name, blocks, learning_rate=learning_rate, rules=rules, **assembly)
+              soft_threshold(quantile, specs=routing), orthogonalize(ns, specs=routing)]
+    return assemble(name, blocks, learning_rate=learning_rate, routing=routing, **assembly)
 
 
 _MUON_TAKES = ("nesterov", "bias_correction", "ns", "scale", "qk_clip")

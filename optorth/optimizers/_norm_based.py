@@ -12,7 +12,7 @@ import optax
 from optorth._checks import check_decay
 from optorth.blocks._dualize import dualize
 from optorth.blocks._momentum import scale_by_momentum
-from optorth.matrices._resolve import route_specs
+from optorth.matrices._resolve import RoutingOnce
 from optorth.norms._objects import AuON, Frobenius, HybridAuON, Norm, Sign, as_norm
 from optorth.optimizers._assemble import assemble
 from optorth.optimizers._preset import Preset, make_optimizer
@@ -32,14 +32,16 @@ def _check_norm(name: str, norm) -> Norm:
     return as_norm(norm)
 
 
-def _build(name: str, *, learning_rate, beta, norm, nesterov, warm_start, adaptive,
+def _build(name: str, *, learning_rate, beta, norm, nesterov, warm_start, adaptive, rules,
            **assembly) -> optax.GradientTransformation:
     """momentum → dualize(norm) → the norm's scale, assembled as the ready optimizer ``name``."""
     norm = _check_norm(name, norm)
     check_decay(f"optorth.{name}", "beta", beta)
     momentum = scale_by_momentum(beta, nesterov=nesterov, warm_start=warm_start)
-    blocks = [momentum, dualize(norm, adaptive=adaptive, specs=route_specs(assembly["rules"]))]
-    return assemble(name, blocks, learning_rate=learning_rate, scale=norm.scale, **assembly)
+    routing = RoutingOnce(rules)
+    blocks = [momentum, dualize(norm, adaptive=adaptive, specs=routing)]
+    return assemble(name, blocks, learning_rate=learning_rate, routing=routing,
+                    scale=norm.scale, **assembly)
 
 
 _TAKES = ("norm", "nesterov", "warm_start", "adaptive")

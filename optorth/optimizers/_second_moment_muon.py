@@ -34,7 +34,7 @@ from optorth.blocks._second_moments import (
     scale_by_neuron_rms,
     scale_to_rms,
 )
-from optorth.matrices._resolve import route_specs
+from optorth.matrices._resolve import RoutingOnce
 from optorth.optimizers._adafactor import adafactor
 from optorth.optimizers._assemble import assemble
 from optorth.optimizers._fallback_lr import fallback_learning_rate
@@ -53,35 +53,35 @@ def _check(name, *, beta, beta2, eps, rms=1.0):
 def _normuon(name, *, learning_rate, beta, beta2, eps, nesterov, ns, rules, **assembly):
     """momentum → orthogonalize → per-neuron RMS at the same Frobenius norm → shape scale."""
     _check(name, beta=beta, beta2=beta2, eps=eps)
-    specs = route_specs(rules)
+    specs = RoutingOnce(rules)
     normalize = scale_by_neuron_rms(beta2, eps, specs=specs)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
               keep_matrix_norm(normalize, eps=1e-10, specs=specs)]
-    return assemble(name, blocks, learning_rate=learning_rate, rules=rules, **assembly)
+    return assemble(name, blocks, learning_rate=learning_rate, routing=specs, **assembly)
 
 
 def _adamuon(name, *, learning_rate, beta, beta2, eps, rms, nesterov, ns, rules, **assembly):
     """momentum → orthogonalize → element-wise RMS → RMS ``rms`` (no shape scale)."""
     _check(name, beta=beta, beta2=beta2, eps=eps, rms=rms)
-    specs = route_specs(rules)
+    specs = RoutingOnce(rules)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
               scale_by_elementwise_rms(beta2, eps, specs=specs),
               scale_to_rms(rms, eps=1e-8, specs=specs)]
-    return assemble(name, blocks, learning_rate=learning_rate, rules=rules, **assembly)
+    return assemble(name, blocks, learning_rate=learning_rate, routing=specs, **assembly)
 
 
 def _factored_muon(name, *, learning_rate, beta, beta2, eps, nesterov, ns, rules, fallback,
                    **assembly):
     """momentum → orthogonalize → factored RMS at the same Frobenius norm → shape scale."""
     _check(name, beta=beta, beta2=beta2, eps=eps)
-    specs = route_specs(rules)
+    specs = RoutingOnce(rules)
     factored = scale_by_factored_rms(decay_rate=0.8, eps=eps, max_decay=beta2, specs=specs)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
               keep_matrix_norm(factored, eps=1e-10, specs=specs)]
     fallback = fallback or adafactor(
         fallback_learning_rate(f"optorth.{name}", learning_rate, 3e-3),
         multiply_by_parameter_scale=False, rules=rules)
-    return assemble(name, blocks, learning_rate=learning_rate, rules=rules, fallback=fallback,
+    return assemble(name, blocks, learning_rate=learning_rate, routing=specs, fallback=fallback,
                     **assembly)
 
 
