@@ -56,9 +56,9 @@ from optorth.ns._validate import validate_schedule as validate_schedule
 __all__ = [
     "GRAM_CROSSOVER", "OBJECTIVES", "PER_SHAPE_PRESETS", "PRESETS", "SPECTRUM_FAMILIES",
     "STATE_VERSION", "BandObjective", "FitError", "MatrixObjective", "NewtonSchulz",
-    "OnlineLearning", "RefineInfo", "ScalarObjective", "Schedule", "ScheduleReport", "cans_schedule", "choose_method", "coefficient_fingerprint",
-    "default_restart", "fit_schedule", "newton_schulz", "newton_schulz_table", "polar",
-    "polar_express_schedule", "polar_numpy",
-    "preset_names", "refine_coefficients", "resolve_schedule", "root_schedule",
+    "OnlineLearning", "RefineInfo", "ScalarObjective", "Schedule", "ScheduleReport",
+    "cans_schedule", "choose_method", "coefficient_fingerprint", "default_restart",
+    "fit_schedule", "newton_schulz", "newton_schulz_table", "polar", "polar_express_schedule",
+    "polar_numpy", "preset_names", "refine_coefficients", "resolve_schedule", "root_schedule",
     "sample_spectra", "validate_schedule",
 ]

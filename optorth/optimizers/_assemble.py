@@ -14,7 +14,6 @@ optimizer in every error about a missing ``params`` or a state that is not its o
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +59,8 @@ def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init_fn, inner.update)
 
 
-def default_fallback(learning_rate: Any = 3e-3, weight_decay: float | WeightDecay = 0.0
-                     ) -> optax.GradientTransformation:
+def default_fallback(learning_rate: optax.ScalarOrSchedule = 3e-3,
+                     weight_decay: float | WeightDecay = 0.0) -> optax.GradientTransformation:
     """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
 
     ``optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)``: a true AdamW (not

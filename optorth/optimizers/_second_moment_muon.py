@@ -75,7 +75,7 @@ def _factored_muon(name, *, learning_rate, beta, beta2, eps, nesterov, ns, rules
     """momentum → orthogonalize → factored RMS at the same Frobenius norm → shape scale."""
     _check(name, beta=beta, beta2=beta2, eps=eps)
     specs = RoutingOnce(rules)
-    factored = scale_by_factored_rms(decay_rate=0.8, eps=eps, max_decay=beta2, specs=specs)
+    factored = scale_by_factored_rms(decay_rate=0.8, eps=eps, beta2=beta2, specs=specs)
     blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
               keep_matrix_norm(factored, eps=1e-10, specs=specs)]
     fallback = fallback or adafactor(
