@@ -4,6 +4,8 @@ A routed ready optimizer's state is ``optax.partition``'s, nested in the guard t
 integer leaves a zero update (and, with ``qk_clip``, chained with QK-clip's). These readers find
 the partition wherever it sits (also inside ``optax.inject_hyperparams``, ``optax.MultiSteps``
 or ``nnx.Optimizer.opt_state``), so code that inspects a state does not spell out the nesting.
+The nesting itself stays: its paths are the keys of every saved checkpoint (Orbax restores by
+path into ``tx.init(params)``'s structure), so a flatter state would not restore them.
 """
 
 from __future__ import annotations
