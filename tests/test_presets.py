@@ -7,6 +7,7 @@ hidden kernel and a bias (float32, default fallback) and the leaves of the state
 checkpoint holds. The presets must reproduce both.
 """
 
+import inspect
 import json
 import pathlib
 
@@ -78,3 +79,19 @@ def test_preset_updates_match_the_hand_written_functions(case):
     np.testing.assert_allclose(updates["bias"], recorded["bias"], rtol=2e-6, atol=1e-9)
     paths = [path for path, _ in flatten_with_paths(state)[0]]
     assert paths == [RECORDED["prefix"] + leaf for leaf in recorded["state"]]
+
+
+def test_presets_show_their_own_signature_and_refuse_unknown_arguments():
+    defaults = {name: inspect.signature(getattr(optorth, name)).parameters
+                for name in ("trust_region", "signum", "auon", "muon", "turbo_muon")}
+    assert defaults["trust_region"]["warm_start"].default is True
+    assert defaults["auon"]["warm_start"].default is False
+    assert defaults["signum"]["learning_rate"].default == 2.5e-4
+    assert defaults["turbo_muon"]["ns"].default == optorth.NewtonSchulz("turbo")
+    assert defaults["muon"]["ns"].default == optorth.NewtonSchulz()
+    assert optorth.auon.__module__ == "optorth.optimizers._norm_based"
+    assert "AuON" in optorth.auon.__doc__.splitlines()[0]
+    with pytest.raises(TypeError, match=r"optorth.signum: got an unexpected keyword argument"):
+        optorth.signum(momentum=0.9)
+    with pytest.raises(TypeError, match=r"optorth.muon: too many positional arguments"):
+        optorth.muon(0.02, 0.95, True)
