@@ -55,3 +55,7 @@ class GoogleSections(griffe.Extension):
     def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
         if obj.docstring is not None:
             obj.docstring.value = rewrite(obj.docstring.value)
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs) -> None:
+        """The top-level package, which ``on_object`` never sees."""
+        self.on_object(obj=pkg)

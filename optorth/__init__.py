@@ -1,35 +1,29 @@
 """optorth: composable optax transformations for orthogonalized and norm-based optimizers.
 
-Every optimizer here is one pipeline of small blocks (Kovalev, arXiv 2503.12645)::
+Every optimizer here is one pipeline of small blocks (Kovalev, arXiv 2503.12645):
 
     gradient → momentum → dualize under a norm (per matrix) → scale by shape
              → optional second-moment normalization → weight decay → learning rate
 
-Ready optimizers (hidden matrices take the pipeline; embeddings, heads, biases and gains take
-a fallback AdamW; print `describe_routing` to see which leaf goes where):
-  `muon`, `turbo_muon`, `root`, `normuon`, `adamuon`,
-  `factored_muon`, `trust_region`, `normalized_sgdm`, `signum`,
-  `auon`, `hybrid_auon`, `adafactor`.
-
-Configuration objects (frozen, validated where they are built, static under ``jax.jit``):
-  `NewtonSchulz` (schedule, steps, normalization, method, dtype, online learning,
-  distribution, telemetry), `OnlineLearning`, `Schedule`, `Distribution`
-  (how the matrices are divided over a device mesh), `WeightDecay` (decoupled or
-  cautious, coupled to the learning rate or not); norms in `optorth.norms`.
-
-Blocks to chain yourself: `scale_by_momentum`, `soft_threshold`,
-  `orthogonalize`, `dualize`, `scale_by_shape`,
-  `scale_by_factored_rms`, `scale_by_neuron_rms`,
-  `scale_by_elementwise_rms`, `keep_matrix_norm`, `scale_to_rms`,
-  `clip_by_rms`, `scale_by_param_rms`, `record_spectra`, `qk_clip`
-  (QK-clip after the step, with `QKClip` and ``optorth.nn.capture_max_logits``).
-
-Matrices and routing: `MatrixSpec`, `route`, `describe_routing`,
+- **Ready optimizers** (hidden matrices take the pipeline; embeddings, heads, biases and gains
+  take a fallback AdamW; print `describe_routing` to see which leaf goes where):
+  `muon`, `turbo_muon`, `root`, `normuon`, `adamuon`, `factored_muon`, `trust_region`,
+  `normalized_sgdm`, `signum`, `auon`, `hybrid_auon`, `adafactor`.
+- **Configuration objects** (frozen, validated where they are built, static under
+  ``jax.jit``): `NewtonSchulz` (schedule, steps, normalization, method, dtype, online
+  learning, distribution, telemetry), `OnlineLearning`, `Schedule`, `Distribution` (how the
+  matrices are divided over a device mesh), `WeightDecay` (decoupled or cautious, coupled to
+  the learning rate or not); norms in `optorth.norms`.
+- **Blocks to chain yourself**: `scale_by_momentum`, `soft_threshold`, `orthogonalize`,
+  `dualize`, `scale_by_shape`, `scale_by_factored_rms`, `scale_by_neuron_rms`,
+  `scale_by_elementwise_rms`, `keep_matrix_norm`, `scale_to_rms`, `clip_by_rms`,
+  `scale_by_param_rms`, `record_spectra`, `qk_clip` (QK-clip after the step, with `QKClip`
+  and ``optorth.nn.capture_max_logits``).
+- **Matrices and routing**: `MatrixSpec`, `route`, `describe_routing`,
   `nnx_attention_rules`.
-
-Newton–Schulz and schedules: `newton_schulz`, `validate_schedule`,
-  `fit_schedule`, `recorded_spectra`; the table a state runs: `coefficients`;
-  checkpoints: `reconcile_coefficients`.
+- **Newton–Schulz and schedules**: `newton_schulz`, `validate_schedule`, `fit_schedule`,
+  `recorded_spectra`; the table a state runs: `coefficients`; **checkpoints**:
+  `reconcile_coefficients`.
 
 Submodules hold the rest: `optorth.ns` (engine, presets, generators, fitting),
 `optorth.matrices` (specs, routing, grouping, sharding), `optorth.norms`,

@@ -46,9 +46,9 @@ class Distribution:
         partitions the products itself, with collectives inside the iteration).
       axes: the mesh axes that may carry a stack, in the order they split it. ``None``: under
         explicit axes, the axes the stack's parameters are actually sharded on; under
-        automatic axes (layouts are not visible while tracing) every axis of size > 1. Name
-        the axes yourself under automatic axes on a mesh with a replica axis, or use
-        `for_params`.
+        automatic axes (layouts are not visible while tracing) the axes the parameters were
+        sharded on when ``init`` saw them placed outside ``jax.jit``, else every axis of
+        size > 1. When ``init`` runs under ``jax.jit``, name the axes or use `for_params`.
       replica_axes: axes that never carry a stack (the slow cross-slice link of an HSDP mesh);
         the work is repeated on each replica instead, which costs no communication.
       keep_local: a leaf that holds whole matrices on each device already (sharded only on a
@@ -63,6 +63,12 @@ class Distribution:
         stack runs as pieces, one after another, each moved, iterated and moved back before
         the next. It bounds the gathered working set, not below one matrix per device.
         ``None``: no limit.
+      max_imbalance: when whole matrices leave devices idle (more devices than matrices of a
+        shape, or a count that does not divide evenly), single matrices are split over
+        groups of devices, each holding a block of columns (partial Gram matrices summed,
+        m×m products split by rows), until the planned work of the busiest device is at most
+        this multiple of an even split. Splitting adds collectives inside the iteration, so
+        the default tolerates 15%. ``None``: never split a matrix.
 
     Raises:
       ValueError: at construction, for an unknown mode, axis names that are not strings, an
@@ -87,6 +93,7 @@ class Distribution:
     keep_local: bool = True
     memory_budget: int | None = None
     layouts: tuple[tuple[str, tuple], ...] | None = None
+    max_imbalance: float | None = 1.15
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -102,6 +109,8 @@ class Distribution:
                                                  allow_none=True))
         if self.layouts is not None:
             set_("layouts", _checked_layouts(self.layouts))
+        if self.max_imbalance is not None:
+            set_("max_imbalance", _checked_imbalance(self.max_imbalance))
 
     def layout_of(self, path: str) -> tuple | None:
         """The recorded ``PartitionSpec`` entries of the leaf at ``path`` (``None``: none)."""
@@ -162,6 +171,42 @@ def _checked_layouts(layouts) -> tuple:
                          f"Distribution.for_params(params) records them; got "
                          f"{type(layouts).__name__}.") from None
     return checked
+
+
+def _checked_imbalance(value) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1
+    if not ok or value != value or value == float("inf"):
+        raise ValueError(f"{_WHO}: max_imbalance={value!r}; expected a finite number >= 1 (the "
+                         f"busiest device's work as a multiple of an even split), or None to "
+                         f"never split a matrix over devices.")
+    return float(value)
+
+
+def observing(policy: Distribution, params) -> Distribution:
+    """``policy`` knowing the layouts of ``params`` (as `Distribution.for_params` records
+    them) when it names neither axes nor layouts and ``params`` are placed arrays on one mesh
+    whose axes are automatic (tracing would hide their layouts); else ``policy`` itself.
+
+    Called by ``init`` on the parameters it is given, so that the default policy plans an
+    HSDP or FSDP × TP mesh as it does under explicit axes when ``init`` runs outside
+    ``jax.jit`` (as ``nnx.Optimizer`` and most training loops call it).
+    """
+    import jax
+
+    if policy.mode == "never" or policy.axes is not None or policy.layouts is not None:
+        return policy
+    placed = [x for x in jax.tree.leaves(params)
+              if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)]
+    meshes = {getattr(x.sharding, "mesh", None) for x in placed}
+    if not placed or len(meshes) != 1 or None in meshes:
+        return policy
+    mesh = meshes.pop()
+    if not isinstance(mesh, jax.sharding.Mesh) or mesh.size < 2 or any(
+            t != jax.sharding.AxisType.Auto for t in mesh.axis_types):
+        return policy
+    settings = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy)
+                if f.name not in ("axes", "layouts")}
+    return Distribution.for_params(params, **settings)
 
 
 def as_distribution(value, who: str) -> Distribution:

@@ -16,17 +16,16 @@ count — call `reconcile_coefficients` right after restoring and choose explici
 Every policy that keeps the restored table first checks its values: a table that is not
 finite or that `optorth.validate_schedule` rejects raises ``ValueError``.
 
-==================  ============================================================================
-policy              restored coefficients differ from those the optimizer was constructed with
-==================  ============================================================================
-``"same_schedule"`` keep the checkpoint's (e.g. learned) table if it started from the same
-                    table (equal fingerprints); otherwise raise ``ValueError`` (default)
-``"keep"``          always continue with the checkpoint's table (its fingerprint becomes the
-                    constructed optimizer's: ``update`` runs a state's table only when the
-                    fingerprints agree, and otherwise uses its own table)
-``"override"``      always use the table of the optimizer constructed now (learning restarts)
-``"error"``         raise ``ValueError`` whenever the tables differ at all
-==================  ============================================================================
+The policies, for restored coefficients that differ from those the optimizer was constructed
+with:
+
+- ``"same_schedule"`` (the default): keep the checkpoint's (e.g. learned) table if it started
+  from the same table (equal fingerprints); otherwise raise ``ValueError``.
+- ``"keep"``: always continue with the checkpoint's table (its fingerprint becomes the
+  constructed optimizer's: ``update`` runs a state's table only when the fingerprints agree,
+  and otherwise uses its own table).
+- ``"override"``: always use the table of the optimizer constructed now (learning restarts).
+- ``"error"``: raise ``ValueError`` whenever the tables differ at all.
 
 A changed step count changes the table's shape; Orbax then refuses to restore into the new
 optimizer's state ("Requested shape ... is not compatible with the stored shape"). Restore into
@@ -179,7 +178,7 @@ def reconcile_coefficients(restored, reference, policy: str = "same_schedule"):
         layout, or coefficients the policy does not accept (naming the state's path, both
         tables and the fix).
 
-    Example::
+    For example:
 
         with ocp.StandardCheckpointer() as ckptr:
             restored = ckptr.restore(path, {"params": params, "opt": tx.init(params)})
@@ -187,7 +186,7 @@ def reconcile_coefficients(restored, reference, policy: str = "same_schedule"):
                                                    policy="same_schedule")
 
     With Flax NNX (``nnx.state(optimizer)`` flattens the optax NamedTuples, so reconcile the
-    ``opt_state`` attribute, which keeps them)::
+    ``opt_state`` attribute, which keeps them):
 
         reference = jax.tree.map(jnp.copy, optimizer.opt_state)  # as constructed now
         nnx.update(optimizer, ckptr.restore(path, nnx.state(optimizer)))

@@ -8,6 +8,7 @@ the collectives of the compiled program: which kinds, how many, and which mesh a
 device groups span.
 """
 
+import dataclasses
 import pathlib
 import re
 
@@ -37,6 +38,10 @@ needs_devices = pytest.mark.skipif(
     ({"memory_budget": 0}, "memory_budget"),
     ({"memory_budget": 1.5}, "memory_budget"),
     ({"keep_local": "yes"}, "keep_local"),
+    ({"max_imbalance": 0.9}, "max_imbalance"),
+    ({"max_imbalance": float("nan")}, "max_imbalance"),
+    ({"max_imbalance": True}, "max_imbalance"),
+    ({"max_imbalance": "1.2"}, "max_imbalance"),
 ])
 def test_bad_policies_are_refused_where_they_are_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -159,6 +164,27 @@ def test_hsdp_never_crosses_the_replica_axis(kind):
 
 
 @needs_devices
+def test_the_default_policy_reads_the_layouts_from_an_init_outside_jit():
+    """Automatic axes, no policy given: ``tx.init(params)`` called on the placed parameters
+    (as nnx.Optimizer and most loops do) records their layouts, so HSDP moves nothing across
+    the replica axis and the updates keep the parameters' shardings."""
+    layouts = _layouts(lambda k, s: P("fsdp", None))
+    mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    tx = optorth.muon()
+    host = _tree(layouts, 0)
+    expected, _ = jax.jit(tx.update)(host, tx.init(host), host)
+    with jax.set_mesh(mesh):
+        params = {k: jax.device_put(host[k], NamedSharding(mesh, spec))
+                  for k, (_, spec) in layouts.items()}
+        state = tx.init(params)
+        update = jax.jit(tx.update)
+        hlo = update.lower(params, state, params).compile().as_text()
+        updates, _ = update(params, state, params)
+    _check_equal_and_placed(updates, expected, params)
+    assert _axes_crossed(hlo, mesh) == {"fsdp"}
+
+
+@needs_devices
 def test_named_axes_and_for_params_under_automatic_axes():
     mesh = jax.make_mesh((2, 4), ("replica", "fsdp"), axis_types=(AxisType.Auto,) * 2)
     layouts = _layouts(lambda k, s: P("fsdp", None))
@@ -253,6 +279,106 @@ def test_memory_budget_iterates_one_large_leaf_in_chunks():
     out, expected, params, chunked, whole = _budget_case(layouts, specs, 16 * 64 * 4, 2)
     _check_equal_and_placed(out, expected, params)
     assert chunked.count(" while(") > whole.count(" while(")
+
+
+# ----- single matrices split over devices ------------------------------------------------------
+def _planned_imbalance(d, layers, devices, **settings):
+    """(busiest / even work, splits) that the plan gives GPT-2-like shapes on a 1-D mesh."""
+    from jax.sharding import AbstractMesh
+
+    from optorth.matrices._grouping import plan_groups
+    from optorth.matrices._placement import Layouts, planned_work, plan_placements
+
+    shapes = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)] * layers
+    groups = plan_groups(shapes, [np.dtype(np.float32)] * len(shapes),
+                         [MatrixSpec()] * len(shapes), transpose_tall=True)
+    mesh = AbstractMesh((devices,), ("fsdp",))
+    plan = plan_placements(groups, mesh, Distribution(**settings), Layouts({}, {}, None))
+    busiest, even = planned_work(plan, mesh)
+    return busiest / even, [p.split for _, p in plan]
+
+
+@pytest.mark.parametrize("d, layers", [(768, 12), (1024, 24)])
+@pytest.mark.parametrize("devices", [8, 16, 32, 64])
+def test_the_plan_splits_matrices_until_the_work_is_balanced(d, layers, devices):
+    """GPT-2 small / medium shapes: whole matrices alone leave the busiest device up to 1.8×
+    an even split at 64 devices; the plan splits the stacks that gain most, to ≤ 1.15."""
+    ratio, splits = _planned_imbalance(d, layers, devices)
+    whole, _ = _planned_imbalance(d, layers, devices, max_imbalance=None)
+    assert ratio <= 1.15 + 1e-9, (ratio, splits)
+    if whole <= 1.15:  # nothing to gain: no collectives inside the iteration
+        assert splits == [1] * len(splits)
+    else:
+        assert max(splits) > 1 and ratio < whole
+
+
+WIDE = {"a/w": ((32, 512), P(None, "fsdp")), "b/w": ((512, 32), P("fsdp", None))}
+
+
+@needs_devices
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("ns", [optorth.NewtonSchulz(), optorth.NewtonSchulz("turbo"),
+                                optorth.NewtonSchulz(method="standard")],
+                         ids=["jordan_gram", "turbo_aol", "standard"])
+def test_few_matrices_are_split_column_wise_and_match_one_device(kind, ns):
+    """Two 32×512 matrices (one stored tall) on 8 devices: each is split into 4 column blocks
+    of 128, so every device iterates on a quarter matrix; partial Gram matrices are summed and
+    m×m products split by rows over collective-permutes. Equal to one device, output shardings
+    equal to the parameters'; with ``max_imbalance=None`` whole matrices and no permutes."""
+    mesh, policy = _mesh_and_policy((8,), ("fsdp",), kind, WIDE)
+    results = {}
+    for name, setting in (("split", {}), ("whole", {"max_imbalance": None})):
+        distribute = dataclasses.replace(policy, **setting)
+        tx = optorth.muon(ns=dataclasses.replace(ns, distribute=distribute))
+        updates, expected, params, hlo = _compiled_update(tx, WIDE, mesh)
+        _check_equal_and_placed(updates, expected, params)
+        results[name] = collective_counts(hlo)
+    assert results["split"]["collective-permute"] > 0, results
+    assert results["whole"].get("collective-permute", 0) == 0, results
+
+
+@needs_devices
+def test_a_split_in_bfloat16_matches_whole_matrices():
+    """16-bit iteration: the partial Gram matrices are summed in float32, so splitting adds no
+    more rounding than one device's product: split and whole bfloat16 updates are equally far
+    from the float32 one."""
+    mesh, policy = _mesh_and_policy((8,), ("fsdp",), "explicit", WIDE)
+    out = {}
+    for name, setting in (("split", {}), ("whole", {"max_imbalance": None})):
+        ns = optorth.NewtonSchulz(dtype="bfloat16",
+                                  distribute=dataclasses.replace(policy, **setting))
+        out[name], _, _, _ = _compiled_update(optorth.muon(ns=ns), WIDE, mesh)
+    _, float32, _, _ = _compiled_update(optorth.muon(), WIDE, mesh)
+    for key in WIDE:
+        error = {name: float(np.linalg.norm(np.asarray(out[name][key]) - float32[key]))
+                 for name in out}
+        assert error["split"] <= 1.5 * error["whole"], (key, error)
+
+
+@needs_devices
+def test_a_split_stays_off_the_replica_axis():
+    """replica(2) × fsdp(4): the column groups form inside fsdp; nothing crosses replica."""
+    layouts = {"a/w": ((32, 512), P(None, "fsdp"))}
+    mesh, policy = _mesh_and_policy((2, 4), ("replica", "fsdp"), "explicit", layouts)
+    tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=policy))
+    updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
+    _check_equal_and_placed(updates, expected, params)
+    assert collective_counts(hlo)["collective-permute"] > 0
+    assert _axes_crossed(hlo, mesh) == {"fsdp"}
+
+
+@needs_devices
+def test_the_adaptive_dual_scale_keeps_whole_matrices():
+    """``orthogonalize(adaptive=True)`` multiplies by ⟨M, O⟩, a sum over the whole matrix: its
+    stacks are never split."""
+    mesh, policy = _mesh_and_policy((8,), ("fsdp",), "explicit", WIDE)
+    tx = optorth.orthogonalize(adaptive=True, distribute=policy,
+                               specs={k: MatrixSpec() for k in WIDE})
+    updates, expected, params, hlo = _compiled_update(tx, WIDE, mesh)
+    scale = max(float(np.max(np.abs(expected[k]))) for k in WIDE)  # ⟨M, O⟩ = ‖M‖_* ≈ 30
+    _check_equal_and_placed({k: v / scale for k, v in updates.items()},
+                            {k: v / scale for k, v in expected.items()}, params)
+    assert collective_counts(hlo).get("collective-permute", 0) == 0
 
 
 @needs_devices

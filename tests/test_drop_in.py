@@ -191,6 +191,19 @@ def test_hidden_layers_of_a_transformer_give_no_output_layer_warning():
     assert optorth.matrices.routing_report(params, rules).warnings == []
 
 
+def test_an_embedding_as_long_as_the_width_does_not_make_hidden_layers_output_layers():
+    """A positional embedding with context = width = 32 has as many rows as every hidden layer
+    has outputs; a size that hidden layers read as input is not a vocabulary. The head
+    (32 → 96 = the token embedding's rows) is still flagged."""
+    params = {"wpe": {"embedding": jnp.zeros((32, 32))}, "wte": {"embedding": jnp.zeros((96, 32))},
+              "proj": {"kernel": jnp.zeros((32, 32))}, "up": {"kernel": jnp.zeros((32, 64))},
+              "down": {"kernel": jnp.zeros((64, 32))}}
+    assert optorth.matrices.routing_report(params).warnings == []
+    params["final"] = {"kernel": jnp.zeros((32, 96))}
+    (warning,) = optorth.matrices.routing_report(params).warnings
+    assert "'final/kernel'" in warning and "match an embedding's vocabulary" in warning
+
+
 def test_tied_embedding_on_the_matrix_path_and_no_matrix_leaf_warn():
     params = {"wte": {"embedding": jnp.zeros((32, 16))}, "b": jnp.zeros(16)}
     warnings = optorth.matrices.routing_report(params, [("wte", MatrixSpec())]).warnings

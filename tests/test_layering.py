@@ -34,6 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS: dict[str, int] = {
     "_checks": 0,
     "_distribution": 1,
+    "_column_split": 1,
     "ns": 2,
     "matrices": 2,
     "nn": 2,

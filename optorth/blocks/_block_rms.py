@@ -1,7 +1,7 @@
 """Per-matrix RMS blocks: update clipping and the relative (parameter-scale) step size.
 
 Adafactor (Shazeer & Stern 2018, arXiv 1804.04235, section 6 and 8) defines both per weight
-matrix::
+matrix:
 
     Û_t = U_t / max(1, RMS(U_t) / d)                 (update clipping)
     α_t = max(ε2, RMS(X_{t−1})) · ρ_t                 (relative step size)

@@ -1,6 +1,6 @@
 """Factored second moments: Adafactor's row and column statistics, per matrix, in float32.
 
-For every matrix G (m × n) of a leaf's matrix view, with β̂2_t = 1 − t^(−c)::
+For every matrix G (m × n) of a leaf's matrix view, with β̂2_t = 1 − t^(−c):
 
     R_t = β̂2_t R_{t−1} + (1 − β̂2_t) · rowmean(G² + ε1)      (m values)
     C_t = β̂2_t C_{t−1} + (1 − β̂2_t) · colmean(G² + ε1)      (n values)

@@ -1,12 +1,12 @@
 """Momentum before the dualizer, in the two conventions of the Muon family.
 
-``convention="ema"`` (Muon reference, Kovalev's trust region, AuON, Signum)::
+``convention="ema"`` (Muon reference, Kovalev's trust region, AuON, Signum):
 
     m ← β m + (1 − β) g                    (torch: m.lerp_(g, 1 − β))
     u = (1 − β) g + β m   if nesterov      (torch: g.lerp_(m, β))
     u = m                 otherwise
 
-``convention="sgd"`` (ROOT; ``optax.trace``)::
+``convention="sgd"`` (ROOT; ``optax.trace``):
 
     m ← β m + g;    u = g + β m  if nesterov  else  m
 
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from optorth._checks import check_bool, check_choice, check_decay, check_dtype
+from optorth.matrices._sharding import keep_shardings
 
 MOMENTUM_CONVENTIONS = ("ema", "sgd")
 
@@ -127,6 +128,6 @@ def scale_by_momentum(
             lambda g, m: _direction(g, m, beta, t, convention, nesterov, bias_correction),
             updates, mu)
         mu = jax.tree.map(lambda m, old: m.astype(old.dtype), mu, state.mu)
-        return out, MomentumState(t, mu)
+        return out, MomentumState(t, keep_shardings(mu, state.mu))
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -2,7 +2,7 @@
 is from orthogonal, and the dtype the iteration ran in.
 
 For each m × n matrix O (m ≤ n after transposing) the error is the RMS of σ_i² − 1 over its
-m singular values, ‖O Oᵀ − I‖_F / √m, estimated from k Gaussian probe vectors Z (m × k)::
+m singular values, ‖O Oᵀ − I‖_F / √m, estimated from k Gaussian probe vectors Z (m × k):
 
     ‖A‖_F² ≈ (1/k) Σ_j ‖A z_j‖²,  A z = O (Oᵀ z) − z           (E‖A z‖² = ‖A‖_F²)
 
@@ -97,8 +97,9 @@ def ns_telemetry(state) -> dict:
         ``inject_hyperparams`` or an ``nnx.Optimizer``'s ``opt_state``).
 
     Returns:
-      ``{"dtype": the iteration's compute dtype name, "errors": {leaf path: RMS(σ² − 1)
-      estimated on the last update}}`` (several orthogonalize blocks: their errors merged).
+      The iteration's compute dtype name and each leaf's RMS(σ² − 1) estimated on the last
+      update, as ``{"dtype": name, "errors": {leaf path: error}}`` (several orthogonalize
+      blocks: their errors merged).
 
     Example:
       >>> import jax.numpy as jnp, optorth

@@ -13,12 +13,13 @@ import numpy as np
 import optax
 
 from optorth._checks import check_bool
-from optorth._distribution import Distribution, as_distribution
+from optorth._column_split import full_shape
+from optorth._distribution import Distribution, as_distribution, observing
 from optorth.blocks._ns_telemetry import init_telemetry, leaf_errors
 from optorth.matrices import MatrixSpec, Specs, map_matrices, resolve_specs
-from optorth.matrices._paths import flatten_with_paths
+from optorth.matrices._paths import flatten_with_paths, is_variable
 from optorth.matrices._resolve import matrix_shapes
-from optorth.matrices._sharding import call_replicated
+from optorth.matrices._sharding import call_replicated, map_sharded
 from optorth.ns._config import NewtonSchulz, as_newton_schulz
 from optorth.ns._fingerprint import STATE_VERSION, UNKNOWN_FINGERPRINT, coefficient_fingerprint
 from optorth.ns._online import refine_coefficients
@@ -148,6 +149,17 @@ def _learned_coeffs(ns: NewtonSchulz, state, updates, specs_tree):
     return call_replicated(refine, state.coeffs, state.count, mats)
 
 
+def _same_tree(params, updates):
+    """``params`` when it has the updates' structure (NNX variables as leaves), else ``None``:
+    the updates then take the parameters' shardings (under automatic mesh axes the
+    compiler would otherwise choose them)."""
+    if params is None:
+        return None
+    same = (jax.tree.structure(params, is_leaf=is_variable)
+            == jax.tree.structure(updates, is_leaf=is_variable))
+    return params if same else None
+
+
 def scale_by_dual(mats, direction):
     """direction · ⟨M, direction⟩ per matrix (Bernstein & Newhouse's adaptive scaling)."""
     f32 = jnp.promote_types(mats.dtype, jnp.float32)
@@ -202,8 +214,12 @@ def orthogonalize(
                          "use telemetry with adaptive=False.")
     distribute = (ns.distribute if distribute is None
                   else as_distribution(distribute, "orthogonalize"))
+    planned = [distribute]  # with the parameters' layouts once init has seen them placed
 
     def init_fn(params):
+        observed = observing(distribute, params)
+        if observed is not distribute:  # an init under jit (tracers) keeps what was seen
+            planned[0] = observed
         specs_tree = resolve_specs(specs, params, who="orthogonalize")
         shapes = matrix_shapes(specs_tree, params)
         with jax.ensure_compile_time_eval():  # concrete tables (for the fingerprint) under jit
@@ -216,7 +232,6 @@ def orthogonalize(
                                       jnp.asarray(STATE_VERSION, jnp.int32), count, telemetry)
 
     def update_fn(updates, state, params=None):
-        del params
         check_state(ns, state.coeffs)
         specs_tree = resolve_specs(specs, updates, who="orthogonalize")
         shapes = {s for s in matrix_shapes(specs_tree, updates) if min(s) > 0}
@@ -228,11 +243,13 @@ def orthogonalize(
         def direction(coeffs, mats):
             if mats.size == 0:
                 return mats
-            out = ns.apply(mats, _coeffs_for(coeffs, mats.shape))
+            out = ns.apply(mats, _coeffs_for(coeffs, full_shape(mats.shape)))
             return scale_by_dual(mats, out) if adaptive else out
 
-        out = map_matrices(direction, updates, specs_tree, consts=state.coeffs,
-                           transpose_tall=True, distribute=distribute)
+        out = map_sharded(direction, updates, specs_tree, consts=state.coeffs,
+                          transpose_tall=True, distribute=planned[0],
+                          split_columns=not adaptive,  # the dual scale needs whole matrices
+                          like=_same_tree(params, updates))
         if ns.telemetry:
             paths = [p for p, _ in flatten_with_paths(updates)[0]]
             errors = leaf_errors(out, specs_tree, paths, ns.telemetry)

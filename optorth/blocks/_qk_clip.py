@@ -1,6 +1,6 @@
 """QK-clip (MuonClip): rescale each attention head's query and key weights after the step.
 
-For every head h whose maximum attention logit over the batch S_max^h exceeds τ::
+For every head h whose maximum attention logit over the batch S_max^h exceeds τ:
 
     γ_h = min(1, τ / S_max^h)
     W_q^h ← √γ_h W_q^h,  W_k^h ← √γ_h W_k^h            (multi-head attention)

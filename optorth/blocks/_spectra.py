@@ -4,7 +4,7 @@
 and, every ``every`` updates, stores the singular values of a few of them (float32 SVD,
 ``lax.cond``-gated so the other steps pay nothing but a predicate) in a ring buffer of plain
 arrays, so the record is jit-compatible and checkpointable. Put it right after the momentum
-block to record momentum spectra::
+block to record momentum spectra:
 
     optax.chain(optax.trace(0.95, nesterov=True), optorth.record_spectra(every=50),
                 optorth.orthogonalize(), ...)

@@ -2,7 +2,7 @@
 learning rate multiplies it.
 
 With u the update direction (what the learning rate multiplies), η the learning rate and
-m = 1[u ⊙ x ≥ 0] the cautious mask (all ones when not cautious)::
+m = 1[u ⊙ x ≥ 0] the cautious mask (all ones when not cautious):
 
     coupled (AdamW's decoupled decay):   x ← x − η (u + λ m ⊙ x)
     independent of the learning rate:    x ← x − η u − λ m ⊙ x
@@ -27,7 +27,7 @@ class WeightDecay:
     """Weight decay's rate and mode, validated where it is built (static under ``jax.jit``).
 
     Cautious weight decay (Chen et al.) decays only the coordinates where the update and the
-    parameter share a sign; it needs no new hyperparameter::
+    parameter share a sign; it needs no new hyperparameter:
 
         x ← x − η (u + λ · 1[u ⊙ x ≥ 0] ⊙ x)
 

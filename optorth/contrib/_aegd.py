@@ -50,7 +50,7 @@ def aegd(
 ) -> optax.GradientTransformationExtraArgs:
     r"""AEGD: gradient descent scaled by a per-coordinate energy that never increases.
 
-    With loss value f_k = ``value``, gradient g_k and base step η = ``learning_rate``::
+    With loss value f_k = ``value``, gradient g_k and base step η = ``learning_rate``:
 
         p_k     = P(g_k)                      (the preconditioner's output; P = identity if None)
         v_k     = p_k / (2 √(f_k + c))

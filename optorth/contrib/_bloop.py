@@ -87,7 +87,7 @@ def bloop(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Bloop gradient surgery: main gradient plus the auxiliary gradient orthogonal to its EMA.
 
-    With main gradient g, auxiliary gradient a and strength λ, at step t::
+    With main gradient g, auxiliary gradient a and strength λ, at step t:
 
         e_t = decay · e_{t−1} + (1 − decay) · g_t            (e_0 = 0)
         u_t = g_t + λ · (a_t − ⟨a_t, e_t⟩ / ‖e_t‖² · e_t)

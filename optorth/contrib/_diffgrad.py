@@ -48,7 +48,7 @@ def scale_by_diffgrad(
 ) -> optax.GradientTransformation:
     r"""The diffGrad direction: Adam's m̂/(√v̂ + ε) times the friction ξ = sigmoid(|Δg|).
 
-    Algorithm 1 of the paper, elementwise, at step t = 1, 2, … with g_0 = 0::
+    Algorithm 1 of the paper, elementwise, at step t = 1, 2, … with g_0 = 0:
 
         m_t = b1 m_{t−1} + (1 − b1) g_t,        m̂_t = m_t / (1 − b1^t)
         v_t = b2 v_{t−1} + (1 − b2) g_t²,       v̂_t = v_t / (1 − b2^t)

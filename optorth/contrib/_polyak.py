@@ -71,7 +71,7 @@ def polyak_momentum(
     r"""Heavy ball with the generalized Polyak step size (ALR-MAG / ALR-SMAG).
 
     With gradient g_k (of the mini-batch loss f_{S_k} in the stochastic variant), loss value
-    f_k = ``value`` at the current parameters and lower bound f* = ``f_star``::
+    f_k = ``value`` at the current parameters and lower bound f* = ``f_star``:
 
         d_k = g_k + β d_{k−1}                                   (d_{−1} = 0)
         η_k = min( max(f_k − f*, 0) / (c ‖d_k‖² + ε),  η_max )   (0 where c‖d_k‖² + ε = 0)

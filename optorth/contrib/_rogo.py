@@ -21,7 +21,7 @@ k × k "scale" Λ, initialised at I, penalised by λ ‖Λ − I‖²_F, and fol
 of each task):
 
 * update (here W denotes the effective weight, the parameter optax sees; G = ∂L/∂W; A = Sᵀ W₀
-  is the *anchor*, the weight's action on S when S was relaxed, stored in the state)::
+  is the *anchor*, the weight's action on S when S was relaxed, stored in the state):
 
       u = (I − M Mᵀ) G  +  S D A,     D = Sᵀ G Aᵀ + 2λ (Λ − I),     (Λ − I) A = Sᵀ W − A
 
@@ -158,7 +158,7 @@ def rogo(
     r"""Restricted orthogonal gradient projection (ROGO; GPM when ``relax=False``).
 
     Per matrix W (fan-in m × fan-out n) with frozen-space basis M and relaxing space S ⊂ span(M)
-    (see the module docstring for the derivation)::
+    (see the module docstring for the derivation):
 
         u = G − M Mᵀ G + S (Sᵀ G) Aᵀ A + 2λ S (Sᵀ W − A)
 

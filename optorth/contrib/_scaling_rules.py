@@ -2,7 +2,7 @@
 
 When the batch size is multiplied by κ, Adam's (and RMSprop's) hyperparameters that keep the
 same stochastic differential equation, hence approximately the same trajectory as a function
-of samples seen, are::
+of samples seen, are:
 
     η → √κ · η,    1 − β₁ → κ (1 − β₁),    1 − β₂ → κ (1 − β₂),    ε → ε / √κ.
 
@@ -61,7 +61,7 @@ def sqrt_scaling_rule(
 ) -> ScaledHyperparams:
     r"""Adam's hyperparameters for batch size × κ by the square-root scaling rule.
 
-    From hyperparameters (η, β₁, β₂, ε) tuned at batch size B, the rule gives, for batch κB::
+    From hyperparameters (η, β₁, β₂, ε) tuned at batch size B, the rule gives, for batch κB:
 
         η' = √κ · η,   β₁' = 1 − κ (1 − β₁),   β₂' = 1 − κ (1 − β₂),   ε' = ε / √κ
 

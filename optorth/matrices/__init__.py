@@ -3,29 +3,22 @@
 The ground floor under the blocks (it imports nothing from ``ns``, ``norms``, ``blocks`` or
 ``optimizers``). What it offers:
 
-Seeing a leaf as matrices
-  `MatrixSpec`: the fan-in, fan-out, batch, head and fused-block axes of a weight, and
-  the exact conversions between the leaf and its ``(B, m, n)`` matrices.
-
-Routing (which leaf takes which path)
-  `route`, `routing_decisions`, `Decision`, `describe_routing` and
-  `routing_report` (never raise: every leaf, suggested rules for the leaves route refuses,
-  `RoutingWarning` s for likely mistakes), `nnx_attention_rules` and the default
-  name patterns `EMBEDDING_PATTERNS`,
-  `HEAD_PATTERNS`, `BIAS_PATTERNS`, `ADAPTER_PATTERNS`. ``FALLBACK`` is the
-  target ``"fallback"``.
-
-Specs (the one resolver)
-  `resolve_specs` reads the ``specs`` argument of every block the same way: ``None`` is
-  `route`; otherwise a pytree (or prefix) of ``MatrixSpec`` / ``"fallback"`` / ``None``
-  or a callable ``tree -> such a pytree``, such as `route_specs` ``(rules)``. Specs
-  are matched to leaves by path, so they work inside ``optax.partition`` / ``optax.masked``
-  and under Flax NNX.
-
-Mapping (the one per-matrix mapper)
-  `map_matrices` applies a per-matrix function to every matrix of a tree, one batched
-  call per matrix shape and dtype, distributed over a device mesh when there is one;
-  `describe_groups` prints the stacks it forms.
+- **Seeing a leaf as matrices.** `MatrixSpec`: the fan-in, fan-out, batch, head and
+  fused-block axes of a weight, and the exact conversions between the leaf and its
+  ``(B, m, n)`` matrices.
+- **Routing (which leaf takes which path).** `route`, `routing_decisions`, `Decision`,
+  `describe_routing` and `routing_report` (never raise: every leaf, suggested rules for the
+  leaves route refuses, `RoutingWarning` s for likely mistakes), `nnx_attention_rules` and
+  the default name patterns `EMBEDDING_PATTERNS`, `HEAD_PATTERNS`, `BIAS_PATTERNS`,
+  `ADAPTER_PATTERNS`. ``FALLBACK`` is the target ``"fallback"``.
+- **Specs (the one resolver).** `resolve_specs` reads the ``specs`` argument of every block
+  the same way: ``None`` is `route`; otherwise a pytree (or prefix) of ``MatrixSpec`` /
+  ``"fallback"`` / ``None`` or a callable ``tree -> such a pytree``, such as `route_specs`
+  ``(rules)``. Specs are matched to leaves by path, so they work inside ``optax.partition`` /
+  ``optax.masked`` and under Flax NNX.
+- **Mapping (the one per-matrix mapper).** `map_matrices` applies a per-matrix function to
+  every matrix of a tree, one batched call per matrix shape and dtype, distributed over a
+  device mesh when there is one; `describe_groups` prints the stacks it forms.
 
 Example:
   >>> import jax.numpy as jnp

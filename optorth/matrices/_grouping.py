@@ -22,6 +22,8 @@ then form one stack of 24, which also divides evenly over 8 devices (see
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -116,6 +118,11 @@ def _stack(group: Group, pieces) -> jax.Array:
     return _concat(kept + ([_swap(_concat(flipped))] if flipped else []))
 
 
+def _stacks(group: Group, inputs) -> list[jax.Array]:
+    """One stack per tree from the members' pieces of each tree."""
+    return [_stack(group, pieces) for pieces in inputs]
+
+
 def _unstack(group: Group, stack) -> list[jax.Array]:
     """Inverse of `_stack`: the members' arrays in their own orientation."""
     first_flipped = next((m.start for m in group.members if m.transposed), group.size)
@@ -159,7 +166,9 @@ def map_stacks(
 
     ``fn(stack, *rest_stacks)`` runs once per `Group`. ``schedule(groups)``, if given,
     returns ``[(group, wrap)]``: the groups to run (it may split them) and for each a wrapper
-    ``wrap(fn)`` (the sharding step places each stack on devices with it).
+    (the sharding step places each stack on devices with it): ``wrap(fn)(inputs, stacks_of)``
+    gets the members' pieces per tree and the function that stacks them, so it decides when
+    the stacks are built.
     ``specs_tree`` must be a prefix of ``tree`` (as `resolve_specs` returns it); leaves
     without a `MatrixSpec` and non-array entries are returned unchanged.
     """
@@ -172,11 +181,13 @@ def map_stacks(
     results = [None if p is None else [None] * len(p) for p in split]
     scheduled = [(g, None) for g in groups] if schedule is None else schedule(groups)
     for group, wrap in scheduled:
-        stacks = [_stack(group, [pieces[m.leaf][m.block] for m in group.members])
+        inputs = [[pieces[m.leaf][m.block] for m in group.members]
                   for pieces in (split, *split_rest)]
-        out = (fn if wrap is None else wrap(fn))(*stacks)
-        if tuple(getattr(out, "shape", ())) != tuple(stacks[0].shape):
-            raise ValueError(f"map_matrices: fn changed a stack of shape {stacks[0].shape} "
+        stacks_of = functools.partial(_stacks, group)
+        out = fn(*stacks_of(inputs)) if wrap is None else wrap(fn)(inputs, stacks_of)
+        expected = (group.size, *group.shape)
+        if tuple(getattr(out, "shape", ())) != expected:
+            raise ValueError(f"map_matrices: fn changed a stack of shape {expected} "
                              f"into {getattr(out, 'shape', type(out).__name__)}; it must keep "
                              f"the shape (one output matrix per input matrix).")
         for mem, part in zip(group.members, _unstack(group, out), strict=True):

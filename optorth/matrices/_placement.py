@@ -14,7 +14,10 @@ module decides, at trace time, for every stack:
   evenly over the devices forms its own stack, so no two leaves are concatenated and
   reshuffled across devices;
 * the padding (zero matrices, mapped to zero) that makes the stack divide evenly, and the
-  number of sequential chunks that keeps one device's working set within the memory budget.
+  number of sequential chunks that keeps one device's working set within the memory budget;
+* *balance*: when whole matrices leave devices idle, the stacks whose split helps most are
+  split column-wise over groups of devices (``optorth._column_split``) until the busiest
+  device's planned work is within ``max_imbalance`` of an even split.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Placement(NamedTuple):
     pad: int
     chunks: int
     after_previous: bool = False
+    split: int = 1  # devices sharing each matrix, each holding a block of its columns
 
     @property
     def home(self) -> P:
@@ -191,7 +195,7 @@ def plan_placements(groups, mesh, policy: Distribution, known: Layouts):
     plan = []
     for group in groups:
         plan.extend(_plan_group(group, mesh, policy, known))
-    return plan
+    return balance(plan, mesh, policy.max_imbalance)
 
 
 def _plan_group(group, mesh, policy, known):
@@ -210,9 +214,11 @@ def _plan_group(group, mesh, policy, known):
     subgroups = regroup(group, [[m] for m, _ in own] + batches)
     homes = [home for _, home in own] + [candidates] * len(batches)
     chained = [False] * len(own) + [i > 0 for i in range(len(batches))]
+    pooled_flags = [False] * len(own) + [True] * len(batches)
     return [(g, _placement(g, home, _route(g, home, known), mesh, policy)._replace(
-                after_previous=after))
-            for g, home, after in zip(subgroups, homes, chained, strict=True)]
+                after_previous=after, split=0 if pooled else 1))
+            for g, home, after, pooled in zip(subgroups, homes, chained, pooled_flags,
+                                               strict=True)]
 
 
 def _split_local(group, candidates, mesh, policy, known):
@@ -250,3 +256,86 @@ def layouts_of(leaves: dict, specs: dict, paths: dict, typeof, explicit: bool,
                 return Layouts(specs, shapes, None)
         layouts[i] = tuple(spec) + (None,) * (np.ndim(x) - len(spec))
     return Layouts(specs, shapes, layouts)
+
+
+#: The narrowest column block a split leaves on a device (narrower blocks make small, slow
+#: matrix products and more collectives per FLOP).
+MIN_SPLIT_COLUMNS = 128
+
+
+def _work(shape) -> int:
+    """Dot FLOPs of five quintic Newton–Schulz steps on one wide m×n matrix (a weight)."""
+    m, n = sorted(shape)
+    return 10 * m ** 3 + 20 * m * m * n
+
+
+def _cost(group, placement, mesh, split: int) -> float:
+    """Planned dot work of the busiest device for ``group`` split over ``split`` devices."""
+    devices = mesh_size(mesh, entry_axes(placement.home[0]))
+    return _work(group.shape) * math.ceil(group.size * split / devices) / split
+
+
+def _splits(group, placement, mesh) -> list[int]:
+    """The column splits a stack allows: powers of two dividing its devices and both sides
+    of its wide matrices, leaving at least `MIN_SPLIT_COLUMNS` columns per block."""
+    if placement is None or placement.split != 0 or len(placement.route) != 1:
+        return []
+    if placement.chunks != 1 or group.shape[0] > group.shape[1]:
+        return []
+    devices, (m, n) = mesh_size(mesh, entry_axes(placement.home[0])), group.shape
+    found, k = [], 2
+    while k <= devices and devices % k == 0 and m % k == 0 and n % k == 0 and \
+            n // k >= MIN_SPLIT_COLUMNS:
+        found.append(k)
+        k *= 2
+    return found
+
+
+def _best_gain(group, placement, mesh, current: int):
+    """``(work saved, split)`` of the best larger split of one stack (``(0, current)``)."""
+    best, splits = (0.0, current), _splits(group, placement, mesh)
+    now = _cost(group, placement, mesh, current) if splits else 0.0
+    for k in splits:
+        if k > current and now - _cost(group, placement, mesh, k) > best[0] * (1 + 1e-9):
+            best = (now - _cost(group, placement, mesh, k), k)
+    return best
+
+
+def planned_work(plan, mesh) -> tuple[float, float]:
+    """``(busiest, even)``: the planned dot work of the busiest device for ``plan`` (every
+    stack on every device: stacks run one after another, and a stack homed on some axes
+    repeats on the others) and that of an even split (each stack's work divided by its
+    home's device count)."""
+    placed = [(g, p) for g, p in plan if p is not None]
+    busiest = sum(_cost(g, p, mesh, max(p.split, 1)) for g, p in placed)
+    even = sum(_work(g.shape) * g.size / mesh_size(mesh, entry_axes(p.home[0]))
+               for g, p in placed)
+    return busiest, even
+
+
+def balance(plan, mesh, max_imbalance: float | None):
+    """Splits the pooled stacks of ``plan`` column-wise, greedily by work saved, until the
+    busiest device's planned work (`planned_work`) is within ``max_imbalance`` of an even
+    split."""
+    splits = [1] * len(plan)
+    while max_imbalance is not None:
+        current = [(g, p if p is None else p._replace(split=k))
+                   for (g, p), k in zip(plan, splits, strict=True)]
+        busiest, even = planned_work(current, mesh)
+        if busiest <= max_imbalance * even:
+            break
+        gains = [_best_gain(g, p, mesh, k) for (g, p), k in zip(plan, splits, strict=True)]
+        i = max(range(len(plan)), key=lambda j: gains[j][0], default=None)
+        if i is None or gains[i][0] <= 0:
+            break
+        splits[i] = gains[i][1]
+    return [(g, p if p is None else _with_split(g, p, mesh, k))
+            for (g, p), k in zip(plan, splits, strict=True)]
+
+
+def _with_split(group, placement, mesh, split: int) -> Placement:
+    if split == 1:
+        return placement._replace(split=1)
+    slots = mesh_size(mesh, entry_axes(placement.home[0])) // split
+    per_slot = -(-group.size // slots)
+    return placement._replace(split=split, pad=per_slot * slots - group.size)

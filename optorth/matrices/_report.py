@@ -102,8 +102,11 @@ def _likely_outputs(decisions, embed) -> list[str]:
             continue
         fan_in, fan_out = d.shape
         inputs = set().union(*(fan_dims(o.shape) for j, o in enumerate(decisions) if j != i))
-        if fan_out in vocab or (fan_out < fan_in and fan_out not in inputs):
-            why = (f"its {fan_out} outputs match an embedding's vocabulary" if fan_out in vocab
+        hidden = set().union(*(fan_dims(o.shape) for j, o in enumerate(decisions)
+                               if j != i and not _named(embed, o.path)))
+        by_vocab = fan_out in vocab and fan_out not in hidden  # no hidden layer reads it
+        if by_vocab or (fan_out < fan_in and fan_out not in inputs):
+            why = (f"its {fan_out} outputs match an embedding's vocabulary" if by_vocab
                    else f"its {fan_out} outputs are the input size of no other leaf")
             out.append(
                 f"leaf {d.path!r} of shape {d.shape} takes the matrix path but looks like the "
@@ -201,7 +204,7 @@ def describe_routing(
     output layer or a tied embedding on the matrix path, no matrix leaf at all). The last line
     counts the leaves of each route.
 
-    Example::
+    For example:
 
         print(optorth.describe_routing(nnx.state(model, nnx.Param)))
     """

@@ -47,12 +47,14 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from optorth._column_split import ColumnSplit, splitting
 from optorth._distribution import Distribution, as_distribution, entry_axes
 from optorth.matrices._grouping import Group, map_stacks
 from optorth.matrices._paths import is_variable, unwrap
@@ -143,18 +145,59 @@ def _chunked(fn, stacks, placement: Placement, devices: int):
     return jnp.reshape(out, (total, m, n))
 
 
+def _to_blocks(stack, split: int, devices: int):
+    """``(S, m, n)`` → ``(S·split, m, n/split)``: with ``L = S·split/devices`` matrices per
+    slot, matrix ``l`` of slot ``s`` gives entry ``(s·split + j)·L + l`` its column block
+    ``j``, so that sharded on the first axis, device ``s·split + j`` holds block ``j`` of its
+    slot's matrices."""
+    total, m, n = stack.shape
+    slots = devices // split
+    per = total // slots
+    blocks = jnp.reshape(stack, (slots, per, m, split, n // split))
+    return jnp.reshape(jnp.transpose(blocks, (0, 3, 1, 2, 4)), (total * split, m, n // split))
+
+
+def _from_blocks(blocks, split: int, devices: int):
+    """The inverse of `_to_blocks`."""
+    total, m, width = blocks.shape
+    slots = devices // split
+    per = total // (slots * split)
+    stack = jnp.transpose(jnp.reshape(blocks, (slots, split, per, m, width)), (0, 2, 3, 1, 4))
+    return jnp.reshape(stack, (slots * per, m, width * split))
+
+
+def _column_split(fn, stacks, placement: Placement, mesh):
+    """``fn`` on the stacks with each matrix split column-wise over ``placement.split``
+    consecutive devices of its home (``optorth._column_split``)."""
+    home = placement.home
+    axes = entry_axes(home[0])
+    devices = mesh_size(mesh, axes)
+    split = ColumnSplit(axes, devices, placement.split)
+
+    def local(*blocks):
+        with splitting(split):
+            return fn(*blocks)
+
+    blocks = [jax.lax.with_sharding_constraint(_to_blocks(s, split.parts, devices), home)
+              for s in stacks]
+    out = jax.shard_map(local, in_specs=home, out_specs=home)(*blocks)
+    return _from_blocks(jax.lax.with_sharding_constraint(out, home), split.parts, devices)
+
+
 def _placed(group: Group, placement: Placement, mesh, fn, previous: list):
     """``fn`` on a stack placed as planned; ``previous`` holds the last placed stack's result
     (a stack ``after_previous`` starts only when that result exists)."""
     devices = mesh_size(mesh, entry_axes(placement.home[0]))
 
-    def call(*stacks):
+    def call(inputs, stacks_of):
         context = jax.sharding.get_abstract_mesh()  # inside auto_axes: the Auto view
         with jax.sharding.use_abstract_mesh(mesh if context.empty else context):
-            stacks = [_pad(s, placement.pad) for s in stacks]
-            if placement.after_previous and previous:
-                stacks, _ = jax.lax.optimization_barrier((stacks, previous[-1]))
-            if placement.chunks == 1:
+            if placement.after_previous and previous:  # built only once the last one is done
+                inputs, _ = jax.lax.optimization_barrier((inputs, previous[-1]))
+            stacks = [_pad(s, placement.pad) for s in stacks_of(inputs)]
+            if placement.split > 1:
+                out = _column_split(fn, stacks, placement, mesh)
+            elif placement.chunks == 1:
                 out = _moved(fn, stacks, placement.route)
             else:
                 out = _chunked(fn, stacks, placement, devices)
@@ -189,7 +232,8 @@ def _constrain_to(out_tree, specs, layouts: dict, mesh):
 
 def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=None,
                 transpose_tall: bool = False,
-                distribute: Distribution | bool | None = None):
+                distribute: Distribution | bool | None = None,
+                split_columns: bool = False, like=None):
     """The grouping and distribution steps of `optorth.matrices.map_matrices`.
 
     ``fn(consts, stack, *rest_stacks)`` runs once per stack of equal matrix shapes (see the
@@ -198,10 +242,19 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
     context nor on the leaves) this is exactly the grouping step,
     `optorth.matrices._grouping.map_stacks`.
 
+    ``like`` (a tree with ``tree``'s structure, e.g. the parameters) gives the output leaves
+    its leaves' shardings under automatic axes; ``None``: those of ``tree``.
+
+    ``split_columns=True`` declares that ``fn`` reduces over a matrix only through
+    ``optorth._column_split`` (as the Newton–Schulz engine does), so the plan may split single
+    matrices column-wise over devices; any other ``fn`` always sees whole matrices.
+
     Returns:
       The mapped tree; its matrix leaves keep their input shardings.
     """
     policy = as_distribution(distribute, "map_matrices")
+    if not split_columns and policy.max_imbalance is not None:
+        policy = dataclasses.replace(policy, max_imbalance=None)
     matrix_leaves, matrix_specs, paths = _matrix_leaves(tree, specs_tree)
     mesh = find_mesh(list(matrix_leaves.values()))
     if mesh is None:
@@ -221,13 +274,29 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
                          transpose_tall=transpose_tall, schedule=schedule)
         if known.layouts is not None and not explicit:  # recorded layouts: put them back
             return _constrain_to(out, specs_tree, known.layouts, mesh)
-        return _tie_to_inputs(out, tree, specs_tree)
+        return _tie_to_inputs(out, tree if like is None else like, specs_tree)
 
     if not explicit:
         return run(consts, tree, *rest)
     out_shardings = jax.tree.map(lambda x: _typeof(unwrap(x)).sharding, tree,
                                  is_leaf=is_variable)  # one sharding per NNX variable / box
     return jax.sharding.auto_axes(run, out_sharding=out_shardings)(consts, tree, *rest)
+
+
+def keep_shardings(new_tree, old_tree):
+    """``new_tree`` with each array leaf given the sharding of its leaf in ``old_tree`` (same
+    structure), under automatic mesh axes; elsewhere unchanged (explicit axes carry the
+    shardings in the types, one device has none). For optimizer states: the new state then
+    keeps the incoming state's layout instead of the compiler's choice."""
+    leaves = jax.tree.leaves(old_tree)
+    mesh = find_mesh(leaves)
+    if mesh is None or set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)):
+        return new_tree
+    from jax.experimental.shard_alike import shard_alike
+
+    return jax.tree.map(lambda new, old: shard_alike(new, old)[0]
+                        if getattr(new, "shape", None) == getattr(old, "shape", ()) else new,
+                        new_tree, old_tree)
 
 
 def call_replicated(fn: Callable[..., Any], *args):

@@ -9,7 +9,7 @@ rate means per matrix shape.
 |-----------------|--------------------------------------|----------------------|
 | `Spectral` (holds a ``NewtonSchulz``) | U Vᵀ (polar factor) | nuclear norm Σσ_i |
 | `Frobenius` | M / ‖M‖_F                         | ‖M‖_F                |
-| `Sign`   | sign(M)                              | Σ|M_ij|              |
+| `Sign`   | sign(M)                              | ℓ1 norm Σ abs(M_ij)   |
 | `Row`    | each row / its ℓ2 norm               | Σ_i ‖M_i,:‖₂         |
 | `Column` | each column / its ℓ2 norm            | Σ_j ‖M_:,j‖₂         |
 | `AuON`, `HybridAuON` | AuON's cosh-scaled direction | ⟨M, lmo(M)⟩ |

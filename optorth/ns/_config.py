@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optorth._checks import check_choice, check_dtype, check_positive, check_positive_int
+from optorth._column_split import full_shape
 from optorth._distribution import Distribution, as_distribution
 from optorth.ns._engine import METHODS, check_matrices, newton_schulz_table
 from optorth.ns._online import OnlineLearning
@@ -179,11 +180,12 @@ class NewtonSchulz:
     def apply(self, x, coeffs=None) -> jax.Array:
         """Orthogonalizes every matrix of ``x`` (``(..., m, n)``); see `newton_schulz`."""
         x = check_matrices(x, "newton_schulz")
+        shape = full_shape(x.shape)[-2:]  # a column block's matrices, while split over devices
         if coeffs is None:
-            coeffs = jnp.asarray(self.table(x.shape[-2:]), jnp.float32)
+            coeffs = jnp.asarray(self.table(shape), jnp.float32)
         else:
             check_coeffs(coeffs)
-        safety, precondition = self.normalization(x.shape[-2:])
+        safety, precondition = self.normalization(shape)
         return newton_schulz_table(x, coeffs, safety=safety, precondition=precondition,
                                    method=self.method, dtype=self.compute_dtype, eps=self.eps)
 

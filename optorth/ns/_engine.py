@@ -1,6 +1,6 @@
 """The Newton–Schulz orthogonalization engine on batches of matrices ``(..., m, n)``.
 
-One quintic step on a wide matrix ``X`` (m ≤ n)::
+One quintic step on a wide matrix ``X`` (m ≤ n):
 
     A = X Xᵀ;  B = b·A + c·A²;  X ← a·X + B·X
 
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optorth._checks import check_choice, check_dtype, check_positive
+from optorth._column_split import full_shape, max_columns, square_matmul, sum_columns
 from optorth.ns._schedule import PRECONDITIONS, check_safety, check_table, matrix_shape
 
 METHODS = ("standard", "gram", "auto")
@@ -68,16 +69,16 @@ def check_matrices(x, who: str = "newton_schulz") -> jax.Array:
 
 def _max_abs_prescale(x):
     """Divides each matrix by its largest |entry| so norms neither overflow nor underflow."""
-    peak = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
+    peak = max_columns(jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True))
     return x / jnp.where(peak > 0, peak, 1.0)
 
 
 def _gram(x):
-    return x @ x.mT
+    return sum_columns(x @ x.mT)
 
 
 def _frobenius(x, safety, eps):
-    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True))
+    norm = jnp.sqrt(sum_columns(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True)))
     return x / (norm * safety + eps), None
 
 
@@ -142,7 +143,7 @@ _PRECONDITIONERS = {
 def _quintic_step(x, row, a_mat=None):
     """One step X ← aX + (bA + cA²)X; ``a_mat`` reuses a precomputed A = XXᵀ."""
     a_mat = _gram(x) if a_mat is None else a_mat
-    b_mat = row[1] * a_mat + row[2] * (a_mat @ a_mat)
+    b_mat = row[1] * a_mat + row[2] * square_matmul(a_mat, a_mat)
     return row[0] * x + b_mat @ x
 
 
@@ -158,7 +159,7 @@ def _standard(x, coeffs, a_mat):
 def _gram_polynomial(r, row):
     """P = aI + bR + cR² for a Gram matrix R (so that X_new = P X)."""
     eye = jnp.broadcast_to(jnp.eye(r.shape[-1], dtype=r.dtype), r.shape)  # rank-safe
-    return row[0] * eye + row[1] * r + row[2] * (r @ r)
+    return row[0] * eye + row[1] * r + row[2] * square_matmul(r, r)
 
 
 def _gram_chunk(x, coeffs, r):
@@ -175,11 +176,11 @@ def _gram_chunk(x, coeffs, r):
     def body(carry, row):
         r, q = carry
         p = _gram_polynomial(r, row)
-        return (p @ (p @ r), p @ q), None
+        return (square_matmul(p, square_matmul(p, r)), square_matmul(p, q)), None
 
-    r = q @ (q @ r)
+    r = square_matmul(q, square_matmul(q, r))
     (r, q), _ = jax.lax.scan(body, (r, q), coeffs[1:-1])
-    q = _gram_polynomial(r, coeffs[-1]) @ q
+    q = square_matmul(_gram_polynomial(r, coeffs[-1]), q)
     return q @ x
 
 
@@ -308,14 +309,15 @@ def newton_schulz_table(x, coeffs, *, safety: float = 1.0, precondition: str = "
         return x
     norm_dtype = jnp.promote_types(in_dtype, jnp.float32)
     compute_dtype = jnp.dtype(norm_dtype if dtype is None else dtype)
-    method = choose_method(shape, method)
-    transposed = shape[-2] > shape[-1]
+    whole = full_shape(shape)  # a column block's matrices, while they are split over devices
+    method = choose_method(whole, method)
+    transposed = whole[-2] > whole[-1]
     y = x.mT if transposed else x
     y, a_mat = _PRECONDITIONERS[precondition](_max_abs_prescale(y.astype(norm_dtype)), safety, eps)
     y = y.astype(compute_dtype)
     a_mat = None if a_mat is None else a_mat.astype(compute_dtype)
     coeffs = coeffs.astype(compute_dtype)
-    if method == "gram" and min(shape[-2:]) > 1:
+    if method == "gram" and min(whole[-2:]) > 1:
         restart = default_restart(compute_dtype) if restart is None else restart
         y = _gram_iteration(y, coeffs, a_mat, restart)
     else:

@@ -1,6 +1,6 @@
 """How a ready optimizer is put together: route, chain, partition, compute dtype, checks.
 
-Every ready optimizer is ``assemble(name, direction_blocks, ...)``::
+Every ready optimizer is ``assemble(name, direction_blocks, ...)``:
 
     matrix leaves:   direction blocks → [scale_by_shape] → add_decayed_weights → lr
     other leaves:    the fallback (default `default_fallback`, a true AdamW)

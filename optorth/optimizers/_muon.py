@@ -45,7 +45,7 @@ _MUON_TAKES = ("nesterov", "bias_correction", "ns", "scale", "qk_clip")
 MUON = Preset("muon", _build_muon, _MUON_TAKES, {}, doc="""
     Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for the rest.
 
-    Matrix path (Muon reference, KellerJordan/Muon)::
+    Matrix path (Muon reference, KellerJordan/Muon):
 
         m ← β m + (1−β) g;  u = (1−β) g + β m;  O = NS(u) per matrix
         p ← p − lr·(sqrt(max(1, fan_out/fan_in))·O + wd·p)
@@ -107,7 +107,7 @@ ROOT = Preset("root", _build_root, ("nesterov", "quantile", "ns", "scale"), dict
 
     Example:
       >>> import optorth
-      >>> tx = optorth.root(learning_rate=1e-3)
+      >>> tx = optorth.root(learning_rate=0.016)
 
     References:
       "ROOT: Robust Orthogonalized Optimizer for Neural Network Training" (arXiv 2511.20626).

@@ -67,7 +67,7 @@ TRUST_REGION = Preset("trust_region", _build, _TAKES, dict(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.trust_region(0.02, norm=optorth.norms.Spectral(scale="spectral"))
+      >>> tx = optorth.trust_region(0.025, norm=optorth.norms.Spectral(scale="spectral"))
 
     References:
       Kovalev, "Understanding Gradient Orthogonalization for Deep Learning via Non-Euclidean
@@ -93,7 +93,7 @@ NORMALIZED_SGDM = Preset("normalized_sgdm", _build, _TAKES, dict(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.normalized_sgdm(learning_rate=0.1)
+      >>> tx = optorth.normalized_sgdm(learning_rate=0.03)
 
     References:
       Cutkosky & Mehta, "Momentum Improves Normalized SGD" (arXiv 2002.03305).
@@ -112,7 +112,7 @@ SIGNUM = Preset("signum", _build, _TAKES, dict(
 
     Example:
       >>> import optorth
-      >>> tx = optorth.signum(learning_rate=1e-3)
+      >>> tx = optorth.signum(learning_rate=2.5e-4)
 
     References:
       Bernstein et al., "signSGD: Compressed Optimisation for Non-Convex Problems"

@@ -1,6 +1,6 @@
 """Orthogonalized updates normalized by second moments: NorMuon, AdaMuon, factored Muon.
 
-Each is `optorth.muon`'s chain with one normalization inserted after the dualizer::
+Each is `optorth.muon`'s chain with one normalization inserted after the dualizer:
 
     momentum → orthogonalize (per matrix) → second-moment normalization → [scale_by_shape]
              → add_decayed_weights → scale_by_learning_rate          (matrix leaves)
@@ -88,7 +88,7 @@ def _factored_muon(name, *, learning_rate, beta, beta2, eps, nesterov, ns, rules
 NORMUON = Preset("normuon", _normuon, ("beta2", "eps", "nesterov", "ns", "scale"), {}, doc="""
     NorMuon: Muon whose orthogonalized update is normalized per output neuron.
 
-    Per matrix (m × n, n output neurons)::
+    Per matrix (m × n, n output neurons):
 
         O = NS(Nesterov momentum);  v ← β2 v + (1 − β2) mean_fan-in(O²)      (n values)
         Ô = O / (√v + 1e-10);  Ô ← Ô · ‖O‖_F / (‖Ô‖_F + 1e-10)
@@ -117,7 +117,7 @@ ADAMUON = Preset("adamuon", _adamuon, ("beta2", "eps", "rms", "nesterov", "ns"),
     learning_rate=0.01, beta2=0.999, eps=1e-8, weight_decay=0.1), doc="""
     AdaMuon: Muon with Adam's element-wise second moment on the orthogonalized update.
 
-    Per matrix (m × n)::
+    Per matrix (m × n):
 
         O = NS(Nesterov momentum);  v ← β2 v + (1 − β2) O²;  v̂ = v / (1 − β2^t)
         Ô = O / (√v̂ + 1e-8);  Ô ← 0.2·sqrt(mn)·Ô / (‖Ô‖_F + 1e-8)        (RMS 0.2)
@@ -136,7 +136,7 @@ ADAMUON = Preset("adamuon", _adamuon, ("beta2", "eps", "rms", "nesterov", "ns"),
     Example:
       >>> import jax.numpy as jnp, optorth
       >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
-      >>> state = optorth.adamuon(learning_rate=6e-4).init(params)
+      >>> state = optorth.adamuon(learning_rate=0.01).init(params)
 
     References:
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
@@ -148,7 +148,7 @@ FACTORED_MUON = Preset("factored_muon", _factored_muon, (
     "beta2", "eps", "nesterov", "ns", "scale"), dict(eps=1e-30), doc="""
     Muon whose orthogonalized update is normalized by Adafactor's factored statistics.
 
-    Per matrix (m × n), with β̂2_t = min(β2, 1 − t^(−0.8))::
+    Per matrix (m × n), with β̂2_t = min(β2, 1 − t^(−0.8)):
 
         O = NS(Nesterov momentum)
         R ← β̂2 R + (1 − β̂2) rowmean(O² + ε1)    (m values)
