@@ -136,7 +136,8 @@ ADAMUON = Preset("adamuon", _adamuon, ("beta2", "eps", "rms", "nesterov", "ns"),
     Example:
       >>> import jax.numpy as jnp, optorth
       >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
-      >>> state = optorth.adamuon(learning_rate=0.01).init(params)
+      >>> tx = optorth.adamuon(learning_rate=0.01, rms=0.2)  # AdamW's update RMS
+      >>> updates, state = tx.update(params, tx.init(params), params)
 
     References:
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
