@@ -22,7 +22,8 @@ Every optimizer here is one pipeline of small blocks (Kovalev, arXiv 2503.12645)
 - **Matrices and routing**: `MatrixSpec`, `route`, `describe_routing`,
   `nnx_attention_rules`.
 - **Newton–Schulz and schedules**: `newton_schulz`, `validate_schedule`, `fit_schedule`,
-  `recorded_spectra`; **checkpoints**: `reconcile_coefficients`.
+  `recorded_spectra`; the table a state runs: `coefficients`; **checkpoints**:
+  `reconcile_coefficients`.
 
 Submodules hold the rest: `optorth.ns` (engine, presets, generators, fitting),
 `optorth.matrices` (specs, routing, grouping, sharding), `optorth.norms`,
@@ -49,6 +50,7 @@ from optorth import norms as norms
 from optorth import ns as ns
 from optorth import optimizers as optimizers
 from optorth.blocks import clip_by_rms as clip_by_rms
+from optorth.blocks import coefficients as coefficients
 from optorth.blocks import dualize as dualize
 from optorth.blocks import keep_matrix_norm as keep_matrix_norm
 from optorth.blocks import orthogonalize as orthogonalize
@@ -107,5 +109,5 @@ __all__ = [
     "MatrixSpec", "route", "describe_routing", "nnx_attention_rules",
     # Newton–Schulz, schedules, checkpoints
     "newton_schulz", "validate_schedule", "fit_schedule", "recorded_spectra",
-    "reconcile_coefficients",
+    "reconcile_coefficients", "coefficients",
 ]

@@ -8,7 +8,10 @@ checked like Python numbers.
 
 from __future__ import annotations
 
+import functools
 import math
+import types
+import warnings
 from typing import Any
 
 import jax
@@ -166,3 +169,34 @@ def check_loss_value(who: str, value) -> None:
     if np.ndim(value) != 0:
         raise ValueError(f"{who}: value must be the scalar loss; got an array of shape "
                          f"{np.shape(value)} (reduce the per-example losses, e.g. .mean()).")
+
+
+def renamed_keywords(who: str, **renames: str):
+    """A decorator: the function also takes each old keyword (``old=new`` in ``renames``),
+    passed on as the new one with a ``DeprecationWarning`` naming the new name.
+
+    The decorated function keeps its own signature (the new names only), docstring and
+    module globals, so ``inspect.signature``, ``help`` and doctest see the function itself.
+    Passing both names raises ``TypeError``.
+    """
+
+    warn = warnings.warn  # a closure variable: the wrapper runs with the function's globals
+
+    def decorate(function):
+        def renaming(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(f"{who}: pass {new}= only ({old}= is its deprecated name).")
+                warn(f"{who}: {old}= is deprecated; pass {new}= (the same value).",
+                     DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        wrapper = types.FunctionType(renaming.__code__, function.__globals__, function.__name__,
+                                     None, renaming.__closure__)
+        functools.update_wrapper(wrapper, function)
+        return wrapper
+
+    return decorate

@@ -48,6 +48,8 @@ from optorth.ns._validate import validate_schedule
 
 POLICIES = ("same_schedule", "keep", "override", "error")
 
+__all__ = ["POLICIES", "coefficient_states", "reconcile_coefficients"]
+
 
 def _is_coefficient_state(x) -> bool:
     return isinstance(x, OrthogonalizeState)

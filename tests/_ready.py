@@ -60,13 +60,6 @@ def adamw(learning_rate=3e-3, **kwargs) -> optax.GradientTransformation:
                                          "weight_decay": 0.0, **kwargs})
 
 
-def routed_state(state):
-    """The ``optax.partition`` state of a routed ready optimizer's ``state``: its
-    ``inner_states["matrix"]`` and ``inner_states["fallback"]`` (the guard's partition of
-    integer leaves wraps it)."""
-    return state.inner_states["train"].inner_state
-
-
 def build(name: str, rules=None, *, fallback: optax.GradientTransformation | None = None,
           lr_scale: float = 1.0, **overrides) -> optax.GradientTransformation:
     """The ready optimizer ``name`` with routing ``rules`` and an optional ``fallback``.

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import NAMES, READY, UNROUTED, adamw, build, routed_state, tiered
+from _ready import NAMES, READY, UNROUTED, adamw, build, tiered
 
 import optorth
 from optorth import MatrixSpec
@@ -163,7 +163,7 @@ def test_nonfinite_gradients_stay_in_their_leaf_without_apply_if_finite():
     updates, state = jax.jit(tx.update)(grads, state, params)
     for path, u in _flat(updates).items():
         assert bool(jnp.all(jnp.isfinite(u))) == (path != "dense/kernel"), path
-    mu = routed_state(state).inner_states["matrix"].inner_state[0].mu
+    mu = optorth.optimizers.matrix_state(state)[0].mu
     assert not _finite(mu["dense"]["kernel"]) and _finite(mu["stack"]["kernel"])
 
 
@@ -470,7 +470,7 @@ def test_bad_values_are_refused_where_they_enter(case):
 def test_inject_hyperparams_takes_dtypes_as_strings():
     tx = optax.inject_hyperparams(optorth.muon)(mu_dtype="bfloat16")
     state = tx.init(P)
-    mu = routed_state(state.inner_state).inner_states["matrix"].inner_state[0].mu
+    mu = optorth.optimizers.matrix_state(state)[0].mu
     assert mu["dense"]["kernel"].dtype == jnp.bfloat16
     updates, _ = tx.update(P, state, P)
     assert updates["dense"]["kernel"].dtype == jnp.float32

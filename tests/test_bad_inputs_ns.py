@@ -168,7 +168,8 @@ def test_validator_explains_every_rejection():
         (dict(steps=3, safety=None), r"fit_schedule: safety must be a real number"),
         (dict(steps=3, shape="ab"), r"fit_schedule: shape must be a matrix shape"),
         (dict(steps=3, shape=(2.5, 4)), r"shape must be a matrix shape .* got \(2.5, 4\)"),
-        (dict(steps=3, objective="band", delta=0), r"fit_schedule: delta must be a finite "
+        # the objective's settings as the deprecated keywords: checked by its object
+        (dict(steps=3, objective="band", delta=0), r"BandObjective: delta must be a finite "
                                                    r"number > 0"),
         (dict(steps=3, iterations=0), r"fit_schedule: iterations must be a positive int"),
         (dict(steps=3, learning_rate=NaN), r"learning_rate must be a finite number > 0"),
@@ -180,9 +181,10 @@ def test_validator_explains_every_rejection():
         (dict(steps=3, spectra="abc"), r"spectra must be a list of 1-D arrays"),
         (dict(steps=3, spectra=[[NaN]]), r"fit_schedule: spectra contain no positive finite"),
         (dict(steps=3, objective="matrix", shape=(4, 8), dtype="int32"),
-         r"fit_schedule: dtype=int32 is not a floating dtype"),
+         r"MatrixObjective: dtype=int32 is not a floating dtype"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:fit_schedule.*is deprecated:DeprecationWarning")
 def test_fit_schedule_checks_arguments_before_fitting(kwargs, match):
     with pytest.raises(ValueError, match=match):
         optorth.fit_schedule(**{"iterations": 2, "search": 0, **kwargs})

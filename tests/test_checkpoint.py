@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from _ready import FAST, NAMES, adamw, build, routed_state, tiered
+from _ready import FAST, NAMES, adamw, build, tiered
 from flax import nnx
 
 import optorth
@@ -214,7 +214,7 @@ def test_round_trip_bf16_state_and_inject_hyperparams(tmp_path):
     moments = [x for x in jax.tree.leaves(state) if getattr(x, "ndim", 0) >= 2
                and x.dtype == jnp.bfloat16]
     assert moments  # the momentum stayed bf16 (mu_dtype=None) and round-tripped bit-exact
-    assert isinstance(coefficient_states(state)[0][1].coeffs, dict)  # per-shape tables
+    assert isinstance(optorth.coefficients(state), dict)  # per-shape tables
     assert state.hyperparams["learning_rate"] == np.float32(0.01)
 
 
@@ -260,7 +260,7 @@ def _restored_and_reference(tmp_path, saved_tx, current_tx, learned=None):
 
 
 def _coeffs(state):
-    return np.asarray(coefficient_states(state)[0][1].coeffs)
+    return np.asarray(optorth.coefficients(state))
 
 
 def test_learned_coefficients_policies(tmp_path):
@@ -318,10 +318,9 @@ def test_changed_step_count_restores_into_the_old_structure_then_overrides(tmp_p
         optorth.reconcile_coefficients(restored, reference)
     state = optorth.reconcile_coefficients(restored, reference, "override")
     assert _coeffs(state).shape == (7, 3)
-    mu = routed_state(state).inner_states["matrix"].inner_state[0].mu  # the checkpoint's
+    mu = optorth.optimizers.matrix_state(state)[0].mu  # the checkpoint's
     np.testing.assert_array_equal(
-        mu["dense"]["kernel"],
-        routed_state(restored).inner_states["matrix"].inner_state[0].mu["dense"]["kernel"])
+        mu["dense"]["kernel"], optorth.optimizers.matrix_state(restored)[0].mu["dense"]["kernel"])
     new_params, _ = _stepper(current)(params, state, 2)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_params))
 

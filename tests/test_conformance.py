@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import FAST, routed_state, tiered
+from _ready import FAST, tiered
 
 import optorth
 
@@ -83,7 +83,7 @@ def test_jit_dtypes_and_zero_gradient(name, mu_dtype):
         assert moments and all(x.dtype == state_dtype for x in moments)
         assert all(x.dtype == jnp.float32 for x in _float_leaves(_coeffs(state)))
     # The matrix path ran for the kernels: they carry its momentum; the rest does not.
-    mu = routed_state(state).inner_states["matrix"].inner_state[0].mu
+    mu = optorth.optimizers.matrix_state(state)[0].mu
     assert mu["dense"]["kernel"].shape == (8, 16) and mu["blocks"]["kernel"].shape == (2, 16, 8)
     assert isinstance(mu["embed"]["embedding"], optax.MaskedNode)
     assert isinstance(mu["dense"]["bias"], optax.MaskedNode)

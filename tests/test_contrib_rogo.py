@@ -7,6 +7,8 @@ W_eff = (I − S Sᵀ + S Λ Sᵀ) K with the penalty β ‖Λ − I‖², K and
 optax chain ``rogo() → sgd`` must follow W_eff step by step.
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +60,7 @@ def np_relax(frozen, grad, relax_threshold, grad_threshold):
     return np.hstack(trusts) if trusts else np.zeros((frozen.shape[0], 0))
 
 
-def np_train_reparam(k0, basis, relax, x, y, lr, beta, steps):
+def np_train_reparam(k0, basis, relax, x, y, lr, penalty, steps):
     """SGD on K and Λ of W_eff = (I − S Sᵀ + S Λ Sᵀ) K, K's gradient GPM-projected;
     loss ½‖X W_eff − Y‖²/n + β‖Λ − I‖². Returns W_eff after each step."""
     k, lam = k0.copy(), np.eye(relax.shape[1])
@@ -69,7 +71,7 @@ def np_train_reparam(k0, basis, relax, x, y, lr, beta, steps):
         g = x.T @ (x @ w_eff - y) / len(x)  # dL/dW_eff
         grad_k = p.T @ g
         grad_k -= basis @ (basis.T @ grad_k)
-        grad_lam = relax.T @ g @ k.T @ relax + 2 * beta * (lam - np.eye(len(lam)))
+        grad_lam = relax.T @ g @ k.T @ relax + 2 * penalty * (lam - np.eye(len(lam)))
         k, lam = k - lr * grad_k, lam - lr * grad_lam
         p = eye - relax @ relax.T + relax @ lam @ relax.T
         out.append(p @ k)
@@ -147,13 +149,13 @@ def test_projection_orthogonal_with_empty_relaxing_space():
     _orthogonality_case(relax=True)  # no relax_subspace call: S = ∅, still pure GPM
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.5])
-def test_matches_reparametrized_numpy_over_steps(beta):
+@pytest.mark.parametrize("penalty", [0.0, 0.5])
+def test_matches_reparametrized_numpy_over_steps(penalty):
     x1, x2, _, target2 = _tasks()
     w0 = np.random.default_rng(1).normal(size=(M, N)) * 0.3
     y2 = x2 @ target2
     params = {"w": jnp.asarray(w0, jnp.float32)}
-    tx = optax.chain(rogo(beta=beta), optax.sgd(0.01))
+    tx = optax.chain(rogo(penalty=penalty), optax.sgd(0.01))
     state = tx.init(params)
     state = add_task_subspace(state, {"w": jnp.asarray(x1, jnp.float32)}, 0.97)
     basis = np_gpm(np.zeros((M, 0)), x1, 0.97)
@@ -171,7 +173,7 @@ def test_matches_reparametrized_numpy_over_steps(beta):
     # the reference uses the module's own relaxed basis (the span is checked above; the
     # basis within a degenerate span is arbitrary)
     relax_used = np.asarray(state[0].relax["w"][0], np.float64)[:, :r]
-    want = np_train_reparam(w0, basis, relax_used, x2, y2, 0.01, beta, 12)
+    want = np_train_reparam(w0, basis, relax_used, x2, y2, 0.01, penalty, 12)
 
     @jax.jit
     def step(p, s):
@@ -284,19 +286,19 @@ def test_bf16_params_give_bf16_updates():
     assert state.basis["mid"]["kernel"].dtype == jnp.float32
 
 
-def test_inject_hyperparams_beta():
+def test_inject_hyperparams_penalty():
     _, params, state, grads, specs = _setup()
-    tx = optax.inject_hyperparams(rogo, static_args=("relax", "specs"))(beta=0.5, specs=specs)
+    tx = optax.inject_hyperparams(rogo, static_args=("relax", "specs"))(penalty=0.5, specs=specs)
     s = tx.init(params)
     s = add_task_subspace(s, {"mid/kernel": jnp.ones((3, N))}, 0.9)  # finds the inner state
     s = s._replace(inner_state=state)
     u, s = jax.jit(tx.update)(grads, s, params)
-    want, _ = rogo(beta=0.5, specs=specs).update(grads, state, params)
+    want, _ = rogo(penalty=0.5, specs=specs).update(grads, state, params)
     for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    s.hyperparams["beta"] = jnp.asarray(2.0)
+    s.hyperparams["penalty"] = jnp.asarray(2.0)
     u2, _ = jax.jit(tx.update)(grads, s, params)
-    want2, _ = rogo(beta=2.0, specs=specs).update(grads, state, params)
+    want2, _ = rogo(penalty=2.0, specs=specs).update(grads, state, params)
     for a, b in zip(jax.tree.leaves(u2), jax.tree.leaves(want2), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -332,8 +334,8 @@ def test_orbax_round_trip(tmp_path):
 
 # ----- bad inputs -------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, match", [
-    ({"beta": -1.0}, r"rogo: beta must be a finite number >= 0; got -1.0"),
-    ({"beta": "big"}, r"rogo: beta must be a real number"),
+    ({"penalty": -1.0}, r"rogo: penalty must be a finite number >= 0; got -1.0"),
+    ({"penalty": "big"}, r"rogo: penalty must be a real number"),
     ({"relax": "yes"}, r"rogo: relax must be True or False; got 'yes'"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
@@ -366,3 +368,16 @@ def test_bad_task_inputs():
     with pytest.raises(ValueError, match=r"rogo: update needs params"):
         tx.update(grads, state)
     rogo(relax=False, specs=specs).update(grads, state)  # plain GPM needs no params
+
+
+def test_beta_is_the_deprecated_name_of_penalty():
+    with pytest.warns(DeprecationWarning, match=r"rogo: beta= is deprecated; pass penalty="):
+        old = rogo(beta=0.5)
+    assert inspect.signature(rogo).parameters.keys() == {"penalty", "relax", "specs"}
+    params = {"w": jnp.ones((M, N))}
+    grads = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(M, N)), jnp.float32)}
+    want, _ = rogo(penalty=0.5).update(grads, rogo(penalty=0.5).init(params), params)
+    got, _ = old.update(grads, old.init(params), params)
+    np.testing.assert_array_equal(got["w"], want["w"])
+    with pytest.raises(TypeError, match="pass penalty= only"):
+        rogo(beta=0.5, penalty=0.5)

@@ -106,7 +106,7 @@ def test_decay_schedule_and_offset_finite():
     counts = jnp.arange(6)
     np.testing.assert_allclose(factored_decay(counts), 1 - (np.arange(6) + 1.0) ** -0.8, rtol=1e-6)
     np.testing.assert_array_equal(factored_decay(counts, step_offset=3)[:4], 0.0)
-    assert float(factored_decay(jnp.asarray(10_000_000), max_decay=0.999)) == pytest.approx(0.999)
+    assert float(factored_decay(jnp.asarray(10_000_000), beta2=0.999)) == pytest.approx(0.999)
     g = {"w": jnp.asarray(RNG.standard_normal((16, 24)), jnp.float32)}
     params = {"w": jnp.zeros((16, 24))}
     ref = optax.scale_by_factored_rms(min_dim_size_to_factor=1, step_offset=5)
@@ -183,3 +183,16 @@ def test_default_specs_are_the_default_routing():
         optorth.scale_by_factored_rms().init({"stack": jnp.zeros((3, 4, 8))})
     prefix = optorth.scale_by_factored_rms(specs="fallback").init({"stack": jnp.zeros((3, 4, 8))})
     assert prefix.v_row["stack"].shape == (3, 4)
+
+
+def test_max_decay_is_the_deprecated_name_of_beta2():
+    params = {"w": jnp.ones((6, 4))}
+    grads = {"w": jnp.asarray(np.arange(24.0).reshape(6, 4) - 11.5, jnp.float32)}
+    with pytest.warns(DeprecationWarning, match=r"max_decay= is deprecated; pass beta2="):
+        old = optorth.scale_by_factored_rms(max_decay=0.5)
+    new = optorth.scale_by_factored_rms(beta2=0.5)
+    state_old, state_new = old.init(params), new.init(params)
+    for _ in range(3):
+        got, state_old = old.update(grads, state_old)
+        want, state_new = new.update(grads, state_new)
+    np.testing.assert_array_equal(got["w"], want["w"])

@@ -140,8 +140,9 @@ def test_sample_spectra_families(family):
 # ----- fits -----------------------------------------------------------------------------------
 @pytest.mark.slow  # a fit
 def test_fit_scalar_is_valid_deterministic_and_beats_jordan():
-    a = optorth.fit_schedule(3, worst_weight=0.2, **FAST)
-    b = optorth.fit_schedule(3, worst_weight=0.2, **FAST)
+    objective = optorth.ns.ScalarObjective(worst_weight=0.2)
+    a = optorth.fit_schedule(3, objective, **FAST)
+    b = optorth.fit_schedule(3, objective, **FAST)
     assert a == b  # deterministic given the seed
     assert a.steps == 3 and a.extend == "fixed" and a.name == "fitted3"
     assert optorth.validate_schedule(a).ok
@@ -182,20 +183,20 @@ def test_fit_to_recorded_spectra():
 
 @pytest.mark.slow  # a fit
 def test_band_objective_meets_band_or_raises():
-    band = dict(objective="band", iterations=1500, search=40)
-    sched = optorth.fit_schedule(3, delta=0.9, **band)
+    band = dict(iterations=1500, search=40)
+    sched = optorth.fit_schedule(3, optorth.ns.BandObjective(delta=0.9), **band)
     report = optorth.validate_schedule(sched)
     assert report.ok and report.max_error <= 0.9
     assert report.slope_at_zero > 1.5 * optorth.validate_schedule("jordan", steps=3).slope_at_zero
     with pytest.raises(optorth.ns.FitError, match="band") as info:
-        optorth.fit_schedule(3, delta=0.2, **band)
+        optorth.fit_schedule(3, optorth.ns.BandObjective(delta=0.2), **band)
     assert info.value.report is not None
 
 
 @pytest.mark.slow
 def test_matrix_objective_in_bf16():
-    sched = optorth.fit_schedule(3, objective="matrix", shape=(16, 48), dtype=jnp.bfloat16,
-                                 iterations=20, search=40, num_matrices=2)
+    objective = optorth.ns.MatrixObjective(dtype=jnp.bfloat16, num_matrices=2)
+    sched = optorth.fit_schedule(3, objective, shape=(16, 48), iterations=20, search=40)
     assert optorth.validate_schedule(sched).ok
     prov = dict(sched.provenance)
     assert prov["objective"] == "matrix" and prov["dtype"] == "bfloat16"
@@ -212,7 +213,9 @@ def test_matrix_objective_in_bf16():
         (dict(steps=4, objective="cubic"), "objective"),
         (dict(steps=4, sigma_min=2.0), "sigma_min"),
         (dict(steps=4, shape=(3,)), "shape"),
-        (dict(steps=4, dtype=jnp.bfloat16), "objective='matrix'"),
+        (dict(steps=4, objective=object()), "ScalarObjective / BandObjective"),
+        (dict(steps=4, dtype=jnp.bfloat16), r"only affects objective=optorth.ns.MatrixObjective"),
+        (dict(steps=4, objective="band", worst_weight=0.2), r"optorth.ns.ScalarObjective"),
         (dict(steps=4, objective="matrix"), "shape"),
         (dict(steps=4, precondition="l1"), "precondition"),
         (dict(steps=4, safety=0.5), "safety"),
@@ -225,6 +228,28 @@ def test_matrix_objective_in_bf16():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         optorth.fit_schedule(**kwargs)
+
+
+def test_objective_configs_validate_where_they_are_built():
+    with pytest.raises(ValueError, match=r"BandObjective: delta must be a finite number > 0"):
+        optorth.ns.BandObjective(delta=0.0)
+    with pytest.raises(ValueError, match=r"ScalarObjective: .*both 0; nothing to fit"):
+        optorth.ns.ScalarObjective(mean_weight=0, worst_weight=0)
+    with pytest.raises(ValueError, match=r"MatrixObjective: num_matrices"):
+        optorth.ns.MatrixObjective(num_matrices=0)
+    with pytest.raises(ValueError, match=r"MatrixObjective: dtype=int32 is not a floating"):
+        optorth.ns.MatrixObjective(dtype="int32")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'gamma'"):
+        optorth.fit_schedule(3, gamma=1.0)
+
+
+def test_objective_keywords_still_fit_with_a_deprecation_warning():
+    fit = dict(iterations=30, search=0)
+    with pytest.warns(DeprecationWarning, match=r"ScalarObjective\(worst_weight=0.2\)"):
+        old = optorth.fit_schedule(3, worst_weight=0.2, **fit)
+    new = optorth.fit_schedule(3, optorth.ns.ScalarObjective(worst_weight=0.2), **fit)
+    assert old == new
+    assert dict(new.provenance)["worst_weight"] == 0.2
 
 
 # ----- serialization and the shipped table ----------------------------------------------------

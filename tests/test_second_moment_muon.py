@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import routed_state
 
 import optorth
 from optorth import (
@@ -19,6 +18,7 @@ from optorth import (
     scale_by_neuron_rms,
     scale_to_rms,
 )
+from optorth.optimizers import fallback_state, matrix_state
 
 RNG = np.random.default_rng(5)
 SHAPES = {"w": (16, 32), "w_tall": (32, 16), "b": (32,)}
@@ -142,17 +142,16 @@ def test_state_sizes_match_docstrings():
     states = {f.__name__: f(rules=rules).init(params) for f in (normuon, adamuon, factored_muon)}
     masked = optax.MaskedNode()
     for name, state in states.items():
-        momentum = routed_state(state).inner_states["matrix"].inner_state[0].mu
+        momentum = matrix_state(state)[0].mu
         assert _shapes(momentum) == {"w": (16, 32), "stack": (3, 8, 24), "b": masked}, name
-    second = {k: routed_state(s).inner_states["matrix"].inner_state[2]
-              for k, s in states.items()}
+    second = {k: matrix_state(s)[2] for k, s in states.items()}
     assert _shapes(second["normuon"].v) == {"w": (1, 32), "stack": (3, 24), "b": masked}
     assert _shapes(second["adamuon"].v) == {"w": (16, 32), "stack": (3, 8, 24), "b": masked}
     assert _shapes(second["factored_muon"].v_row) == {"w": (1, 16), "stack": (3, 8), "b": masked}
     assert _shapes(second["factored_muon"].v_col) == {"w": (1, 32), "stack": (3, 24), "b": masked}
     # The fallback is optorth.adafactor(), a ready optimizer with its own integer-leaf guard.
-    adafactor_state = routed_state(states["factored_muon"]).inner_states["fallback"].inner_state
-    fallback = routed_state(adafactor_state)[0]
+    adafactor_state = fallback_state(states["factored_muon"])
+    fallback = adafactor_state.inner_states["train"].inner_state[0]
     assert isinstance(fallback, optorth.blocks.ScaleByFactoredRMSState)
     assert _shapes(fallback.v) == {"w": masked, "stack": masked, "b": (32,)}
 
@@ -198,14 +197,13 @@ def test_bf16_params_and_momentum(factory):
     grads = [{k: 1e4 * RNG.standard_normal(s) for k, s in SHAPES.items()} for _ in range(2)]
     tx = factory(mu_dtype="bfloat16")
     state = tx.init(params)
-    matrix_state = routed_state(state).inner_states["matrix"].inner_state
-    dtypes = {x.dtype for x in jax.tree.leaves(matrix_state) if x.shape == (16, 32)}
+    dtypes = {x.dtype for x in jax.tree.leaves(matrix_state(state)) if x.shape == (16, 32)}
     assert jnp.dtype(jnp.bfloat16) in dtypes, "the momentum of 'w' must be on the matrix path"
     for g in grads:
         u, state = tx.update({k: jnp.asarray(v, jnp.bfloat16) for k, v in g.items()}, state, params)
         for k, v in u.items():
             assert v.dtype == jnp.bfloat16 and np.isfinite(np.asarray(v, np.float32)).all(), k
-    second_moment = routed_state(state).inner_states["matrix"].inner_state[2]
+    second_moment = matrix_state(state)[2]
     stats = [x for x in jax.tree.leaves(second_moment) if x.ndim]
     assert stats and all(x.dtype == jnp.float32 for x in stats)
 

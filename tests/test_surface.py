@@ -5,6 +5,10 @@ The README holds a Markdown table between ``<!-- argument-table:start -->`` and
 ``<!-- argument-table:end -->`` with the columns ``| name | meaning | where it applies |``;
 "where it applies" lists ready optimizers (``muon, turbo_muon``) or says ``all``. For every
 ready optimizer, its parameters must be exactly the rows that apply to it.
+
+Beyond the ready optimizers, every function and class in the ``__all__`` of optorth and its
+public submodules is held to the same naming rules: no retired spelling, ``learning_rate`` an
+``optax.ScalarOrSchedule``, and ``beta`` / ``rules`` / ``specs`` one meaning each.
 """
 
 import inspect
@@ -62,7 +66,8 @@ def _documented_args(func) -> set[str]:
 
 #: The cap on ``optorth.__all__``: twelve ready optimizers, their configuration objects
 #: (Newton–Schulz, online learning, schedules, mesh distribution, weight decay, QK-clip), the
-#: blocks, routing and the Newton–Schulz tools. A new name beyond it belongs in a submodule.
+#: blocks, routing and the Newton–Schulz tools (with the coefficient table a state holds). A new
+#: name beyond it belongs in a submodule.
 MAX_TOP_LEVEL = 42
 
 
@@ -161,3 +166,97 @@ def test_readme_argument_table_matches_the_signatures():
             f"{sorted(expected - actual)}")
     assert all(table.values()), [arg for arg, applies in table.items() if not applies]
     assert not set(table) & FORBIDDEN
+
+
+# ----- every public callable -----------------------------------------------------------------
+#: Every public module; each declares its surface in ``__all__``.
+PUBLIC_MODULES = (optorth, optorth.optimizers, optorth.blocks, optorth.ns, optorth.matrices,
+                  optorth.norms, optorth.checkpoint, optorth.contrib, optorth.nn)
+#: Spellings retired everywhere in favour of one name per concept (the name in the comment).
+RETIRED_EVERYWHERE = {
+    "ns_dtype",  # ns=NewtonSchulz(dtype=...)
+    "epsilon1", "second_moment_eps",  # eps
+    "epsilon2",  # min_scale
+    "momentum_convention",  # convention
+    "rms_factor",  # scale=ShapeScale(..., rms=)
+    "max_decay",  # beta2, the cap of the second-moment EMA's decay
+}
+#: Callables that mirror an optax signature keep optax's spelling of Adam's betas (``b1``,
+#: ``b2``) so that their values pass to ``optax.adam(**h._asdict())`` or stand in for it.
+OPTAX_SPELLING = (optorth.contrib.ScaledHyperparams, optorth.contrib.sqrt_scaling_rule,
+                  optorth.contrib.diffgrad, optorth.contrib.scale_by_diffgrad)
+#: ``learning_rate`` is an ``optax.ScalarOrSchedule`` wherever it is a step size of the model;
+#: these two are the step size of a fit of Newton–Schulz coefficients (a float).
+FIT_STEP_SIZES = (optorth.fit_schedule, optorth.ns.OnlineLearning)
+
+
+def _public_callables() -> dict[str, object]:
+    """``{qualified name: object}`` for every function and class in a public ``__all__``
+    (each object once, under the first name it is exported by)."""
+    found, seen = {}, set()
+    for module in PUBLIC_MODULES:
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and id(obj) not in seen:
+                seen.add(id(obj))
+                found[f"{module.__name__}.{name}"] = obj
+    return found
+
+
+def _parameters(obj) -> dict[str, inspect.Parameter]:
+    if inspect.isclass(obj) and issubclass(obj, BaseException):
+        return {}
+    return dict(inspect.signature(obj).parameters)
+
+
+def _arg_text(obj) -> dict[str, str]:
+    """``{name: text}`` of the entries of a Google-style ``Args:``/``Attributes:`` section."""
+    doc = inspect.getdoc(obj) or ""
+    entries = re.finditer(r"^\s{2,}(\w+)(?: \([^)]*\))?: (.*(?:\n\s{4,}.*)*)", doc, re.M)
+    text = {}
+    for match in entries:
+        text.setdefault(match.group(1), " ".join(match.group(2).split()))
+    return text
+
+
+def test_every_public_module_declares_its_surface():
+    for module in PUBLIC_MODULES:
+        names = module.__all__
+        assert len(set(names)) == len(names), module.__name__
+        assert all(hasattr(module, name) for name in names), module.__name__
+    assert len(_public_callables()) > 100
+
+
+def test_no_public_callable_takes_a_retired_spelling():
+    for path, obj in _public_callables().items():
+        parameters = set(_parameters(obj))
+        retired = {p for p in parameters if p in RETIRED_EVERYWHERE or p.startswith("adam_")}
+        if not any(obj is mirror for mirror in OPTAX_SPELLING):
+            retired |= parameters & {"b1", "b2"}
+        assert not retired, f"{path} takes retired spellings {sorted(retired)}"
+
+
+def test_learning_rate_is_a_scalar_or_schedule_everywhere():
+    for path, obj in _public_callables().items():
+        parameter = _parameters(obj).get("learning_rate")
+        if parameter is None or any(obj is fit for fit in FIT_STEP_SIZES):
+            continue
+        annotation = str(parameter.annotation)
+        assert "ScalarOrSchedule" in annotation, (path, annotation)
+
+
+def test_beta_rules_and_specs_mean_one_thing_each():
+    """``beta``: a momentum (EMA) coefficient; ``rules``: `optorth.route`'s ``(regex, spec)``
+    pairs; ``specs``: what `optorth.matrices.resolve_specs` reads (or a pointer to a
+    sibling's entry that says so). No callable takes both ``rules`` and ``specs``."""
+    for path, obj in _public_callables().items():
+        parameters, text = _parameters(obj), _arg_text(obj)
+        assert not {"rules", "specs"} <= set(parameters), path
+        if "beta" in parameters and "State" not in path:
+            assert re.search(r"momentum|EMA", text.get("beta", "")), (path, text.get("beta"))
+        if "rules" in text and obj is not optorth.route:  # route's own entry defines them
+            assert "optorth.route" in text["rules"], (path, text["rules"])
+        if "specs" in text and obj is not optorth.matrices.resolve_specs:  # defines them
+            assert re.search(r"resolve_specs|^see |^as in |^as given", text["specs"]), (
+                path, text["specs"])
+

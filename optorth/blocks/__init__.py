@@ -12,6 +12,7 @@
 - weight decay: `decay_weights` under a `WeightDecay` (decoupled, cautious,
   coupled to the learning rate or not);
 - after the step: `qk_clip` (QK-clip / MuonClip, `QKClip`, `QKLeaf`);
+- reading a state: `coefficients` (the Newton–Schulz table an `orthogonalize` block runs);
 - diagnostics: `record_spectra` / `recorded_spectra` (`SpectraState`);
   `ns_telemetry` (per-leaf orthogonality error and dtype of Newton–Schulz, kept when
   ``NewtonSchulz(telemetry=k)``);
@@ -28,6 +29,7 @@ Example:
 
 from optorth.blocks._block_rms import clip_by_rms as clip_by_rms
 from optorth.blocks._block_rms import scale_by_param_rms as scale_by_param_rms
+from optorth.blocks._coefficients import coefficients as coefficients
 from optorth.blocks._compute_dtype import with_compute_dtype as with_compute_dtype
 from optorth.blocks._dualize import dualize as dualize
 from optorth.blocks._factored import ScaleByFactoredRMSState as ScaleByFactoredRMSState
@@ -60,9 +62,9 @@ from optorth.blocks._weight_decay import decay_weights as decay_weights
 __all__ = [
     "MomentumState", "NSTelemetry", "OrthogonalizeState", "QKClip", "QKClipState", "QKLeaf",
     "ScaleByElementwiseRMSState", "ScaleByFactoredRMSState", "ScaleByNeuronRMSState",
-    "SpectraState", "WeightDecay", "clip_by_rms", "decay_weights", "dualize", "keep_matrix_norm",
-    "matrix_spectrum", "ns_telemetry", "orthogonalize", "qk_clip", "record_spectra",
-    "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms", "scale_by_momentum",
-    "scale_by_neuron_rms", "scale_by_param_rms", "scale_by_shape", "scale_to_rms", "soft_threshold",
-    "with_compute_dtype",
+    "SpectraState", "WeightDecay", "clip_by_rms", "coefficients", "decay_weights", "dualize",
+    "keep_matrix_norm", "matrix_spectrum", "ns_telemetry", "orthogonalize", "qk_clip",
+    "record_spectra", "recorded_spectra", "scale_by_elementwise_rms", "scale_by_factored_rms",
+    "scale_by_momentum", "scale_by_neuron_rms", "scale_by_param_rms", "scale_by_shape",
+    "scale_to_rms", "soft_threshold", "with_compute_dtype",
 ]

@@ -52,6 +52,20 @@ def with_compute_dtype(inner: optax.GradientTransformation,
     State leaves keep the dtypes ``init`` gave them (e.g. optax's AdamW moments would otherwise
     turn float32 under ``inject_hyperparams(hyperparam_dtype=jnp.float32)`` with bf16 params).
     """
+    run = run_in_dtype(inner, dtype)
+
+    def update_fn(updates, state, params=None):
+        if params is not None:
+            check_updates_match_params(updates, params)
+        return run.update(updates, state, params)
+
+    return optax.GradientTransformation(run.init, update_fn)
+
+
+def run_in_dtype(inner: optax.GradientTransformation,
+                 dtype: Any = None) -> optax.GradientTransformation:
+    """`with_compute_dtype` without its check of the updates against the parameters, for a
+    caller that has made that check already (the ready optimizers' guard)."""
     dtype = check_dtype("with_compute_dtype", "dtype", dtype)
     dtype = None if dtype is None else jnp.dtype(dtype)
 
@@ -59,8 +73,6 @@ def with_compute_dtype(inner: optax.GradientTransformation,
         return inner.init(params if dtype is None else _cast_floats(params, dtype))
 
     def update_fn(updates, state, params=None):
-        if params is not None:
-            check_updates_match_params(updates, params)
         if dtype is not None:
             inner_updates = _cast_floats(updates, dtype)
             params = None if params is None else _cast_floats(params, dtype)

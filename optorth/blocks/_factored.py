@@ -23,7 +23,8 @@ with ``step_offset=0`` when both factor it; see ``tests/test_factored.py``):
   offset behave like step 1 (β̂2 = 0); optax computes t = count + 1 − offset, which is ≤ 0 at
   the first step when offset > 0 and gives non-finite updates;
 * ``update(updates, state, params=None)``: parameters are not needed;
-* ``max_decay`` optionally caps β̂2_t (Zhai et al. 2021 cap it at 0.999).
+* ``beta2`` optionally caps β̂2_t (Zhai et al. 2021 cap it at 0.999), the β2 of the EMA
+  that `optorth.factored_muon` and Adam-style optimizers name so.
 
 References:
   Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
@@ -42,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth._checks import check_decay, check_nonnegative, check_positive
+from optorth._checks import check_decay, check_nonnegative, check_positive, renamed_keywords
 from optorth.matrices._per_matrix import matrix_shape, statistics_leaves, to_view
 
 _WHO = "scale_by_factored_rms"
@@ -65,8 +66,8 @@ class ScaleByFactoredRMSState(NamedTuple):
     v: Any
 
 
-def factored_decay(count, decay_rate=0.8, step_offset=0, max_decay=None) -> jax.Array:
-    """β̂2_t = min(max_decay, 1 − t^(−decay_rate)), t = max(count + 1 − step_offset, 1).
+def factored_decay(count, decay_rate=0.8, step_offset=0, beta2=None) -> jax.Array:
+    """β̂2_t = min(beta2, 1 − t^(−decay_rate)), t = max(count + 1 − step_offset, 1).
 
     ``count`` counts updates already applied (0 at the first step), so β̂2 = 0 at the first
     step and at every step before ``step_offset``. Always finite (t ≥ 1).
@@ -75,8 +76,8 @@ def factored_decay(count, decay_rate=0.8, step_offset=0, max_decay=None) -> jax.
         jnp.asarray(count, jnp.float32) + 1.0 - jnp.asarray(step_offset, jnp.float32), 1.0
     )
     beta = 1.0 - t ** (-jnp.asarray(decay_rate, jnp.float32))
-    if max_decay is not None:
-        beta = jnp.minimum(beta, jnp.asarray(max_decay, jnp.float32))
+    if beta2 is not None:
+        beta = jnp.minimum(beta, jnp.asarray(beta2, jnp.float32))
     return beta
 
 
@@ -134,6 +135,7 @@ def _check_hparams(decay_rate, min_dim_size_to_factor):
         )
 
 
+@renamed_keywords("scale_by_factored_rms", max_decay="beta2")
 def scale_by_factored_rms(
     *,
     decay_rate: float = 0.8,
@@ -141,7 +143,7 @@ def scale_by_factored_rms(
     eps: float = 1e-30,
     specs: Any = None,
     min_dim_size_to_factor: int | None = None,
-    max_decay: float | None = None,
+    beta2: float | None = None,
     stats_dtype: Any = "float32",
 ) -> optax.GradientTransformation:
     """Scales updates by Adafactor's factored estimate of the gradient RMS, per matrix.
@@ -163,7 +165,8 @@ def scale_by_factored_rms(
         are never factored. Complex leaves are refused.
       min_dim_size_to_factor: factor a matrix only if min(m, n) is at least this; ``None``
         factors every matrix (the paper).
-      max_decay: optional cap on β̂2_t.
+      beta2: optional cap on β̂2_t (formerly ``max_decay=``, still accepted with a
+        ``DeprecationWarning``).
       stats_dtype: dtype of R, C and V (default float32, whatever the parameter dtype).
 
     Returns:
@@ -187,8 +190,8 @@ def scale_by_factored_rms(
     _check_hparams(decay_rate, min_dim_size_to_factor)
     check_positive(_WHO, "eps", eps)
     check_nonnegative(_WHO, "step_offset", step_offset)
-    if max_decay is not None:
-        check_decay(_WHO, "max_decay", max_decay)
+    if beta2 is not None:
+        check_decay(_WHO, "beta2", beta2)
     stats_dtype = jnp.dtype(stats_dtype)
 
     def init_fn(params):
@@ -211,7 +214,7 @@ def scale_by_factored_rms(
         rows = treedef.flatten_up_to(state.v_row)
         cols = treedef.flatten_up_to(state.v_col)
         fulls = treedef.flatten_up_to(state.v)
-        beta = factored_decay(state.count, decay_rate, step_offset, max_decay)
+        beta = factored_decay(state.count, decay_rate, step_offset, beta2)
         eps1 = jnp.asarray(eps, jnp.float32)
         out_u, out_r, out_c, out_v = [], [], [], []
         for g, s, r, c, v in zip(leaves, specs_, rows, cols, fulls, strict=True):

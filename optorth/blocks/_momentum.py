@@ -32,7 +32,7 @@ import optax
 from optorth._checks import check_bool, check_choice, check_decay, check_dtype
 from optorth.matrices._sharding import keep_shardings
 
-CONVENTIONS = ("ema", "sgd")
+MOMENTUM_CONVENTIONS = ("ema", "sgd")
 
 
 class MomentumState(NamedTuple):
@@ -48,7 +48,7 @@ def _check(beta, convention, nesterov, bias_correction, warm_start):
     for name, flag in (("nesterov", nesterov), ("bias_correction", bias_correction),
                        ("warm_start", warm_start)):
         check_bool("scale_by_momentum", name, flag)
-    check_choice("scale_by_momentum", "convention", convention, CONVENTIONS)
+    check_choice("scale_by_momentum", "convention", convention, MOMENTUM_CONVENTIONS)
     if convention == "sgd" and bias_correction:
         raise ValueError("bias_correction applies to the 'ema' convention only; the SGD-style "
                          "buffer m ← βm + g has no bias to correct in the same sense.")

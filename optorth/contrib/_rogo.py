@@ -17,15 +17,15 @@ x ΔW = 0 for every old input x ∈ span(M), whatever the output side does.
 
 Equations followed (per matrix): those of the authors' released code (PyTorch, built on
 GPM's), which trains the reparametrized layer W_eff = (I − S Sᵀ + S Λ Sᵀ) W with a learned
-k × k "scale" Λ, initialised at I, penalised by β ‖Λ − I‖²_F, and folds Λ into W at the end
+k × k "scale" Λ, initialised at I, penalised by λ ‖Λ − I‖²_F, and folds Λ into W at the end
 of each task):
 
 * update (here W denotes the effective weight, the parameter optax sees; G = ∂L/∂W; A = Sᵀ W₀
   is the *anchor*, the weight's action on S when S was relaxed, stored in the state):
 
-      u = (I − M Mᵀ) G  +  S D A,     D = Sᵀ G Aᵀ + 2β (Λ − I),     (Λ − I) A = Sᵀ W − A
+      u = (I − M Mᵀ) G  +  S D A,     D = Sᵀ G Aᵀ + 2λ (Λ − I),     (Λ − I) A = Sᵀ W − A
 
-  i.e. ``u = G − M Mᵀ G + S (Sᵀ G) Aᵀ A + 2β S (Sᵀ W − A)``. This is *exactly* the change of
+  i.e. ``u = G − M Mᵀ G + S (Sᵀ G) Aᵀ A + 2λ S (Sᵀ W − A)``. This is *exactly* the change of
   W_eff that SGD with learning rate η (or heavy-ball momentum, both linear in the gradient)
   produces on the reparametrized model, divided by −η: W's own gradient is GPM-projected
   (and (I − M Mᵀ) S = 0 makes the Λ-part and the W-part add without a cross term), and Λ's
@@ -79,7 +79,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optorth._checks import check_bool, check_nonnegative, concrete_float
+from optorth._checks import check_bool, check_nonnegative, concrete_float, renamed_keywords
 from optorth.matrices import MatrixSpec, resolve_specs
 
 _WHO = "rogo"
@@ -148,9 +148,10 @@ def _matrix_shape(spec: MatrixSpec, shape, who) -> tuple[int, int, int]:
 
 
 # ----- the transform ----------------------------------------------------------------------------
+@renamed_keywords("optorth.contrib.rogo", beta="penalty")
 def rogo(
     *,
-    beta: float = 1.0,
+    penalty: float = 1.0,
     relax: bool = True,
     specs: Any = None,
 ) -> optax.GradientTransformation:
@@ -159,12 +160,12 @@ def rogo(
     Per matrix W (fan-in m × fan-out n) with frozen-space basis M and relaxing space S ⊂ span(M)
     (see the module docstring for the derivation):
 
-        u = G − M Mᵀ G + S (Sᵀ G) Aᵀ A + 2β S (Sᵀ W − A)
+        u = G − M Mᵀ G + S (Sᵀ G) Aᵀ A + 2λ S (Sᵀ W − A)
 
     where A (the anchor) is Sᵀ W when S was relaxed. Without relaxed directions (the state
     `init` returns, or ``relax=False``) this is GPM's projection u = G − M Mᵀ G, exactly
     orthogonal to every basis column. The relaxed part is exactly what SGD on the paper's
-    reparametrized layer (I − S Sᵀ + S Λ Sᵀ) W with penalty β ‖Λ − I‖² moves, so chain it
+    reparametrized layer (I − S Sᵀ + S Λ Sᵀ) W with penalty λ ‖Λ − I‖² moves, so chain it
     before ``optax.sgd``: ``optax.chain(rogo(), optax.sgd(lr, momentum=0.9))``.
 
     The bases come from outside the training step: `add_task_subspace` after each task
@@ -172,8 +173,9 @@ def rogo(
     of the next task (ROGO's search). Fallback (non-matrix) leaves pass through unchanged.
 
     Args:
-      beta: β ≥ 0, the weight of the penalty β ‖Λ − I‖²_F that keeps the relaxed mixing near
-        identity (the official code's ``--weight``, default 1; injectable).
+      penalty: λ ≥ 0, the weight of the penalty λ ‖Λ − I‖²_F that keeps the relaxed mixing
+        near identity (the official code's ``--weight``, default 1; injectable). Formerly
+        ``beta=``, still accepted with a ``DeprecationWarning``.
       relax: use the relaxing space; ``False`` is plain GPM whatever the state holds.
       specs: which leaves are matrices and how (``optorth.matrices.resolve_specs``); ``None``
         is ``optorth.route``.
@@ -199,7 +201,7 @@ def rogo(
       Learning", arXiv 2301.12131. Saha, Garg & Roy, "Gradient Projection Memory for
       Continual Learning", arXiv 2103.09762.
     """
-    check_nonnegative(_WHO, "beta", beta)
+    check_nonnegative(_WHO, "penalty", penalty)
     relax = check_bool(_WHO, "relax", relax)
 
     def init_fn(params):
@@ -224,7 +226,7 @@ def rogo(
             w_view = s.to_matrices(w).astype(jnp.float32)
             rel_t = jnp.swapaxes(rel, -1, -2)
             mix = (rel_t @ view) @ jnp.swapaxes(anchor, -1, -2) @ anchor
-            out = out + rel @ (mix + 2.0 * beta * (rel_t @ w_view - anchor))
+            out = out + rel @ (mix + 2.0 * penalty * (rel_t @ w_view - anchor))
         return s.from_matrices(out, jnp.shape(g)).astype(g.dtype)
 
     def update_fn(updates, state, params=None):

@@ -29,6 +29,8 @@ two axes (Adafactor's convention) and a scalar or vector as one block.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any, Callable
 
 import jax
@@ -194,3 +196,40 @@ def route_specs(rules=None, **route_options) -> Callable[[Any], Any]:
       MatrixSpec(reduction=(1,), output=(2,), heads=None, blocks=None)
     """
     return lambda tree: route(tree, rules, **route_options)
+
+
+class RoutingOnce:
+    """``specs`` shared by the blocks of one ready optimizer: `optorth.route` with ``rules``,
+    computed once per `once` scope.
+
+    Outside a scope it is ``route_specs(rules)``. Inside ``with routing.once(tree):`` (the ready
+    optimizer's ``init`` or ``update``) the first call routes ``tree`` and every later call,
+    from any block or from the partition's labels, returns that result; blocks match it to the
+    leaves they see by path, which the masked trees inside ``optax.partition`` keep. Routing
+    reads only paths, shapes and dtype kinds, so the result is the one each block would get.
+
+    Args:
+      rules: ``(regex, MatrixSpec | "fallback")`` pairs, as in `optorth.route`.
+    """
+
+    def __init__(self, rules=None):
+        self.rules = rules
+        self._scope = contextvars.ContextVar("optorth.routing_once", default=None)
+
+    @contextlib.contextmanager
+    def once(self, tree):
+        """A scope in which ``tree`` is routed at most once."""
+        token = self._scope.set({"tree": tree})
+        try:
+            yield self
+        finally:
+            self._scope.reset(token)
+
+    def __call__(self, tree):
+        scope = self._scope.get()
+        if scope is None:
+            return route(tree, self.rules)
+        if "routed" not in scope:
+            scope["routed"] = route(scope["tree"], self.rules)
+        return scope["routed"]
+

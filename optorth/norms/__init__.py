@@ -15,13 +15,15 @@ rate means per matrix shape.
 | `AuON`, `HybridAuON` | AuON's cosh-scaled direction | ⟨M, lmo(M)⟩ |
 
 Names in `NORMS` (``"spectral"``, ``"sign"``, ...) are accepted as shorthand for the
-default object.
+default object; `SCALE_CONVENTIONS` lists the names of the shape-scale conventions.
 
 Example:
   >>> import optorth, jax.numpy as jnp
   >>> float(optorth.norms.Frobenius().dual(jnp.array([[3.0, 4.0]])))
   5.0
 """
+
+import warnings
 
 from optorth.norms._objects import NORMS as NORMS
 from optorth.norms._objects import AuON as AuON
@@ -33,8 +35,19 @@ from optorth.norms._objects import Row as Row
 from optorth.norms._objects import Sign as Sign
 from optorth.norms._objects import Spectral as Spectral
 from optorth.norms._objects import as_norm as as_norm
-from optorth.norms._shape_scale import CONVENTIONS as CONVENTIONS
+from optorth.norms._shape_scale import SCALE_CONVENTIONS as SCALE_CONVENTIONS
 from optorth.norms._shape_scale import ShapeScale as ShapeScale
 
-__all__ = ["CONVENTIONS", "NORMS", "AuON", "Column", "Frobenius", "HybridAuON", "Norm", "Row",
-           "ShapeScale", "Sign", "Spectral", "as_norm"]
+__all__ = ["NORMS", "SCALE_CONVENTIONS", "AuON", "Column", "Frobenius", "HybridAuON", "Norm",
+           "Row", "ShapeScale", "Sign", "Spectral", "as_norm"]
+
+
+def __getattr__(name: str):
+    """``CONVENTIONS``, the former name of `SCALE_CONVENTIONS` (a ``DeprecationWarning``):
+    ``optorth.scale_by_momentum`` has conventions too ("ema", "sgd")."""
+    if name == "CONVENTIONS":
+        warnings.warn("optorth.norms.CONVENTIONS is deprecated; use "
+                      "optorth.norms.SCALE_CONVENTIONS (the same tuple).", DeprecationWarning,
+                      stacklevel=2)
+        return SCALE_CONVENTIONS
+    raise AttributeError(f"module 'optorth.norms' has no attribute {name!r}")

@@ -21,7 +21,7 @@ import math
 
 from optorth._checks import check_choice, check_positive
 
-CONVENTIONS = ("keller", "consistent_rms", "spectral")
+SCALE_CONVENTIONS = ("keller", "consistent_rms", "spectral")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ShapeScale:
     rms: float = 0.2
 
     def __post_init__(self):
-        check_choice("ShapeScale", "convention", self.convention, CONVENTIONS)
+        check_choice("ShapeScale", "convention", self.convention, SCALE_CONVENTIONS)
         object.__setattr__(self, "rms", float(check_positive("ShapeScale", "rms", self.rms)))
 
     def factor(self, fan_in: int, fan_out: int) -> float:
@@ -71,5 +71,5 @@ def as_shape_scale(scale) -> ShapeScale | None:
         return scale
     if isinstance(scale, str):
         return ShapeScale(scale)
-    raise ValueError(f"scale must be None, a convention name {CONVENTIONS} or an "
+    raise ValueError(f"scale must be None, a convention name {SCALE_CONVENTIONS} or an "
                      f"optorth.norms.ShapeScale; got {scale!r}.")

@@ -9,8 +9,9 @@
   `resolve_schedule`, `root_schedule`), minimax generators
   (`polar_express_schedule`, `cans_schedule`) and the exact scalar oracle
   `validate_schedule` (`ScheduleReport`).
-- Learned coefficients: offline `fit_schedule` (`FitError`,
-  `sample_spectra`, `OBJECTIVES`, `SPECTRUM_FAMILIES`) and online
+- Learned coefficients: offline `fit_schedule` of an objective (`ScalarObjective`,
+  `BandObjective`, `MatrixObjective`; `FitError`, `sample_spectra`, `OBJECTIVES`,
+  `SPECTRUM_FAMILIES`) and online
   `OnlineLearning` / `refine_coefficients` (`RefineInfo`).
 - `coefficient_fingerprint` and `STATE_VERSION` identify a table in a state.
 
@@ -30,6 +31,9 @@ from optorth.ns._engine import polar as polar
 from optorth.ns._engine import polar_numpy as polar_numpy
 from optorth.ns._fingerprint import STATE_VERSION as STATE_VERSION
 from optorth.ns._fingerprint import coefficient_fingerprint as coefficient_fingerprint
+from optorth.ns._fit_objectives import BandObjective as BandObjective
+from optorth.ns._fit_objectives import MatrixObjective as MatrixObjective
+from optorth.ns._fit_objectives import ScalarObjective as ScalarObjective
 from optorth.ns._generators import cans_schedule as cans_schedule
 from optorth.ns._generators import polar_express_schedule as polar_express_schedule
 from optorth.ns._learn import OBJECTIVES as OBJECTIVES
@@ -51,10 +55,10 @@ from optorth.ns._validate import validate_schedule as validate_schedule
 
 __all__ = [
     "GRAM_CROSSOVER", "OBJECTIVES", "PER_SHAPE_PRESETS", "PRESETS", "SPECTRUM_FAMILIES",
-    "STATE_VERSION", "FitError", "NewtonSchulz", "OnlineLearning", "RefineInfo", "Schedule",
-    "ScheduleReport", "cans_schedule", "choose_method", "coefficient_fingerprint",
-    "default_restart", "fit_schedule", "newton_schulz", "newton_schulz_table", "polar",
-    "polar_express_schedule", "polar_numpy",
-    "preset_names", "refine_coefficients", "resolve_schedule", "root_schedule",
+    "STATE_VERSION", "BandObjective", "FitError", "MatrixObjective", "NewtonSchulz",
+    "OnlineLearning", "RefineInfo", "ScalarObjective", "Schedule", "ScheduleReport",
+    "cans_schedule", "choose_method", "coefficient_fingerprint", "default_restart",
+    "fit_schedule", "newton_schulz", "newton_schulz_table", "polar", "polar_express_schedule",
+    "polar_numpy", "preset_names", "refine_coefficients", "resolve_schedule", "root_schedule",
     "sample_spectra", "validate_schedule",
 ]

@@ -44,13 +44,19 @@ import optax
 
 from optorth._checks import (
     check_choice,
-    check_dtype,
-    check_nonnegative,
     check_positive,
     check_positive_int,
 )
 from optorth.ns import _objectives as obj
 from optorth.ns._engine import SPECTRAL_MARGIN
+from optorth.ns._fit_objectives import (
+    OBJECTIVE_TYPES,
+    BandObjective,
+    MatrixObjective,
+    Objective,
+    ScalarObjective,
+    as_objective,
+)
 from optorth.ns._generators import polar_express_schedule
 from optorth.ns._presets import PRESETS, as_schedule, resolve_schedule
 from optorth.ns._schedule import (
@@ -63,7 +69,7 @@ from optorth.ns._schedule import (
 )
 from optorth.ns._validate import ScheduleReport, validate_schedule
 
-OBJECTIVES = ("scalar", "band", "matrix")
+OBJECTIVES = tuple(OBJECTIVE_TYPES)
 SPECTRUM_FAMILIES = ("log_uniform", "gaussian", "power_law")
 _GRID_POINTS = 2048
 _NUM_STARTS = 11
@@ -81,7 +87,8 @@ class FitError(RuntimeError):
     Example:
       >>> import optorth
       >>> try:  # a band of ±1e-3 down to σ = 1e-3 is out of reach in 2 steps
-      ...     optorth.fit_schedule(2, objective="band", delta=1e-3, iterations=20, search=0)
+      ...     optorth.fit_schedule(2, optorth.ns.BandObjective(delta=1e-3), iterations=20,
+      ...                          search=0)
       ... except optorth.ns.FitError as err:
       ...     print(err.report is not None)
       True
@@ -380,37 +387,25 @@ def matrix_data(shape, count, *, spectrum="log_uniform", spectra=None, sigma_min
 
 
 # ----- public API ------------------------------------------------------------------------------
-def _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype, *, init=None,
-                spectra=None, spectrum="log_uniform", power=1.0, delta=0.3, mean_weight=1.0,
-                worst_weight=1.0, iterations=None, learning_rate=None, num_matrices=4,
-                search=0, seed=0, name=None):
-    """Every argument of `fit_schedule`, checked before any work (ValueError)."""
+def _check_args(steps, objective, sigma_min, precondition, safety, shape, *, init=None,
+                spectra=None, spectrum="log_uniform", power=1.0, iterations=None,
+                learning_rate=None, search=0, seed=0, name=None):
+    """Every argument of `fit_schedule` but the objective's own, checked before any work."""
     who = "fit_schedule"
     check_positive_int(who, "steps", steps)
-    check_choice(who, "objective", objective, OBJECTIVES)
     check_below(who, "sigma_min", sigma_min)
     check_choice(who, "precondition", precondition, PRECONDITIONS)
     check_safety(who, safety)
     if shape is not None:
         shape = matrix_shape(who, shape)
     if objective == "matrix" and shape is None:
-        raise ValueError(f"{who}: objective='matrix' needs shape=(m, n) of the matrices to fit "
-                         f"on.")
-    if dtype is not None and objective != "matrix":
-        raise ValueError(f"{who}: dtype={dtype!r} only affects objective='matrix' (the scalar "
-                         f"objectives are exact arithmetic); pass objective='matrix'.")
-    check_dtype(who, "dtype", dtype)
+        raise ValueError(f"{who}: optorth.ns.MatrixObjective needs shape=(m, n) of the "
+                         f"matrices to fit on.")
     check_choice(who, "spectrum", spectrum, SPECTRUM_FAMILIES)
     check_positive(who, "power", power)
-    check_positive(who, "delta", delta)
-    check_nonnegative(who, "mean_weight", mean_weight)
-    check_nonnegative(who, "worst_weight", worst_weight)
-    if not float(mean_weight) + float(worst_weight) > 0:
-        raise ValueError(f"{who}: mean_weight and worst_weight are both 0; nothing to fit.")
     check_positive_int(who, "iterations", iterations, allow_none=True)
     if learning_rate is not None:
         check_positive(who, "learning_rate", learning_rate)
-    check_positive_int(who, "num_matrices", num_matrices)
     if isinstance(search, bool) or not isinstance(search, (int, np.integer)) or search < 0:
         raise ValueError(f"{who}: search must be an int >= 0 (0 disables it); got {search!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -466,11 +461,10 @@ def _select(candidates, losses, feasible, steps, sigma_min, safety, precondition
 
 def fit_schedule(
     steps: int,
+    objective: str | Objective = "scalar",
     *,
-    objective: str = "scalar",
     sigma_min: float = 1e-3,
     shape: tuple[int, int] | None = None,
-    dtype: Any = None,
     precondition: str = "frobenius",
     safety: float = 1.0,
     init: str | Schedule | Any = None,
@@ -478,35 +472,34 @@ def fit_schedule(
     spectra: Sequence[Any] | None = None,
     spectrum: str = "log_uniform",
     power: float = 1.0,
-    delta: float = 0.3,
-    mean_weight: float = 1.0,
-    worst_weight: float = 1.0,
     iterations: int | None = None,
     learning_rate: float | None = None,
-    num_matrices: int = 4,
     search: int = 400,
     name: str | None = None,
+    **deprecated: Any,
 ) -> Schedule:
     """Fits a ``steps``-row Newton–Schulz table by gradient descent through the iteration.
 
-    Objectives (math in ``optorth.ns._objectives``):
+    The objective is an object holding its own settings (math in ``optorth.ns._objectives``):
 
-    - ``"scalar"``: w_mean · mean|φ(σ) − 1| + w_max · max|φ(σ) − 1| over the data's σ (the
-      max exact on its interval), plus penalties forbidding sign flips and escapes past a
-      repelling fixed point.
-    - ``"band"``: maximize φ′(0) = ∏a subject to φ(σ) ∈ [1 − δ, 1 + δ] on the data's
-      interval (penalty); raises `FitError` if the band cannot be met.
-    - ``"matrix"``: mean and smooth-max of |u_iᵀ NS(X) v_i − 1| over ``num_matrices`` random
-      matrices of ``shape`` run through ``optorth.newton_schulz`` in ``dtype`` (bf16 round-off
-      is learned). Starts from the ``"scalar"`` fit on the same spectra unless ``init``.
+    - `optorth.ns.ScalarObjective` (``mean_weight``, ``worst_weight``): w_mean · mean|φ(σ) − 1|
+      + w_max · max|φ(σ) − 1| over the data's σ (the max exact on its interval), plus
+      penalties forbidding sign flips and escapes past a repelling fixed point.
+    - `optorth.ns.BandObjective` (``delta``): maximize φ′(0) = ∏a subject to
+      φ(σ) ∈ [1 − δ, 1 + δ] on the data's interval (penalty); raises `FitError` if the band
+      cannot be met.
+    - `optorth.ns.MatrixObjective` (``dtype``, ``num_matrices``, weights): mean and
+      smooth-max of |u_iᵀ NS(X) v_i − 1| over random matrices of ``shape`` run through
+      ``optorth.newton_schulz`` in ``dtype`` (bf16 round-off is learned). Starts from the
+      scalar fit on the same spectra unless ``init``.
 
     Args:
       steps: number of rows T (static).
-      objective: ``"scalar"``, ``"band"`` or ``"matrix"``.
+      objective: an objective object, or its name (``"scalar"``, ``"band"``, ``"matrix"``)
+        for its defaults.
       sigma_min: smallest σ that must be brought to 1 (relative to the largest for spectra).
       shape: matrix shape ``(m, n)``: the spectra are drawn for it and normalized as the
         engine does; ``None`` fits normalized σ ∈ [sigma_min, 1] directly.
-      dtype: compute dtype of the matrix objective (e.g. ``jnp.bfloat16``).
       precondition: the engine's normalization the table is fitted for.
       safety: normalization safety factor stored in the schedule (σ enters as σ / safety).
       init: a preset name, Schedule or ``(T, 3)`` array to start from; ``None`` starts from
@@ -516,14 +509,14 @@ def fit_schedule(
         (``optorth.recorded_spectra``); overrides ``spectrum``.
       spectrum: family of sampled spectra when ``shape`` is given (``SPECTRUM_FAMILIES``).
       power: exponent of the ``"power_law"`` family.
-      delta: half-width of the band objective.
-      mean_weight, worst_weight: weights of the mean and worst-case terms.
       iterations: Adam steps (default 3000 scalar/band, 150 matrix).
       learning_rate: Adam's peak relative step (default 3e-3 scalar/band, 3e-4 matrix).
-      num_matrices: matrices of the matrix objective.
       search: generations of the derivative-free evolution-strategy search whose best tables
         seed Adam (scalar and band objectives; 0 disables, e.g. when ``init`` is given).
       name: the schedule's name (default ``"fitted{steps}"``).
+      **deprecated: ``delta``, ``mean_weight``, ``worst_weight``, ``dtype``, ``num_matrices``
+        as keywords, the objective's settings before the objective objects; they still work,
+        with a ``DeprecationWarning``.
 
     Returns:
       A validated `optorth.Schedule` (``extend="fixed"``) with provenance.
@@ -533,24 +526,26 @@ def fit_schedule(
 
     Example:
       >>> import optorth, jax.numpy as jnp
-      >>> sched = optorth.fit_schedule(3, iterations=200, search=0)
+      >>> objective = optorth.ns.ScalarObjective(worst_weight=0.2)
+      >>> sched = optorth.fit_schedule(3, objective, iterations=200, search=0)
       >>> optorth.validate_schedule(sched).ok
       True
       >>> optorth.newton_schulz(jnp.eye(4, 8), sched).shape
       (4, 8)
     """
-    _check_args(steps, objective, sigma_min, precondition, safety, shape, dtype, init=init,
-                spectra=spectra, spectrum=spectrum, power=power, delta=delta,
-                mean_weight=mean_weight, worst_weight=worst_weight, iterations=iterations,
-                learning_rate=learning_rate, num_matrices=num_matrices, search=search,
-                seed=seed, name=name)
-    if objective == "matrix":
-        return _fit_matrix(steps, sigma_min=sigma_min, shape=shape, dtype=dtype,
+    fit = as_objective("fit_schedule", objective, deprecated)
+    _check_args(steps, fit.name, sigma_min, precondition, safety, shape, init=init,
+                spectra=spectra, spectrum=spectrum, power=power, iterations=iterations,
+                learning_rate=learning_rate, search=search, seed=seed, name=name)
+    if isinstance(fit, MatrixObjective):
+        return _fit_matrix(steps, fit, sigma_min=sigma_min, shape=shape,
                            precondition=precondition, safety=safety, init=init, seed=seed,
                            spectra=spectra, spectrum=spectrum, power=power,
-                           mean_weight=mean_weight, worst_weight=worst_weight,
                            iterations=iterations or 150, learning_rate=learning_rate or 3e-4,
-                           num_matrices=num_matrices, search=search, name=name)
+                           search=search, name=name)
+    mean_weight, worst_weight = (fit.mean_weight, fit.worst_weight) if isinstance(
+        fit, ScalarObjective) else (1.0, 1.0)
+    delta = fit.delta if isinstance(fit, BandObjective) else BandObjective.delta
     data = _scalar_data(sigma_min, shape, spectra, spectrum, precondition, seed, power)
     iterations, learning_rate = iterations or 3000, learning_rate or 3e-3
     data_tree = {
@@ -559,17 +554,17 @@ def fit_schedule(
         "safety": safety, "delta": delta, "check_sigma": min(sigma_min, data.bounds[0]),
     }
     inits, names = _initial_tables(steps, init, data.bounds)
-    candidates, losses, feasible = _fit_many(inits, _Objective(objective), data_tree,
+    candidates, losses, feasible = _fit_many(inits, _Objective(fit.name), data_tree,
                                              iterations, learning_rate, search=search, seed=seed)
     names = names + [f"evolution strategy ({search} generations) #{i}"
                      for i in range(len(candidates) - len(names))]
     index, report = _select(candidates, losses, feasible, steps, sigma_min, safety,
-                            precondition, delta if objective == "band" else None)
+                            precondition, delta if fit.name == "band" else None)
     extra = {"init": names[index], "iterations": int(iterations),
              "learning_rate": float(learning_rate), "loss": float(losses[index]),
              "mean_weight": float(mean_weight), "worst_weight": float(worst_weight),
              "sigma_interval": f"[{data.bounds[0]:.4g}, {data.bounds[1]:.4g}]"}
-    if objective == "band":
+    if fit.name == "band":
         extra["delta"] = float(delta)
     return Schedule(
         table=tuple(map(tuple, candidates[index])),
@@ -577,7 +572,7 @@ def fit_schedule(
         safety=safety,
         precondition=precondition,
         extend="fixed",
-        provenance=_provenance(objective, shape, dtype, seed, sigma_min, precondition,
+        provenance=_provenance(fit.name, shape, None, seed, sigma_min, precondition,
                                data.source, extra) + _report_items(report),
     )
 
@@ -588,19 +583,19 @@ def _report_items(report: ScheduleReport):
             ("slope_at_zero", float(report.slope_at_zero)))
 
 
-def _fit_matrix(steps, *, sigma_min, shape, dtype, precondition, safety, init, seed, spectra,
-                spectrum, power, mean_weight, worst_weight, iterations, learning_rate,
-                num_matrices, search, name):
+def _fit_matrix(steps, fit: MatrixObjective, *, sigma_min, shape, precondition, safety, init,
+                seed, spectra, spectrum, power, iterations, learning_rate, search, name):
+    dtype, num_matrices = fit.dtype, fit.num_matrices
+    mean_weight, worst_weight = fit.mean_weight, fit.worst_weight
     if init is None:
         scalar_pre = precondition if precondition in ("frobenius", "schatten", "spectral") \
             else "frobenius"
         if spectra is not None and scalar_pre != "frobenius":
             scalar_pre = "frobenius"
-        start = fit_schedule(steps, objective="scalar", sigma_min=sigma_min, shape=shape,
-                             precondition=scalar_pre, safety=safety, seed=seed,
-                             spectra=spectra, spectrum=spectrum, power=power,
-                             mean_weight=mean_weight, worst_weight=worst_weight,
-                             search=search)
+        start = fit_schedule(steps, ScalarObjective(mean_weight, worst_weight),
+                             sigma_min=sigma_min, shape=shape, precondition=scalar_pre,
+                             safety=safety, seed=seed, spectra=spectra, spectrum=spectrum,
+                             power=power, search=search)
         init, init_name = start.rows(), "scalar fit on the same spectra"
     else:
         init_name = init if isinstance(init, str) else getattr(init, "name", "array")

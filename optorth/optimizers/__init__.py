@@ -10,6 +10,10 @@ leaf (embeddings, output heads, biases, norm gains) takes ``fallback``, by defau
   `normalized_sgdm`, `signum`, `auon`, `hybrid_auon`;
 - `adafactor` (and its `relative_step_schedule`).
 
+Reading a routed ready optimizer's state without spelling out its nesting: `matrix_state`
+(the matrix path's block states, in pipeline order) and `fallback_state`; its Newton–Schulz
+table: `optorth.coefficients`.
+
 Example:
   >>> import optorth
   >>> tx = optorth.optimizers.muon(learning_rate=0.02)
@@ -29,11 +33,13 @@ from optorth.optimizers._norm_based import trust_region as trust_region
 from optorth.optimizers._second_moment_muon import adamuon as adamuon
 from optorth.optimizers._second_moment_muon import factored_muon as factored_muon
 from optorth.optimizers._second_moment_muon import normuon as normuon
+from optorth.optimizers._state import fallback_state as fallback_state
+from optorth.optimizers._state import matrix_state as matrix_state
 
 #: Every ready optimizer, by name.
 READY = ("muon", "turbo_muon", "root", "normuon", "adamuon", "factored_muon", "trust_region",
          "normalized_sgdm", "signum", "auon", "hybrid_auon", "adafactor")
 
 __all__ = ["READY", "adafactor", "adamuon", "auon", "default_fallback", "factored_muon",
-           "hybrid_auon", "muon", "normalized_sgdm", "normuon", "relative_step_schedule",
-           "root", "signum", "trust_region", "turbo_muon"]
+           "fallback_state", "hybrid_auon", "matrix_state", "muon", "normalized_sgdm", "normuon",
+           "relative_step_schedule", "root", "signum", "trust_region", "turbo_muon"]

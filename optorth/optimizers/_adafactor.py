@@ -43,7 +43,7 @@ from optorth._checks import (
 )
 from optorth.blocks._block_rms import clip_by_rms, scale_by_param_rms
 from optorth.blocks._clip_gradients import clip_gradients
-from optorth.blocks._compute_dtype import with_compute_dtype
+from optorth.blocks._compute_dtype import run_in_dtype
 from optorth.blocks._factored import scale_by_factored_rms
 from optorth.blocks._weight_decay import WeightDecay, around_learning_rate, as_weight_decay
 from optorth.matrices._routing import route_or_fallback
@@ -159,4 +159,4 @@ def adafactor(
         chain.extend(around_learning_rate(weight_decay, weight_decay_mask, learning_rate))
     # Entries beyond ±2⁶⁰ are clipped: G² would overflow the second-moment statistics to inf
     # (from |g| ≈ 1.8e19), after which the leaf's updates are 0 for good.
-    return guard("adafactor", clip_gradients(with_compute_dtype(optax.chain(*chain), None)))
+    return guard("adafactor", clip_gradients(run_in_dtype(optax.chain(*chain), None)))

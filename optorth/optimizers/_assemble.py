@@ -13,7 +13,7 @@ optimizer in every error about a missing ``params`` or a state that is not its o
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ import optax
 
 from optorth._checks import check_dtype, check_learning_rate
 from optorth.blocks._clip_gradients import clip_gradients
-from optorth.blocks._compute_dtype import check_updates_match_params, with_compute_dtype
+from optorth.blocks._compute_dtype import check_updates_match_params, run_in_dtype
 from optorth.blocks._qk_clip import QKClip, qk_clip
 from optorth.blocks._shape_scale import scale_by_shape
 from optorth.blocks._weight_decay import WeightDecay, around_learning_rate, as_weight_decay
@@ -34,8 +34,7 @@ from optorth.matrices._paths import (
     shape_of,
 )
 from optorth.matrices._report import warn_routing_at_init
-from optorth.matrices._resolve import route_specs
-from optorth.matrices._routing import route
+from optorth.matrices._resolve import RoutingOnce, resolve_specs
 from optorth.matrices._specs import MatrixSpec
 from optorth.norms._shape_scale import as_shape_scale
 from optorth.optimizers._fallback_lr import check_schedule, fallback_learning_rate
@@ -60,8 +59,8 @@ def _reject_float16(inner: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init_fn, inner.update)
 
 
-def default_fallback(learning_rate: Any = 3e-3, weight_decay: float | WeightDecay = 0.0
-                     ) -> optax.GradientTransformation:
+def default_fallback(learning_rate: optax.ScalarOrSchedule = 3e-3,
+                     weight_decay: float | WeightDecay = 0.0) -> optax.GradientTransformation:
     """The optimizer of every leaf that is not a hidden matrix, unless ``fallback=`` is given.
 
     ``optax.adamw(3e-3, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)``: a true AdamW (not
@@ -100,10 +99,10 @@ def _is_integer(leaf) -> bool:
     return dtype is not None and not jnp.issubdtype(dtype, jnp.inexact)
 
 
-def _labels(rules):
+def _labels(routing: RoutingOnce, who: str):
     def labels(tree):
         return jax.tree.map(lambda t: MATRIX if isinstance(t, MatrixSpec) else FALLBACK,
-                            route(tree, rules))
+                            resolve_specs(routing, tree, who=who))
 
     return labels
 
@@ -203,19 +202,30 @@ def _propagate_nonfinite(out, updates):
     return jax.tree.map(fix, out, updates)
 
 
-def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+def guard(name: str, inner: optax.GradientTransformation,
+          routing: RoutingOnce | None = None) -> optax.GradientTransformation:
     """``inner`` for float leaves, a zero update for integer leaves, and errors that name the
     optimizer: a missing ``params``, arguments passed in the wrong order, or a state built by
     another optimizer (or for other parameters) raise ``ValueError`` at trace time instead of
     failing deep inside a block. Python scalar leaves are taken as arrays (as optax does); a
-    leaf that is neither a number nor an array raises ``ValueError`` naming its path."""
+    leaf that is neither a number nor an array raises ``ValueError`` naming its path.
+    With ``routing``, each ``init`` and ``update`` routes the parameters once, for every
+    block."""
     inner = optax.partition({"train": inner, FROZEN: optax.set_to_zero()}, _integer_labels)
     who = f"optorth.{name}"
 
     def init_fn(params):
-        return inner.init(_as_arrays(params, who))
+        params = _as_arrays(params, who)
+        with _once(routing, params):
+            return inner.init(params)
 
     def update_fn(updates, state, params=None):
+        if params is None:
+            return checked_update(updates, state, params)
+        with _once(routing, params):
+            return checked_update(updates, state, params)
+
+    def checked_update(updates, state, params):
         if params is None:
             raise ValueError(
                 f"{who}: update needs the parameters (weight decay, the fallback and "
@@ -241,11 +251,13 @@ def guard(name: str, inner: optax.GradientTransformation) -> optax.GradientTrans
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
-             weight_decay_mask=None, scale=None, rules=None, mu_dtype=None,
+def assemble(name: str, direction_blocks, *, learning_rate, routing: RoutingOnce,
+             weight_decay=0.0, weight_decay_mask=None, scale=None, mu_dtype=None,
              fallback=None, clip: QKClip | None = None) -> optax.GradientTransformation:
     """The ready optimizer ``name`` from its direction blocks (module docstring), followed
-    by `optorth.qk_clip` when ``clip`` is a `optorth.QKClip`."""
+    by `optorth.qk_clip` when ``clip`` is a `optorth.QKClip`. ``routing`` is the ``specs``
+    its direction blocks were built with; the partition and the shape scale share it, so that
+    one ``init`` or ``update`` routes the parameters once."""
     learning_rate = check_learning_rate(f"optorth.{name}", learning_rate)
     weight_decay = as_weight_decay(f"optorth.{name}", weight_decay)
     mu_dtype = check_dtype(f"optorth.{name}", "mu_dtype", mu_dtype)
@@ -255,7 +267,7 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
     blocks = list(direction_blocks)
     scale = as_shape_scale(scale)
     if scale is not None:
-        blocks.append(scale_by_shape(scale, specs=route_specs(rules)))
+        blocks.append(scale_by_shape(scale, specs=routing))
     matrix = optax.chain(*blocks,
                          *around_learning_rate(weight_decay, weight_decay_mask, learning_rate))
     if callable(learning_rate) and not hasattr(learning_rate, "dtype"):
@@ -264,13 +276,19 @@ def assemble(name: str, direction_blocks, *, learning_rate, weight_decay=0.0,
         fallback = default_fallback(
             learning_rate=fallback_learning_rate(f"optorth.{name}", learning_rate, 3e-3))
     transforms = {MATRIX: matrix, FALLBACK: fallback}
-    partition = optax.partition(transforms, _labels(rules))
-    guarded = warn_routing_at_init(f"optorth.{name}",
-                                   guard(name, with_compute_dtype(partition, mu_dtype)), rules)
+    partition = optax.partition(transforms, _labels(routing, f"optorth.{name}"))
+    guarded = warn_routing_at_init(
+        f"optorth.{name}", guard(name, run_in_dtype(partition, mu_dtype), routing),
+        routing.rules)
     if clip is None:
         return guarded
     if not isinstance(clip, QKClip):
         raise ValueError(f"optorth.{name}: qk_clip must be an optorth.QKClip (e.g. "
                          f"optorth.QKClip(100.0)) or None; got {clip!r}.")
     return optax.chain(guarded, qk_clip(clip))
+
+
+def _once(routing: RoutingOnce | None, params):
+    """``routing.once(params)``, or a scope that does nothing without ``routing``."""
+    return contextlib.nullcontext() if routing is None else routing.once(params)
 

@@ -7,38 +7,43 @@ weight decay → learning rate``; every other leaf takes the fallback
 
 from __future__ import annotations
 
-from typing import Any
-
 import optax
 
 from optorth._checks import check_decay
 from optorth.blocks._momentum import scale_by_momentum
 from optorth.blocks._orthogonalize import orthogonalize
-from optorth.blocks._qk_clip import QKClip
 from optorth.blocks._soft_threshold import soft_threshold
-from optorth.blocks._weight_decay import WeightDecay
-from optorth.matrices._resolve import route_specs
-from optorth.norms._shape_scale import ShapeScale
+from optorth.matrices._resolve import RoutingOnce
 from optorth.ns._config import NewtonSchulz
 from optorth.optimizers._assemble import assemble
+from optorth.optimizers._preset import Preset, make_optimizer
 
 
-def muon(
-    learning_rate: Any = 0.02,
-    beta: float = 0.95,
-    *,
-    nesterov: bool = True,
-    bias_correction: bool = False,
-    weight_decay: float | WeightDecay = 0.0,
-    weight_decay_mask: Any = None,
-    ns: NewtonSchulz | str = NewtonSchulz(),
-    scale: ShapeScale | str | None = "keller",
-    rules: Any = None,
-    mu_dtype: Any = None,
-    fallback: optax.GradientTransformation | None = None,
-    qk_clip: QKClip | None = None,
-) -> optax.GradientTransformation:
-    """Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for the rest.
+def _build_muon(name: str, *, learning_rate, beta, nesterov, bias_correction, ns, rules,
+                qk_clip, **assembly) -> optax.GradientTransformation:
+    """momentum → orthogonalize(ns) → shape scale, assembled as the ready optimizer ``name``."""
+    check_decay(f"optorth.{name}", "beta", beta)
+    momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
+    routing = RoutingOnce(rules)
+    blocks = [momentum, orthogonalize(ns, specs=routing)]
+    return assemble(name, blocks, learning_rate=learning_rate, routing=routing, clip=qk_clip,
+                    **assembly)
+
+
+def _build_root(name: str, *, learning_rate, beta, nesterov, quantile, ns, rules,
+                **assembly) -> optax.GradientTransformation:
+    """SGD-style momentum → soft threshold → orthogonalize(ns) → shape scale."""
+    check_decay(f"optorth.{name}", "beta", beta)
+    routing = RoutingOnce(rules)
+    blocks = [scale_by_momentum(beta, nesterov=nesterov, convention="sgd"),
+              soft_threshold(quantile, specs=routing), orthogonalize(ns, specs=routing)]
+    return assemble(name, blocks, learning_rate=learning_rate, routing=routing, **assembly)
+
+
+_MUON_TAKES = ("nesterov", "bias_correction", "ns", "scale", "qk_clip")
+
+MUON = Preset("muon", _build_muon, _MUON_TAKES, {}, doc="""
+    Muon: momentum orthogonalized by Newton–Schulz for hidden matrices, AdamW for the rest.
 
     Matrix path (Muon reference, KellerJordan/Muon):
 
@@ -53,21 +58,6 @@ def muon(
     that send the same leaves to the matrix path.
 
     Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path, p ← p − lr·wd·p; an
-        `optorth.WeightDecay` picks cautious or learning-rate-independent decay.
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration (schedule, steps, dtype, learning).
-      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
-      rules: routing rules ``(regex, MatrixSpec | "fallback")`` (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic (``None``: the parameters').
-      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
-      qk_clip: an `optorth.QKClip` to rescale attention heads whose maximum logit
-        exceeds its threshold after each step (MuonClip); ``update`` then takes
-        ``max_logits=`` (`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth, jax.numpy as jnp
@@ -78,51 +68,17 @@ def muon(
     References:
       Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024).
       Liu et al., "Muon is Scalable for LLM Training" (arXiv 2502.16982).
-    """
-    check_decay("optorth.muon", "beta", beta)
-    momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
-    blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
-    return assemble("muon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
-                    weight_decay_mask=weight_decay_mask, scale=scale, rules=rules,
-                    mu_dtype=mu_dtype, fallback=fallback, clip=qk_clip)
+    """)
 
-
-def turbo_muon(
-    learning_rate: Any = 0.02,
-    beta: float = 0.95,
-    *,
-    nesterov: bool = True,
-    bias_correction: bool = False,
-    weight_decay: float | WeightDecay = 0.0,
-    weight_decay_mask: Any = None,
-    ns: NewtonSchulz | str = NewtonSchulz("turbo"),
-    scale: ShapeScale | str | None = "keller",
-    rules: Any = None,
-    mu_dtype: Any = None,
-    fallback: optax.GradientTransformation | None = None,
-    qk_clip: QKClip | None = None,
-) -> optax.GradientTransformation:
-    """Turbo-Muon: `muon` with AOL preconditioning and one step fewer.
+TURBO_MUON = Preset("turbo_muon", _build_muon, _MUON_TAKES, dict(
+    ns=NewtonSchulz("turbo")), doc="""
+    Turbo-Muon: `muon` with AOL preconditioning and one step fewer.
 
     The ``"turbo"`` schedule: AOL row scaling s_i = (Σ_j |(XXᵀ)_ij|)^{-1/2} reusing XXᵀ in
     the first step, then the last 4 rows of You's 5-step table. Reported: k AOL steps ≈ k+1
     plain steps in final loss.
 
     Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      bias_correction: debias the momentum as optax/NAdam do.
-      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration (default: the ``"turbo"`` table).
-      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic.
-      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
-      qk_clip: an `optorth.QKClip` to rescale attention heads whose maximum logit
-        exceeds its threshold after each step (MuonClip); ``update`` then takes
-        ``max_logits=`` (`optorth.nn.capture_max_logits`).
 
     Example:
       >>> import optorth
@@ -131,31 +87,13 @@ def turbo_muon(
     References:
       Boissin et al., "Turbo-Muon: Accelerating Orthogonality-Based Optimization with
       Pre-Conditioning" (arXiv 2512.04632).
-    """
-    check_decay("optorth.turbo_muon", "beta", beta)
-    momentum = scale_by_momentum(beta, nesterov=nesterov, bias_correction=bias_correction)
-    blocks = [momentum, orthogonalize(ns, specs=route_specs(rules))]
-    return assemble("turbo_muon", blocks, learning_rate=learning_rate,
-                    weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
-                    scale=scale, rules=rules, mu_dtype=mu_dtype, fallback=fallback,
-                    clip=qk_clip)
+    """, args=dict(ns="the `optorth.NewtonSchulz` configuration (default: the ``\"turbo\"`` "
+                      "table)."))
 
-
-def root(
-    learning_rate: Any = 0.016,
-    beta: float = 0.95,
-    *,
-    nesterov: bool = True,
-    quantile: float = 0.9,
-    weight_decay: float | WeightDecay = 0.1,
-    weight_decay_mask: Any = None,
-    ns: NewtonSchulz | str = NewtonSchulz("root"),
-    scale: ShapeScale | str | None = "consistent_rms",
-    rules: Any = None,
-    mu_dtype: Any = None,
-    fallback: optax.GradientTransformation | None = None,
-) -> optax.GradientTransformation:
-    """ROOT: SGD-style Nesterov momentum, outliers dropped, per-shape Newton–Schulz.
+ROOT = Preset("root", _build_root, ("nesterov", "quantile", "ns", "scale"), dict(
+    learning_rate=0.016, weight_decay=0.1, ns=NewtonSchulz("root"),
+    scale="consistent_rms"), doc="""
+    ROOT: SGD-style Nesterov momentum, outliers dropped, per-shape Newton–Schulz.
 
     Matrix path: u = g + β m (m ← β m + g); B = clip(u, −ε, ε) with ε the ``quantile`` of
     |u| per matrix (`optorth.soft_threshold`); O = NS(B) with ROOT's per-shape table
@@ -166,17 +104,6 @@ def root(
     (``benchmarks/sweep.py``), 16x the paper's 1e-3 for billion-parameter pretraining.
 
     Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      quantile: the quantile of |u| per matrix above which entries are clipped, in [0, 1].
-      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration (default: ROOT's per-shape tables).
-      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic.
-      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
     Example:
       >>> import optorth
@@ -184,11 +111,9 @@ def root(
 
     References:
       "ROOT: Robust Orthogonalized Optimizer for Neural Network Training" (arXiv 2511.20626).
-    """
-    check_decay("optorth.root", "beta", beta)
-    specs = route_specs(rules)
-    blocks = [scale_by_momentum(beta, nesterov=nesterov, convention="sgd"),
-              soft_threshold(quantile, specs=specs), orthogonalize(ns, specs=specs)]
-    return assemble("root", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
-                    weight_decay_mask=weight_decay_mask, scale=scale, rules=rules,
-                    mu_dtype=mu_dtype, fallback=fallback)
+    """, args=dict(ns="the `optorth.NewtonSchulz` configuration (default: ROOT's per-shape "
+                      "tables)."))
+
+muon = make_optimizer(MUON, __name__)
+turbo_muon = make_optimizer(TURBO_MUON, __name__)
+root = make_optimizer(ROOT, __name__)

@@ -24,10 +24,6 @@ Arguments shared with `optorth.muon` (``beta``, ``nesterov``, ``ns``, weight dec
 
 from __future__ import annotations
 
-from typing import Any
-
-import optax
-
 from optorth._checks import check_decay, check_positive
 from optorth.blocks._factored import scale_by_factored_rms
 from optorth.blocks._momentum import scale_by_momentum
@@ -38,13 +34,11 @@ from optorth.blocks._second_moments import (
     scale_by_neuron_rms,
     scale_to_rms,
 )
-from optorth.blocks._weight_decay import WeightDecay
-from optorth.matrices._resolve import route_specs
-from optorth.norms._shape_scale import ShapeScale
-from optorth.ns._config import NewtonSchulz
+from optorth.matrices._resolve import RoutingOnce
 from optorth.optimizers._adafactor import adafactor
 from optorth.optimizers._assemble import assemble
 from optorth.optimizers._fallback_lr import fallback_learning_rate
+from optorth.optimizers._preset import Preset, make_optimizer
 
 
 def _check(name, *, beta, beta2, eps, rms=1.0):
@@ -56,22 +50,43 @@ def _check(name, *, beta, beta2, eps, rms=1.0):
     check_positive(who, "rms", rms)
 
 
-def normuon(
-    learning_rate: Any = 0.02,
-    beta: float = 0.95,
-    beta2: float = 0.95,
-    *,
-    eps: float = 1e-10,
-    nesterov: bool = True,
-    weight_decay: float | WeightDecay = 0.0,
-    weight_decay_mask: Any = None,
-    ns: NewtonSchulz | str = NewtonSchulz(),
-    scale: ShapeScale | str | None = "keller",
-    rules: Any = None,
-    mu_dtype: Any = None,
-    fallback: optax.GradientTransformation | None = None,
-) -> optax.GradientTransformation:
-    """NorMuon: Muon whose orthogonalized update is normalized per output neuron.
+def _normuon(name, *, learning_rate, beta, beta2, eps, nesterov, ns, rules, **assembly):
+    """momentum → orthogonalize → per-neuron RMS at the same Frobenius norm → shape scale."""
+    _check(name, beta=beta, beta2=beta2, eps=eps)
+    specs = RoutingOnce(rules)
+    normalize = scale_by_neuron_rms(beta2, eps, specs=specs)
+    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
+              keep_matrix_norm(normalize, eps=1e-10, specs=specs)]
+    return assemble(name, blocks, learning_rate=learning_rate, routing=specs, **assembly)
+
+
+def _adamuon(name, *, learning_rate, beta, beta2, eps, rms, nesterov, ns, rules, **assembly):
+    """momentum → orthogonalize → element-wise RMS → RMS ``rms`` (no shape scale)."""
+    _check(name, beta=beta, beta2=beta2, eps=eps, rms=rms)
+    specs = RoutingOnce(rules)
+    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
+              scale_by_elementwise_rms(beta2, eps, specs=specs),
+              scale_to_rms(rms, eps=1e-8, specs=specs)]
+    return assemble(name, blocks, learning_rate=learning_rate, routing=specs, **assembly)
+
+
+def _factored_muon(name, *, learning_rate, beta, beta2, eps, nesterov, ns, rules, fallback,
+                   **assembly):
+    """momentum → orthogonalize → factored RMS at the same Frobenius norm → shape scale."""
+    _check(name, beta=beta, beta2=beta2, eps=eps)
+    specs = RoutingOnce(rules)
+    factored = scale_by_factored_rms(decay_rate=0.8, eps=eps, beta2=beta2, specs=specs)
+    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
+              keep_matrix_norm(factored, eps=1e-10, specs=specs)]
+    fallback = fallback or adafactor(
+        fallback_learning_rate(f"optorth.{name}", learning_rate, 3e-3),
+        multiply_by_parameter_scale=False, rules=rules)
+    return assemble(name, blocks, learning_rate=learning_rate, routing=specs, fallback=fallback,
+                    **assembly)
+
+
+NORMUON = Preset("normuon", _normuon, ("beta2", "eps", "nesterov", "ns", "scale"), {}, doc="""
+    NorMuon: Muon whose orthogonalized update is normalized per output neuron.
 
     Per matrix (m × n, n output neurons):
 
@@ -86,18 +101,6 @@ def normuon(
     fallback keeps 2 values per element.
 
     Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      beta2: decay of the per-neuron EMA of O², in [0, 1).
-      eps: ε added to √v (> 0).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration.
-      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic.
-      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
     Example:
       >>> import jax.numpy as jnp, optorth
@@ -106,33 +109,13 @@ def normuon(
 
     References:
       Li et al., "NorMuon: Making Muon more efficient and scalable" (arXiv 2510.05491).
-    """
-    _check("normuon", beta=beta, beta2=beta2, eps=eps)
-    specs = route_specs(rules)
-    normalize = scale_by_neuron_rms(beta2, eps, specs=specs)
-    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
-              keep_matrix_norm(normalize, eps=1e-10, specs=specs)]
-    return assemble("normuon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
-                    weight_decay_mask=weight_decay_mask, scale=scale, rules=rules,
-                    mu_dtype=mu_dtype, fallback=fallback)
+    """, args=dict(
+    beta2="decay of the per-neuron EMA of O², in [0, 1).",
+    eps="ε added to √v (> 0)."))
 
-
-def adamuon(
-    learning_rate: Any = 0.01,
-    beta: float = 0.95,
-    beta2: float = 0.999,
-    *,
-    eps: float = 1e-8,
-    rms: float = 0.2,
-    nesterov: bool = True,
-    weight_decay: float | WeightDecay = 0.1,
-    weight_decay_mask: Any = None,
-    ns: NewtonSchulz | str = NewtonSchulz(),
-    rules: Any = None,
-    mu_dtype: Any = None,
-    fallback: optax.GradientTransformation | None = None,
-) -> optax.GradientTransformation:
-    """AdaMuon: Muon with Adam's element-wise second moment on the orthogonalized update.
+ADAMUON = Preset("adamuon", _adamuon, ("beta2", "eps", "rms", "nesterov", "ns"), dict(
+    learning_rate=0.01, beta2=0.999, eps=1e-8, weight_decay=0.1), doc="""
+    AdaMuon: Muon with Adam's element-wise second moment on the orthogonalized update.
 
     Per matrix (m × n):
 
@@ -149,53 +132,22 @@ def adamuon(
     AdamW fallback keeps 2 values per element.
 
     Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      beta2: decay of the element-wise EMA of O², in [0, 1).
-      eps: ε added to √v̂ (> 0).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration.
-      rms: the RMS each matrix update is aligned to (> 0).
-      rules: routing rules (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic.
-      fallback: optimizer of the non-matrix leaves (``None``: the default AdamW).
 
     Example:
       >>> import jax.numpy as jnp, optorth
       >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
-      >>> state = optorth.adamuon(learning_rate=0.01).init(params)
+      >>> tx = optorth.adamuon(learning_rate=0.01, rms=0.2)  # AdamW's update RMS
+      >>> updates, state = tx.update(params, tx.init(params), params)
 
     References:
       Si, Zhang & Shen, "AdaMuon: Adaptive Muon Optimizer" (arXiv 2507.11005).
-    """
-    _check("adamuon", beta=beta, beta2=beta2, eps=eps, rms=rms)
-    specs = route_specs(rules)
-    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
-              scale_by_elementwise_rms(beta2, eps, specs=specs),
-              scale_to_rms(rms, eps=1e-8, specs=specs)]
-    return assemble("adamuon", blocks, learning_rate=learning_rate, weight_decay=weight_decay,
-                    weight_decay_mask=weight_decay_mask, rules=rules, mu_dtype=mu_dtype,
-                    fallback=fallback)
+    """, args=dict(
+    beta2="decay of the element-wise EMA of O², in [0, 1).",
+    eps="ε added to √v̂ (> 0)."))
 
-
-def factored_muon(
-    learning_rate: Any = 0.02,
-    beta: float = 0.95,
-    beta2: float = 0.95,
-    *,
-    eps: float = 1e-30,
-    nesterov: bool = True,
-    weight_decay: float | WeightDecay = 0.0,
-    weight_decay_mask: Any = None,
-    ns: NewtonSchulz | str = NewtonSchulz(),
-    scale: ShapeScale | str | None = "keller",
-    rules: Any = None,
-    mu_dtype: Any = None,
-    fallback: optax.GradientTransformation | None = None,
-) -> optax.GradientTransformation:
-    """Muon whose orthogonalized update is normalized by Adafactor's factored statistics.
+FACTORED_MUON = Preset("factored_muon", _factored_muon, (
+    "beta2", "eps", "nesterov", "ns", "scale"), dict(eps=1e-30), doc="""
+    Muon whose orthogonalized update is normalized by Adafactor's factored statistics.
 
     Per matrix (m × n), with β̂2_t = min(β2, 1 − t^(−0.8)):
 
@@ -222,19 +174,6 @@ def factored_muon(
     (``benchmarks/memory.py``).
 
     Args:
-      learning_rate: step size of the matrix path (a float or an optax schedule).
-      beta: momentum coefficient, in [0, 1).
-      beta2: cap on Adafactor's β̂2_t = 1 − t^(−0.8) (NorMuon's β2), in [0, 1).
-      eps: ε1 added to O² (> 0).
-      nesterov: apply the momentum with the Nesterov look-ahead.
-      weight_decay: decoupled weight decay on the matrix path (or an `optorth.WeightDecay`).
-      weight_decay_mask: where weight decay applies (a bool pytree or a callable).
-      ns: the `optorth.NewtonSchulz` configuration.
-      scale: update-scale convention (`optorth.norms.ShapeScale` or its name).
-      rules: routing rules (`optorth.route`).
-      mu_dtype: dtype of the optimizer state and arithmetic.
-      fallback: optimizer of the non-matrix leaves (``None``: ``optorth.adafactor(3e-3,
-        multiply_by_parameter_scale=False)``).
 
     Example:
       >>> import jax.numpy as jnp, optorth
@@ -245,15 +184,12 @@ def factored_muon(
     References:
       Shazeer & Stern, "Adafactor" (arXiv 1804.04235); Li et al., "NorMuon"
       (arXiv 2510.05491); Jordan et al., "Muon" (2024).
-    """
-    _check("factored_muon", beta=beta, beta2=beta2, eps=eps)
-    specs = route_specs(rules)
-    factored = scale_by_factored_rms(decay_rate=0.8, eps=eps, max_decay=beta2, specs=specs)
-    blocks = [scale_by_momentum(beta, nesterov=nesterov), orthogonalize(ns, specs=specs),
-              keep_matrix_norm(factored, eps=1e-10, specs=specs)]
-    return assemble("factored_muon", blocks, learning_rate=learning_rate,
-                    weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
-                    scale=scale, rules=rules, mu_dtype=mu_dtype,
-                    fallback=fallback or adafactor(
-                        fallback_learning_rate("optorth.factored_muon", learning_rate, 3e-3),
-                        multiply_by_parameter_scale=False, rules=rules))
+    """, args=dict(
+    beta2="cap on Adafactor's β̂2_t = 1 − t^(−0.8) (NorMuon's β2), in [0, 1).",
+    eps="ε1 added to O² (> 0).",
+    fallback="optimizer of the non-matrix leaves (``None``: ``optorth.adafactor(3e-3, "
+             "multiply_by_parameter_scale=False)``)."))
+
+normuon = make_optimizer(NORMUON, __name__)
+adamuon = make_optimizer(ADAMUON, __name__)
+factored_muon = make_optimizer(FACTORED_MUON, __name__)
