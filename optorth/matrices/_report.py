@@ -95,15 +95,16 @@ def _tied_on_matrix_path(decisions, embed, head) -> list[str]:
 
 def _likely_outputs(decisions, embed) -> list[str]:
     vocab = {d.shape[0] for d in decisions if len(d.shape) == 2 and _named(embed, d.path)}
+    reads = [(fan_dims(d.shape), _named(embed, d.path) is not None) for d in decisions]
     out = []
     for i, d in enumerate(decisions):
         if not (isinstance(d.target, MatrixSpec) and not d.reason.startswith("rule")
                 and len(d.shape) == 2):
             continue
         fan_in, fan_out = d.shape
-        inputs = set().union(*(fan_dims(o.shape) for j, o in enumerate(decisions) if j != i))
-        hidden = set().union(*(fan_dims(o.shape) for j, o in enumerate(decisions)
-                               if j != i and not _named(embed, o.path)))
+        others = [r for j, r in enumerate(reads) if j != i]
+        inputs = set().union(*(dims for dims, _ in others))
+        hidden = set().union(*(dims for dims, embedding in others if not embedding))
         by_vocab = fan_out in vocab and fan_out not in hidden  # no hidden layer reads it
         if by_vocab or (fan_out < fan_in and fan_out not in inputs):
             why = (f"its {fan_out} outputs match an embedding's vocabulary" if by_vocab
