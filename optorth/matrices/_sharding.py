@@ -93,6 +93,11 @@ def find_mesh(leaves):
     return None
 
 
+def _has_explicit_axes(mesh) -> bool:
+    """Whether some usable axis of ``mesh`` is explicit (layouts are part of the types)."""
+    return bool(set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)))
+
+
 def _matrix_leaves(tree, specs):
     """``{flat spec-leaf index: array}`` (an NNX variable's or a Linen box's array), their specs
     and their paths (``jax.tree_util.keystr``), for the matrix-path leaves."""
@@ -261,7 +266,7 @@ def map_sharded(fn: Callable[..., Any], tree, specs_tree, rest=(), *, consts=Non
         return map_stacks(lambda *s: fn(consts, *s), tree, specs_tree, rest,
                           transpose_tall=transpose_tall)
     check_axes(policy, mesh)
-    explicit = bool(set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)))
+    explicit = _has_explicit_axes(mesh)
     known = layouts_of(matrix_leaves, matrix_specs, paths, _typeof, explicit, policy)
 
     def schedule(groups):
@@ -290,7 +295,7 @@ def keep_shardings(new_tree, old_tree):
     keeps the incoming state's layout instead of the compiler's choice."""
     leaves = jax.tree.leaves(old_tree)
     mesh = find_mesh(leaves)
-    if mesh is None or set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)):
+    if mesh is None or _has_explicit_axes(mesh):
         return new_tree
     from jax.experimental.shard_alike import shard_alike
 
@@ -310,7 +315,7 @@ def call_replicated(fn: Callable[..., Any], *args):
     matrices.
     """
     mesh = find_mesh(jax.tree.leaves(args))
-    if mesh is None or not set(getattr(mesh, "explicit_axes", ())) & set(usable_axes(mesh)):
+    if mesh is None or not _has_explicit_axes(mesh):
         return fn(*args)
     replicated = jax.sharding.NamedSharding(mesh, P())
     return jax.sharding.auto_axes(fn, out_sharding=replicated)(*args)
