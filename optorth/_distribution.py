@@ -60,9 +60,10 @@ class Distribution:
         that tracing hides (a leaf whose path is not listed leaves the plan as without them).
       memory_budget: bytes of matrices (counted in float32, the iteration's precision, or the
         parameters' dtype if wider) that one device gathers and iterates on at once; a larger
-        stack runs as pieces, one after another, each moved, iterated and moved back before
-        the next. It bounds the gathered working set, not below one matrix per device.
-        ``None``: no limit.
+        stack runs as pieces. Under a budget every piece, of every shape, waits for the one
+        before it (moved, iterated and moved back), so the working set is one piece; the
+        pieces no longer overlap their communication with each other's compute. It bounds
+        the gathered working set, not below one matrix per device. ``None``: no limit.
       max_imbalance: when whole matrices leave devices idle (more devices than matrices of a
         shape, or a count that does not divide evenly), single matrices are split over
         groups of devices, each holding a block of columns (partial Gram matrices summed,

@@ -240,9 +240,8 @@ def test_fsdp_times_tensor_parallel_moves_matrices_with_all_to_alls_only(kind):
 
 
 def _budget_case(layouts, specs, budget, seed):
-    """(chunked out, expected, params, chunked HLO, unbudgeted HLO) for orthogonalize; the
-    HLO texts are compiled, with the StableHLO of the budgeted program appended (the
-    compiler removes optimization barriers once it has scheduled the program)."""
+    """(chunked out, expected, params, chunked HLO, unbudgeted HLO) for orthogonalize, both
+    compiled (scheduled) HLO texts."""
     mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(AxisType.Explicit,))
     tx = optorth.orthogonalize(optorth.NewtonSchulz(distribute=Distribution(
         memory_budget=budget)), specs=specs)
@@ -253,8 +252,7 @@ def _budget_case(layouts, specs, budget, seed):
         params = {k: jax.device_put(host[k], NamedSharding(mesh, s)) for k, (_, s) in
                   layouts.items()}
         out, _ = jax.jit(tx.update)(params, tx.init(params))
-        lowered = jax.jit(tx.update).lower(params, tx.init(params))
-        chunked = lowered.compile().as_text() + lowered.as_text()
+        chunked = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
         whole = jax.jit(whole_tx.update).lower(params, whole_tx.init(params)).compile()
     return out, expected, params, chunked, whole.as_text()
 
@@ -262,12 +260,21 @@ def _budget_case(layouts, specs, budget, seed):
 @needs_devices
 def test_memory_budget_splits_a_stack_into_pieces_that_run_one_after_another():
     """16 matrices of 16×64 over 8 devices; a budget of one float32 matrix per device moves
-    and orthogonalizes them as two pieces of 8, the second waiting for the first."""
+    and orthogonalizes them as two pieces of 8, the second waiting for the first: in the
+    compiled schedule its all-to-all comes only after the first piece's result has moved
+    back (a scalar all-reduce carries the dependence), so one device never holds both."""
     layouts = {f"w{i}": ((16, 64), P(None, "fsdp")) for i in range(16)}
     out, expected, params, chunked, whole = _budget_case(layouts, None, 16 * 64 * 4, 1)
     _check_equal_and_placed(out, expected, params)
-    assert "optimization_barrier" in chunked
-    assert collective_counts(chunked)["all-to-all"] > collective_counts(whole)["all-to-all"]
+    assert _entry_collectives(whole) == ["all-to-all"] * 2
+    assert _entry_collectives(chunked) == ["all-to-all"] * 2 + ["all-reduce"] + ["all-to-all"] * 2
+
+
+def _entry_collectives(hlo: str) -> list[str]:
+    """The collectives of a compiled program's entry computation, in scheduled order."""
+    entry = hlo[hlo.index("\nENTRY"):]
+    return re.findall(r"^\s+\S+ = .*? (all-to-all|all-reduce|all-gather|collective-permute)\(",
+                      entry, re.M)
 
 
 @needs_devices
@@ -335,6 +342,21 @@ def test_few_matrices_are_split_column_wise_and_match_one_device(kind, ns):
         results[name] = collective_counts(hlo)
     assert results["split"]["collective-permute"] > 0, results
     assert results["whole"].get("collective-permute", 0) == 0, results
+
+
+@needs_devices
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_split_of_row_sharded_matrices_moves_without_gathering_them(kind):
+    """FSDP on the short axis (32×512 matrices sharded by rows): the stack reaches its column
+    blocks, and comes back, through all-to-alls, never an all-gather of whole matrices onto
+    every device."""
+    layouts = {f"{k}/w": ((32, 512), P("fsdp", None)) for k in "ab"}
+    mesh, policy = _mesh_and_policy((8,), ("fsdp",), kind, layouts)
+    tx = optorth.muon(ns=optorth.NewtonSchulz(distribute=policy))
+    updates, expected, params, hlo = _compiled_update(tx, layouts, mesh)
+    _check_equal_and_placed(updates, expected, params)
+    counts = collective_counts(hlo)
+    assert counts["collective-permute"] > 0 and not counts["all-gather"], counts
 
 
 @needs_devices

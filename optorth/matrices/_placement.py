@@ -36,7 +36,7 @@ from optorth.matrices._specs import MatrixSpec
 class Placement(NamedTuple):
     """How one stack is placed: the constraints in order (the last is its home), padding,
     sequential chunks per device (``1``: the whole local stack at once), and whether it waits
-    for the stack before it (a group split to fit the memory budget runs piece after piece)."""
+    for the stack before it (under a memory budget the stacks run one after another)."""
 
     route: tuple[P, ...]
     pad: int
@@ -195,7 +195,16 @@ def plan_placements(groups, mesh, policy: Distribution, known: Layouts):
     plan = []
     for group in groups:
         plan.extend(_plan_group(group, mesh, policy, known))
-    return balance(plan, mesh, policy.max_imbalance)
+    plan = balance(plan, mesh, policy.max_imbalance)
+    return plan if policy.memory_budget is None else _in_sequence(plan)
+
+
+def _in_sequence(plan):
+    """Under a memory budget every placed stack waits for the one before it, across groups,
+    so that one device holds one piece's gathered matrices at a time."""
+    placed = [i for i, (_, p) in enumerate(plan) if p is not None]
+    return [(g, p._replace(after_previous=True) if p is not None and i != placed[0] else p)
+            for i, (g, p) in enumerate(plan)]
 
 
 def _plan_group(group, mesh, policy, known):
@@ -213,12 +222,10 @@ def _plan_group(group, mesh, policy, known):
     batches = _budget_batches(pooled, None if fits is None else fits * devices) if pooled else []
     subgroups = regroup(group, [[m] for m, _ in own] + batches)
     homes = [home for _, home in own] + [candidates] * len(batches)
-    chained = [False] * len(own) + [i > 0 for i in range(len(batches))]
     pooled_flags = [False] * len(own) + [True] * len(batches)
     return [(g, _placement(g, home, _route(g, home, known), mesh, policy)._replace(
-                after_previous=after, split=0 if pooled else 1))
-            for g, home, after, pooled in zip(subgroups, homes, chained, pooled_flags,
-                                               strict=True)]
+                split=0 if pooled else 1))
+            for g, home, pooled in zip(subgroups, homes, pooled_flags, strict=True)]
 
 
 def _split_local(group, candidates, mesh, policy, known):

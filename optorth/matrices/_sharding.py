@@ -183,10 +183,29 @@ def _column_split(fn, stacks, placement: Placement, mesh):
         with splitting(split):
             return fn(*blocks)
 
-    blocks = [jax.lax.with_sharding_constraint(_to_blocks(s, split.parts, devices), home)
-              for s in stacks]
+    # Through columns sharded over all of home (an all-to-all from any FSDP layout) both ways:
+    # moved to or from the blocks directly, the stack would be gathered whole on every device.
+    columns = P(None, None, home[0])
+    blocks = [jax.lax.with_sharding_constraint(
+        _to_blocks(jax.lax.with_sharding_constraint(s, columns), split.parts, devices), home)
+        for s in stacks]
     out = jax.shard_map(local, in_specs=home, out_specs=home)(*blocks)
-    return _from_blocks(jax.lax.with_sharding_constraint(out, home), split.parts, devices)
+    stack = _from_blocks(jax.lax.with_sharding_constraint(out, home), split.parts, devices)
+    return jax.lax.with_sharding_constraint(stack, columns)
+
+
+def _after(inputs, result):
+    """``inputs`` made to depend on ``result`` through a zero that XLA cannot fold away.
+
+    ``jax.lax.optimization_barrier`` does not order the stacks: XLA's CPU pipeline removes
+    barriers before it schedules, and its scheduler then moves every stack's all-to-all to
+    the front, so all gathered stacks are alive at once. A data dependence survives: each
+    input gains ``0·isnan(Σ result)`` (zero whatever ``result`` holds; a float product with
+    zero is never folded, because of NaN), which costs one reduction of ``result`` and one
+    scalar all-reduce, and makes the stack wait for the previous one.
+    """
+    zero = jnp.isnan(jnp.sum(result, dtype=jnp.float32)).astype(jnp.float32) * 0.0
+    return jax.tree.map(lambda x: x + zero.astype(x.dtype), inputs)
 
 
 def _placed(group: Group, placement: Placement, mesh, fn, previous: list):
@@ -198,7 +217,7 @@ def _placed(group: Group, placement: Placement, mesh, fn, previous: list):
         context = jax.sharding.get_abstract_mesh()  # inside auto_axes: the Auto view
         with jax.sharding.use_abstract_mesh(mesh if context.empty else context):
             if placement.after_previous and previous:  # built only once the last one is done
-                inputs, _ = jax.lax.optimization_barrier((inputs, previous[-1]))
+                inputs = _after(inputs, previous[-1])
             stacks = [_pad(s, placement.pad) for s in stacks_of(inputs)]
             if placement.split > 1:
                 out = _column_split(fn, stacks, placement, mesh)
