@@ -200,10 +200,20 @@ def _muon_knowing_layouts(m: Model, placed) -> optax.GradientTransformation:
     return optorth.muon(rules=list(m.rules) or None, ns=optorth.NewtonSchulz(distribute=policy))
 
 
+def _muon_within_budget(m: Model, placed) -> optax.GradientTransformation:
+    """optorth.muon with a per-device memory budget of 16 MiB for gathered matrices: the
+    stacks move and iterate one piece after another."""
+    policy = optorth.Distribution(memory_budget=MEMORY_BUDGET)
+    return optorth.muon(rules=list(m.rules) or None, ns=optorth.NewtonSchulz(distribute=policy))
+
+
+MEMORY_BUDGET = 16 * 2**20
+
 #: name -> (model, the parameters as sharded ``ShapeDtypeStruct``s or None) -> transformation
 OPTIMIZERS: dict[str, Callable[[Model, Any], optax.GradientTransformation]] = {
     "optorth.muon": lambda m, placed: optorth.muon(rules=list(m.rules) or None),
     "optorth.muon+layouts": _muon_knowing_layouts,
+    "optorth.muon+budget": _muon_within_budget,
     "optax.contrib.muon": lambda m, placed: optax.contrib.muon(
         0.02, muon_weight_dimension_numbers=optax_dimension_numbers(m)),
     "optax.adamw": lambda m, placed: optax.adamw(1e-3),
