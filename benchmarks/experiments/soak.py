@@ -3,6 +3,8 @@
     python -m benchmarks run soak                       # 3,000 steps x every optimizer
     python -m benchmarks run soak --set batch_size=8    # the same model, half the tokens
     python -m benchmarks run soak --set steps=500 --set optimizers=muon,adafactor
+    python -m benchmarks run soak --set optimizers=muon --set batch_size=8 \
+        --set seeds=0,1,2 --set method=auto,standard   # seeds x Newton–Schulz methods
     python -m benchmarks report soak
 
 Not part of CI (hours on a CPU). Trains the main job's transformer (same corpus, batches and
@@ -13,11 +15,15 @@ a run stops at the first non-finite loss, parameter or state value, and the tabl
 step and the leaf. Each optimizer runs with its own defaults (adafactor at its recommended
 lr), the lr shaped like the main job's; the routed ones get the main job's AdamW fallback
 (3e-3). ``muon_online`` is ``muon`` learning its coefficients every 250 steps.
+``seeds`` repeats each run with other initial weights and data orders; ``method`` replaces
+the Newton–Schulz ``method`` of the optimizers that take an ``ns`` (each value a run beside
+the others, seed by seed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 
@@ -39,6 +45,15 @@ class Grid:
     check_every: int = 100
     mu_dtype: str = ""  # "" = the parameters' bfloat16
     quick: bool = False
+    seeds: tuple[int, ...] = (0,)
+    method: tuple[str, ...] = ()  # () = each optimizer's default Newton–Schulz method
+
+    def __post_init__(self):
+        for method in self.method:
+            if method not in METHODS:
+                raise ValueError(f"soak: method {method!r} is not one of {', '.join(METHODS)}")
+        if not self.seeds or any(s < 0 for s in self.seeds):
+            raise ValueError(f"soak: seeds must be non-negative integers, got {self.seeds}")
 
     @classmethod
     def smoke(cls) -> Grid:
@@ -47,31 +62,67 @@ class Grid:
     def names(self) -> tuple[str, ...]:
         return self.optimizers or registry.ready() + ("muon_online",)
 
+    def methods(self, name: str) -> tuple[str, ...]:
+        """The Newton–Schulz methods ``name`` runs with (``""``: its default)."""
+        return self.method if self.method and _takes_ns(name) else ("",)
+
+    def runs(self) -> list[tuple[str, int, str]]:
+        """``(optimizer, seed, method)`` of every run, each seed's methods side by side."""
+        return [(name, seed, method) for name in self.names() for seed in self.seeds
+                for method in self.methods(name)]
+
+
+#: Newton–Schulz methods the grid's ``method`` may name.
+METHODS = ("auto", "standard", "gram")
+
 
 def _factory(name: str) -> str:
     return "muon" if name == "muon_online" else name
 
 
-def spec(grid: Grid, name: str) -> RunSpec:
+def _takes_ns(name: str) -> bool:
+    import optorth
+
+    return "ns" in inspect.signature(getattr(optorth, _factory(name))).parameters
+
+
+def spec(grid: Grid, name: str, seed: int = 0, method: str = "") -> RunSpec:
     changes = {"batch_size": grid.batch_size} if grid.batch_size else {}
     cfg = task_config("lm", quick=grid.quick, steps=grid.steps, bf16=True,
                       eval_every=max(1, grid.steps // 10), **changes)
+    options = {"mu_dtype": grid.mu_dtype or None, "check_every": grid.check_every}
+    if method:
+        options["method"] = method
     return RunSpec("soak", "lm", config_items(cfg), name,
-                   registry.default_learning_rate(_factory(name)), 0,
-                   {"mu_dtype": grid.mu_dtype or None, "check_every": grid.check_every})
+                   registry.default_learning_rate(_factory(name)), seed, options)
 
 
 def plan(grid: Grid, store) -> list[RunSpec]:
-    return [spec(grid, n) for n in grid.names()]
+    return [spec(grid, *run) for run in grid.runs()]
+
+
+def _ns(spec: RunSpec):
+    """The optimizer's default `optorth.NewtonSchulz` with the spec's method and learning."""
+    import optorth
+
+    changes = {}
+    if spec.optimizer == "muon_online":
+        changes["learn"] = optorth.OnlineLearning(every=250)
+    if spec.option("method"):
+        changes["method"] = spec.option("method")
+    if not changes:
+        return None
+    default = inspect.signature(getattr(optorth, _factory(spec.optimizer))).parameters["ns"]
+    return dataclasses.replace(default.default, **changes)
 
 
 def build(spec: RunSpec, cfg):
-    """``optorth.<name>`` at its defaults, state in ``mu_dtype``, the AdamW fallback."""
-    import optorth
-
+    """``optorth.<name>`` at its defaults (the spec's Newton–Schulz method if it names one),
+    state in ``mu_dtype``, the AdamW fallback."""
     kwargs = {"mu_dtype": spec.option("mu_dtype")}
-    if spec.optimizer == "muon_online":
-        kwargs["ns"] = optorth.NewtonSchulz(learn=optorth.OnlineLearning(every=250))
+    ns = _ns(spec)
+    if ns is not None:
+        kwargs["ns"] = ns
     if spec.optimizer != "adafactor":
         kwargs["fallback"] = registry.fallback_adamw(
             cfg, registry.lr_schedule(registry.FALLBACK_LR, cfg))
@@ -120,20 +171,46 @@ def execute(spec: RunSpec) -> dict:
             "nonfinite": found.get("nonfinite"), "seconds": time.perf_counter() - start}
 
 
-def report(grid: Grid, store) -> str:
-    header = ("optimizer", "peak lr", "steps", "non-finite", "final train", "final val",
-              "ms/step")
-    rows = [header]
-    for name in grid.names():
-        r = store.get(spec(grid, name))
-        if r is None:
-            continue
-        bad, val = r["nonfinite"], r["val_losses"][-1] if r["val_losses"] else math.nan
-        rows.append((name, f"{spec(grid, name).lr:g}", str(r["steps_run"]),
-                     "none" if bad is None else f"step {bad['step']}: {bad['where']}",
-                     f"{r['final_train']:.4f}", f"{val:.4f}", f"{r['ms_per_step']:.0f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "```\n" + "\n".join(lines) + "\n```"
+
+
+def _final_val(record: dict) -> float:
+    return record["val_losses"][-1] if record["val_losses"] else math.nan
+
+
+def report(grid: Grid, store) -> str:
+    """One row per finished run; with several seeds, each optimizer and method's mean ± sample
+    standard deviation over its finished seeds."""
+    header = ("optimizer", "NS method", "seed", "peak lr", "steps", "non-finite",
+              "final train", "final val", "ms/step")
+    rows, finished = [header], {}
+    for name, seed, method in grid.runs():
+        s = spec(grid, name, seed, method)
+        r = store.get(s)
+        if r is None:
+            continue
+        bad = r["nonfinite"]
+        finished.setdefault((name, method or "default"), []).append(r)
+        rows.append((name, method or "default", str(seed), f"{s.lr:g}", str(r["steps_run"]),
+                     "none" if bad is None else f"step {bad['step']}: {bad['where']}",
+                     f"{r['final_train']:.4f}", f"{_final_val(r):.4f}",
+                     f"{r['ms_per_step']:.0f}"))
+    text = _table(rows)
+    if len(grid.seeds) < 2:
+        return text
+    summary = [("optimizer", "NS method", "seeds", "final train", "final val")]
+    for (name, method), records in finished.items():
+        train_, val = ([r["final_train"] for r in records],
+                       [_final_val(r) for r in records])
+        summary.append((name, method, str(len(records)), _mean_sd(train_), _mean_sd(val)))
+    return text + "\n\nMean ± sample standard deviation over seeds:\n\n" + _table(summary)
+
+
+def _mean_sd(values: list[float]) -> str:
+    spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.4f}{spread}"
