@@ -208,7 +208,30 @@ def report(grid: Grid, store) -> str:
         train_, val = ([r["final_train"] for r in records],
                        [_final_val(r) for r in records])
         summary.append((name, method, str(len(records)), _mean_sd(train_), _mean_sd(val)))
-    return text + "\n\nMean ± sample standard deviation over seeds:\n\n" + _table(summary)
+    text += "\n\nMean ± sample standard deviation over seeds:\n\n" + _table(summary)
+    if len(grid.method) == 2:
+        text += "\n\n" + _paired(grid, store)
+    return text
+
+
+def _paired(grid: Grid, store) -> str:
+    """Per seed, the first method's final losses minus the second's, and their mean ± sd."""
+    first, second = grid.method
+    rows = [("optimizer", "seed", f"val {first} − {second}", f"train {first} − {second}")]
+    for name in grid.names():
+        if not _takes_ns(name):
+            continue
+        diffs = []
+        for seed in grid.seeds:
+            a, b = (store.get(spec(grid, name, seed, m)) for m in grid.method)
+            if a is None or b is None:
+                continue
+            diffs.append((_final_val(a) - _final_val(b), a["final_train"] - b["final_train"]))
+            rows.append((name, str(seed), f"{diffs[-1][0]:+.4f}", f"{diffs[-1][1]:+.4f}"))
+        if len(diffs) > 1:
+            rows.append((name, "mean", _mean_sd([d[0] for d in diffs]),
+                         _mean_sd([d[1] for d in diffs])))
+    return "Paired differences (same seed):\n\n" + _table(rows)
 
 
 def _mean_sd(values: list[float]) -> str:

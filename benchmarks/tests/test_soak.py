@@ -66,6 +66,9 @@ def test_report_has_a_row_per_seed_and_the_mean_and_sample_sd(tmp_path):
     # auto: mean 1.2, sample sd sqrt(2 * 0.01**2 / 1) = 0.0141
     assert rows[4] == ["muon", "auto", "2", "1.1500", "±", "0.0141", "1.2000", "±", "0.0141"]
     assert rows[5] == ["muon", "standard", "2", "1.1500", "±", "0.0000", "1.2000", "±", "0.0000"]
+    # paired, auto − standard: seed 0 −0.01, seed 1 +0.01 (mean 0, sample sd 0.0141)
+    assert rows[6:] == [["muon", "0", "-0.0100", "-0.0100"], ["muon", "1", "+0.0100", "+0.0100"],
+                        ["muon", "mean", "0.0000", "±", "0.0141", "0.0000", "±", "0.0141"]]
 
 
 @pytest.mark.extensive  # trains two tiny runs (two compiles)
