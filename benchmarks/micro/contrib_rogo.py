@@ -81,7 +81,7 @@ def build(method):
     sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
     if method == "sgd":
         return sgd
-    return optax.chain(rogo(beta=1.0, relax=method.startswith("rogo"), specs=SPECS), sgd)
+    return optax.chain(rogo(penalty=1.0, relax=method.startswith("rogo"), specs=SPECS), sgd)
 
 
 def run(method, tasks, epochs, seed):
