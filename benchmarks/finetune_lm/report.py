@@ -6,22 +6,12 @@ import json
 import math
 import pathlib
 
+from benchmarks.runner.experiment import markdown
+
 from .loop import MethodResult
 
 COLUMNS = ("method", "trainable", "lr", "B test", "A val", "forgetting", "ms/step", "x full",
            "temp MiB", "x full ", "state MiB", "x full  ", "merge Δlogit")
-
-
-def markdown(header, rows) -> str:
-    """A markdown table with padded columns."""
-    rows = [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in [list(header)] + rows) for i in range(len(header))]
-
-    def fmt(row):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt(header), sep] + [fmt(r) for r in rows])
 
 
 def summary_rows(results: list[MethodResult], a_before: float, step_s: dict,
@@ -51,7 +41,7 @@ def main_table(rows: list[dict]) -> str:
              f"{r['step_ratio']:.2f}", f"{r['temp_mib']:.2f}", f"{r['temp_ratio']:.2f}",
              f"{r['state_mib']:.3f}", f"{r['state_ratio']:.3f}",
              "n/a" if r["key"] == "full" else f"{r['merge_gap']:.1e}"] for r in rows]
-    return markdown(COLUMNS, body)
+    return markdown(COLUMNS, body, padded=True)
 
 
 def sweep_table(results: list[MethodResult]) -> str:
@@ -66,7 +56,7 @@ def sweep_table(results: list[MethodResult]) -> str:
         body.append([r.method.label] + cells)
     width = max(len(r.runs) for r in results)
     return markdown(["method"] + [f"rate {i + 1}: B val" for i in range(width)],
-                    [row + [""] * (width + 1 - len(row)) for row in body])
+                    [row + [""] * (width + 1 - len(row)) for row in body], padded=True)
 
 
 def plot(results: list[MethodResult], a_before: float, b_before: float,
