@@ -8,6 +8,8 @@ alone.
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -68,3 +70,23 @@ def time_interleaved(
 def compiled_temp_bytes(fn: Callable[..., Any], *args) -> int:
     """XLA's temporary buffer bytes of ``jax.jit(fn)`` compiled for ``args``."""
     return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+def cost_cells(fns: dict[str, Callable[..., Any]], args: dict[str, Sequence[Any]],
+               repeats: int, baseline: str) -> dict[str, str]:
+    """``ms/step | × time | temp MiB | × temp`` table cells of each ``fns[name](*args[name])``:
+    interleaved median time and compiled temporary bytes, ratios to ``baseline``'s."""
+    jitted = {name: jax.jit(fn) for name, fn in fns.items()}
+    for name, fn in jitted.items():
+        _run(fn, args[name])  # compile
+    timings = time_round_robin(jitted, args, repeats)
+    memory = {name: compiled_temp_bytes(fn, *args[name]) for name, fn in fns.items()}
+    base_t, base_m = timings[baseline].median, max(memory[baseline], 1)
+    return {name: f"{timings[name].median * 1e3:.2f} | {timings[name].median / base_t:.2f} | "
+                  f"{memory[name] / 2**20:.2f} | {memory[name] / base_m:.2f}" for name in fns}
+
+
+def machine() -> str:
+    """The backend, machine, core count and load average, for a benchmark's header."""
+    return (f"{jax.default_backend()} ({platform.machine()}, {os.cpu_count()} cores, load "
+            f"average {os.getloadavg()[0]:.1f})")

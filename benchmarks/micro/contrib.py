@@ -41,8 +41,16 @@ from benchmarks.lm import Config, LMTask, load_corpus
 from benchmarks.runner import train
 from benchmarks.runner.registry import lr_schedule
 from optorth import MatrixSpec
-from optorth.contrib import (add_task_subspace, aegd, bloop, diffgrad, polyak_momentum,
-                             relax_subspace, rogo, sqrt_scaling_rule)
+from optorth.contrib import (
+    add_task_subspace,
+    aegd,
+    bloop,
+    diffgrad,
+    polyak_momentum,
+    relax_subspace,
+    rogo,
+    sqrt_scaling_rule,
+)
 
 B1, B2, EPS, PEAK = 0.9, 0.95, 1e-8, 2e-3
 DEFAULTS = {"aegd": (150, "0"), "diffgrad": (300, "0,1"), "scaling": (400, "0,1"),
@@ -294,8 +302,8 @@ def _descend(tx, loss, d, steps):
     return jnp.append(values, loss(x))
 
 
-def bench_polyak(args, seeds, betas=(0.5, 0.9, 0.99), lrs=np.logspace(-4, 1, 16)):
-    rows, curves = [], {}
+def bench_polyak(args, seeds, betas=(0.5, 0.9, 0.99)):
+    rows, curves, lrs = [], {}, np.logspace(-4, 1, 16)
     problems = (("quadratic", quadratic(seeds[0])), ("logistic", logistic(seeds[0])))
     for name, (loss, f_star, d) in problems:
         descend = jax.jit(_descend, static_argnums=(0, 1, 2, 3))

@@ -14,7 +14,6 @@ import math
 import time
 
 import jax
-import numpy as np
 
 from . import registry
 from .loop import outcome, train
