@@ -48,29 +48,14 @@ class Run:
     a_val: float = math.nan
 
     @property
-    def eval_steps(self) -> list[int]:
-        return self.history.eval_steps
-
-    @property
-    def b_val(self) -> list[float]:
-        return self.history.val_loss
-
-    @property
-    def train_loss(self) -> list[float]:
-        return self.history.train_loss
-
-    @property
-    def nonfinite_step(self) -> int | None:
-        return self.history.nonfinite_step
-
-    @property
     def state(self):
         """The ``(model, optimizer)`` state after the last step."""
         return self.history.state[1]
 
     @property
     def final_val(self) -> float:
-        return self.b_val[-1] if self.nonfinite_step is None else math.inf
+        h = self.history
+        return h.val_loss[-1] if h.nonfinite_step is None else math.inf
 
 
 @dataclasses.dataclass
