@@ -302,7 +302,7 @@ def _planned_imbalance(d, layers, devices, **settings):
     mesh = AbstractMesh((devices,), ("fsdp",))
     plan = plan_placements(groups, mesh, Distribution(**settings), Layouts({}, {}, None))
     busiest, even = planned_work(plan, mesh)
-    return busiest / even, [p.split for _, p in plan]
+    return busiest / even, [p.split for _, p in plan], [g.size for g, _ in plan]
 
 
 @pytest.mark.parametrize("d, layers", [(768, 12), (1024, 24)])
@@ -310,13 +310,22 @@ def _planned_imbalance(d, layers, devices, **settings):
 def test_the_plan_splits_matrices_until_the_work_is_balanced(d, layers, devices):
     """GPT-2 small / medium shapes: whole matrices alone leave the busiest device up to 1.8×
     an even split at 64 devices; the plan splits the stacks that gain most, to ≤ 1.15."""
-    ratio, splits = _planned_imbalance(d, layers, devices)
-    whole, _ = _planned_imbalance(d, layers, devices, max_imbalance=None)
+    ratio, splits, _ = _planned_imbalance(d, layers, devices)
+    whole, _, _ = _planned_imbalance(d, layers, devices, max_imbalance=None)
     assert ratio <= 1.15 + 1e-9, (ratio, splits)
     if whole <= 1.15:  # nothing to gain: no collectives inside the iteration
         assert splits == [1] * len(splits)
     else:
         assert max(splits) > 1 and ratio < whole
+
+
+def test_the_plan_splits_only_the_matrices_that_do_not_divide_evenly():
+    """GPT-2 small on 16 devices: of the 24 MLP matrices, 16 stay whole (one per device) and
+    only the other 8 are split in halves, where splitting all 24 would exchange Gram
+    matrices for three times as many; the balance is the same."""
+    ratio, splits, sizes = _planned_imbalance(768, 12, 16)
+    assert ratio <= 1.15 + 1e-9
+    assert sorted(zip(sizes, splits)) == [(8, 2), (12, 1), (12, 1), (16, 1)]
 
 
 WIDE = {"a/w": ((32, 512), P(None, "fsdp")), "b/w": ((512, 32), P("fsdp", None))}
