@@ -495,3 +495,81 @@ def test_nnx_state_of_variables_on_a_mesh_with_the_default_policy(kind):
     for got, want, param in pairs:
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
         assert got.sharding.is_equivalent_to(param.sharding, param.ndim)
+
+
+# ----- output shardings over model kinds × meshes (compile-only) -------------------------------
+def _model(kind):
+    """(shapes by path, rules, expert paths) of a tiny model of ``kind``: two GPT-like layers
+    (fused QKV, attention output, MLP), the same layers stacked on a leading layer axis, or an
+    MLP of 8 experts ``(E, in, out)`` (sharded like any weight, or on the expert axis)."""
+    d = 16
+    layer = {"qkv": (d, 3 * d), "out": (d, d), "up": (d, 4 * d), "down": (4 * d, d),
+             "bias": (4 * d,)}
+    if kind == "dense":
+        return {f"h{i}/{k}": s for i in range(2) for k, s in layer.items()}, None, ()
+    if kind == "stacked":
+        return ({f"h/{k}": (2, *s) for k, s in layer.items()},
+                [(r"^h/(qkv|out|up|down)$", MatrixSpec.stacked())], ())
+    shapes = {f"h{i}/{k}": s for i in range(2) for k, s in layer.items() if k in ("qkv", "out")}
+    experts = {f"h{i}/{k}": (8, *s) for i in range(2) for k, s in
+               (("w_in", (d, 4 * d)), ("w_out", (4 * d, d)))}
+    return ({**shapes, **experts}, [(r"/w_(in|out)$", MatrixSpec.stacked())],
+            tuple(experts) if kind == "moe_ep" else ())
+
+
+def _layout(shape, sizes, expert):
+    """FSDP on the expert axis (expert parallelism), else on the largest axis it divides;
+    tensor parallelism on the largest remaining axis it divides (rank ≥ 2)."""
+    spec = [None] * len(shape)
+
+    def shard(axis):
+        free = [i for i in range(len(shape)) if spec[i] is None and shape[i] % sizes[axis] == 0]
+        if free:
+            spec[max(free, key=lambda i: shape[i])] = axis
+
+    if "fsdp" in sizes:
+        if expert:
+            spec[0] = "fsdp"
+        else:
+            shard("fsdp")
+    if "tensor" in sizes and len(shape) >= 2:
+        shard("tensor")
+    return P(*spec)
+
+
+MESHES = {"fsdp8": ((8,), ("fsdp",)), "hsdp2x4": ((2, 4), ("replica", "fsdp")),
+          "fsdp4xtp2": ((4, 2), ("fsdp", "tensor"))}
+
+
+@needs_devices
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["explicit", "auto_for_params", "auto_init_outside_jit"])
+@pytest.mark.parametrize("mesh_name", list(MESHES))
+@pytest.mark.parametrize("model", ["dense", "stacked", "moe_fsdp", "moe_ep"])
+def test_updates_and_momentum_keep_the_parameters_shardings(model, mesh_name, kind):
+    """For every model kind and mesh, with the layouts known to the plan (explicit axes; or
+    automatic axes with `Distribution.for_params`, or the default policy after an ``init``
+    outside ``jax.jit`` on the placed parameters), the compiled update returns the updates
+    and the momentum in the parameters' shardings."""
+    shapes, rules, experts = _model(model)
+    shape, names = MESHES[mesh_name]
+    sizes = dict(zip(names, shape, strict=True))
+    layouts = {k: (s, _layout(s, sizes, k in experts)) for k, s in shapes.items()}
+    mesh, policy = _mesh_and_policy(shape, names, "explicit" if kind == "explicit" else
+                                    "auto_for_params", layouts)
+    if kind == "auto_init_outside_jit":
+        policy = Distribution()
+    tx = optorth.muon(rules=rules, ns=optorth.NewtonSchulz(distribute=policy))
+    with jax.set_mesh(mesh):
+        params = {k: jax.device_put(np.zeros(s, np.float32), NamedSharding(mesh, spec))
+                  for k, (s, spec) in layouts.items()}
+        state = tx.init(params)  # outside jit: the default policy records the layouts
+        compiled = jax.jit(tx.update).lower(params, state, params).compile()
+    update_shardings, state_shardings = compiled.output_shardings
+    momentum = optorth.optimizers.matrix_state(state_shardings)[0].mu
+    for key, param in params.items():
+        for what, got in (("update", update_shardings[key]), ("momentum", momentum[key])):
+            if not hasattr(got, "is_equivalent_to"):  # fallback leaves: no matrix momentum
+                continue
+            assert got.is_equivalent_to(param.sharding, param.ndim), (what, key, got,
+                                                                      param.sharding)
