@@ -201,9 +201,11 @@ def _muon_knowing_layouts(m: Model, placed) -> optax.GradientTransformation:
 
 
 def _muon_within_budget(m: Model, placed) -> optax.GradientTransformation:
-    """optorth.muon with a per-device memory budget for gathered matrices (``MEMORY_BUDGET``,
-    ``scale_out --budget-mib``): the stacks move and iterate one piece after another."""
-    policy = optorth.Distribution(memory_budget=MEMORY_BUDGET)
+    """``optorth.muon+layouts`` with a per-device memory budget for gathered matrices
+    (``MEMORY_BUDGET``, ``scale_out --budget-mib``): the stacks move and iterate one piece
+    after another."""
+    policy = (optorth.Distribution(memory_budget=MEMORY_BUDGET) if placed is None else
+              optorth.Distribution.for_params(placed, memory_budget=MEMORY_BUDGET))
     return optorth.muon(rules=list(m.rules) or None, ns=optorth.NewtonSchulz(distribute=policy))
 
 
