@@ -302,7 +302,7 @@ def _planned_imbalance(d, layers, devices, **settings):
     mesh = AbstractMesh((devices,), ("fsdp",))
     plan = plan_placements(groups, mesh, Distribution(**settings), Layouts({}, {}, None))
     busiest, even = planned_work(plan, mesh)
-    return busiest / even, [p.split for _, p in plan]
+    return busiest / even, [p.split for _, p in plan], [g.size for g, _ in plan]
 
 
 @pytest.mark.parametrize("d, layers", [(768, 12), (1024, 24)])
@@ -310,13 +310,22 @@ def _planned_imbalance(d, layers, devices, **settings):
 def test_the_plan_splits_matrices_until_the_work_is_balanced(d, layers, devices):
     """GPT-2 small / medium shapes: whole matrices alone leave the busiest device up to 1.8×
     an even split at 64 devices; the plan splits the stacks that gain most, to ≤ 1.15."""
-    ratio, splits = _planned_imbalance(d, layers, devices)
-    whole, _ = _planned_imbalance(d, layers, devices, max_imbalance=None)
+    ratio, splits, _ = _planned_imbalance(d, layers, devices)
+    whole, _, _ = _planned_imbalance(d, layers, devices, max_imbalance=None)
     assert ratio <= 1.15 + 1e-9, (ratio, splits)
     if whole <= 1.15:  # nothing to gain: no collectives inside the iteration
         assert splits == [1] * len(splits)
     else:
         assert max(splits) > 1 and ratio < whole
+
+
+def test_the_plan_splits_only_the_matrices_that_do_not_divide_evenly():
+    """GPT-2 small on 16 devices: of the 24 MLP matrices, 16 stay whole (one per device) and
+    only the other 8 are split in halves, where splitting all 24 would exchange Gram
+    matrices for three times as many; the balance is the same."""
+    ratio, splits, sizes = _planned_imbalance(768, 12, 16)
+    assert ratio <= 1.15 + 1e-9
+    assert sorted(zip(sizes, splits)) == [(8, 2), (12, 1), (12, 1), (16, 1)]
 
 
 WIDE = {"a/w": ((32, 512), P(None, "fsdp")), "b/w": ((512, 32), P("fsdp", None))}
@@ -486,3 +495,81 @@ def test_nnx_state_of_variables_on_a_mesh_with_the_default_policy(kind):
     for got, want, param in pairs:
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
         assert got.sharding.is_equivalent_to(param.sharding, param.ndim)
+
+
+# ----- output shardings over model kinds × meshes (compile-only) -------------------------------
+def _model(kind):
+    """(shapes by path, rules, expert paths) of a tiny model of ``kind``: two GPT-like layers
+    (fused QKV, attention output, MLP), the same layers stacked on a leading layer axis, or an
+    MLP of 8 experts ``(E, in, out)`` (sharded like any weight, or on the expert axis)."""
+    d = 16
+    layer = {"qkv": (d, 3 * d), "out": (d, d), "up": (d, 4 * d), "down": (4 * d, d),
+             "bias": (4 * d,)}
+    if kind == "dense":
+        return {f"h{i}/{k}": s for i in range(2) for k, s in layer.items()}, None, ()
+    if kind == "stacked":
+        return ({f"h/{k}": (2, *s) for k, s in layer.items()},
+                [(r"^h/(qkv|out|up|down)$", MatrixSpec.stacked())], ())
+    shapes = {f"h{i}/{k}": s for i in range(2) for k, s in layer.items() if k in ("qkv", "out")}
+    experts = {f"h{i}/{k}": (8, *s) for i in range(2) for k, s in
+               (("w_in", (d, 4 * d)), ("w_out", (4 * d, d)))}
+    return ({**shapes, **experts}, [(r"/w_(in|out)$", MatrixSpec.stacked())],
+            tuple(experts) if kind == "moe_ep" else ())
+
+
+def _layout(shape, sizes, expert):
+    """FSDP on the expert axis (expert parallelism), else on the largest axis it divides;
+    tensor parallelism on the largest remaining axis it divides (rank ≥ 2)."""
+    spec = [None] * len(shape)
+
+    def shard(axis):
+        free = [i for i in range(len(shape)) if spec[i] is None and shape[i] % sizes[axis] == 0]
+        if free:
+            spec[max(free, key=lambda i: shape[i])] = axis
+
+    if "fsdp" in sizes:
+        if expert:
+            spec[0] = "fsdp"
+        else:
+            shard("fsdp")
+    if "tensor" in sizes and len(shape) >= 2:
+        shard("tensor")
+    return P(*spec)
+
+
+MESHES = {"fsdp8": ((8,), ("fsdp",)), "hsdp2x4": ((2, 4), ("replica", "fsdp")),
+          "fsdp4xtp2": ((4, 2), ("fsdp", "tensor"))}
+
+
+@needs_devices
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["explicit", "auto_for_params", "auto_init_outside_jit"])
+@pytest.mark.parametrize("mesh_name", list(MESHES))
+@pytest.mark.parametrize("model", ["dense", "stacked", "moe_fsdp", "moe_ep"])
+def test_updates_and_momentum_keep_the_parameters_shardings(model, mesh_name, kind):
+    """For every model kind and mesh, with the layouts known to the plan (explicit axes; or
+    automatic axes with `Distribution.for_params`, or the default policy after an ``init``
+    outside ``jax.jit`` on the placed parameters), the compiled update returns the updates
+    and the momentum in the parameters' shardings."""
+    shapes, rules, experts = _model(model)
+    shape, names = MESHES[mesh_name]
+    sizes = dict(zip(names, shape, strict=True))
+    layouts = {k: (s, _layout(s, sizes, k in experts)) for k, s in shapes.items()}
+    mesh, policy = _mesh_and_policy(shape, names, "explicit" if kind == "explicit" else
+                                    "auto_for_params", layouts)
+    if kind == "auto_init_outside_jit":
+        policy = Distribution()
+    tx = optorth.muon(rules=rules, ns=optorth.NewtonSchulz(distribute=policy))
+    with jax.set_mesh(mesh):
+        params = {k: jax.device_put(np.zeros(s, np.float32), NamedSharding(mesh, spec))
+                  for k, (s, spec) in layouts.items()}
+        state = tx.init(params)  # outside jit: the default policy records the layouts
+        compiled = jax.jit(tx.update).lower(params, state, params).compile()
+    update_shardings, state_shardings = compiled.output_shardings
+    momentum = optorth.optimizers.matrix_state(state_shardings)[0].mu
+    for key, param in params.items():
+        for what, got in (("update", update_shardings[key]), ("momentum", momentum[key])):
+            if not hasattr(got, "is_equivalent_to"):  # fallback leaves: no matrix momentum
+                continue
+            assert got.is_equivalent_to(param.sharding, param.ndim), (what, key, got,
+                                                                      param.sharding)

@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def _report(results, sources, cfg, pre_cfg, pre_history, a_before, b_val_before,
             b_test_before, budget, args, out_dir, start):
-    start_gap = max(abs(run.b_val[0] - b_val_before) for r in results for run in r.runs)
+    start_gap = max(abs(run.history.val_loss[0] - b_val_before) for r in results for run in r.runs)
     print(f"\nidentity at start: max |B val at step 0 - pretrained B val| = {start_gap:.1e}")
     windows = loop.eval_windows(sources.b_test, cfg, final=True)
     merge_gap, merge_lines = {}, []

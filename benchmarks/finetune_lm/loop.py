@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,7 @@ import optorth.nn
 from benchmarks.lm import Config, LMTask
 from benchmarks.lm import data as lm_data
 from benchmarks.lm import model as lm_model
+from benchmarks.micro._timing import time_round_robin
 from benchmarks.runner import History, RunSpec, registry, train
 from benchmarks.runner.loop import _jit_step, step_fn
 from benchmarks.runner.registry import ADAM_BETAS, ADAM_EPS, lr_schedule
@@ -49,29 +48,14 @@ class Run:
     a_val: float = math.nan
 
     @property
-    def eval_steps(self) -> list[int]:
-        return self.history.eval_steps
-
-    @property
-    def b_val(self) -> list[float]:
-        return self.history.val_loss
-
-    @property
-    def train_loss(self) -> list[float]:
-        return self.history.train_loss
-
-    @property
-    def nonfinite_step(self) -> int | None:
-        return self.history.nonfinite_step
-
-    @property
     def state(self):
         """The ``(model, optimizer)`` state after the last step."""
         return self.history.state[1]
 
     @property
     def final_val(self) -> float:
-        return self.b_val[-1] if self.nonfinite_step is None else math.inf
+        h = self.history
+        return h.val_loss[-1] if h.nonfinite_step is None else math.inf
 
 
 @dataclasses.dataclass
@@ -204,23 +188,12 @@ def finetune(method: Method, pretrained, sources: Sources, cfg: Config, *,
 
 
 def time_steps(results: list[MethodResult], inputs, targets, *, repeats: int) -> dict:
-    """Median seconds per training step of each method's chosen run, timed round-robin.
-
-    Every compiled step is called once untimed, then ``repeats`` rounds call each method once
-    in turn, so load drifts on a shared machine hit all methods alike.
-    """
-    def once(result):
-        start = time.perf_counter()
-        jax.block_until_ready(result.compiled(result.best.state, (inputs, targets)))
-        return time.perf_counter() - start
-
-    for result in results:
-        once(result)
-    times = {r.method.name: [] for r in results}
-    for _ in range(repeats):
-        for result in results:
-            times[result.method.name].append(once(result))
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median seconds per training step of each method's chosen run, timed round-robin (one
+    untimed call each first) so that load drifts on a shared machine hit all methods alike."""
+    timings = time_round_robin({r.method.name: r.compiled for r in results},
+                               {r.method.name: (r.best.state, (inputs, targets))
+                                for r in results}, repeats)
+    return {name: t.median for name, t in timings.items()}
 
 
 @nnx.jit

@@ -6,22 +6,12 @@ import json
 import math
 import pathlib
 
+from benchmarks.runner.experiment import markdown
+
 from .loop import MethodResult
 
 COLUMNS = ("method", "trainable", "lr", "B test", "A val", "forgetting", "ms/step", "x full",
            "temp MiB", "x full ", "state MiB", "x full  ", "merge Δlogit")
-
-
-def markdown(header, rows) -> str:
-    """A markdown table with padded columns."""
-    rows = [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in [list(header)] + rows) for i in range(len(header))]
-
-    def fmt(row):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt(header), sep] + [fmt(r) for r in rows])
 
 
 def summary_rows(results: list[MethodResult], a_before: float, step_s: dict,
@@ -40,7 +30,7 @@ def summary_rows(results: list[MethodResult], a_before: float, step_s: dict,
             "temp_mib": r.temp_bytes / 2**20, "temp_ratio": r.temp_bytes / full.temp_bytes,
             "state_mib": r.state_bytes / 2**20, "state_ratio": r.state_bytes / full.state_bytes,
             "merge_gap": merge_gap[r.method.name], "compile_s": r.compile_seconds,
-            "finite": best.nonfinite_step is None,
+            "finite": best.history.nonfinite_step is None,
         })
     return rows
 
@@ -51,7 +41,7 @@ def main_table(rows: list[dict]) -> str:
              f"{r['step_ratio']:.2f}", f"{r['temp_mib']:.2f}", f"{r['temp_ratio']:.2f}",
              f"{r['state_mib']:.3f}", f"{r['state_ratio']:.3f}",
              "n/a" if r["key"] == "full" else f"{r['merge_gap']:.1e}"] for r in rows]
-    return markdown(COLUMNS, body)
+    return markdown(COLUMNS, body, padded=True)
 
 
 def sweep_table(results: list[MethodResult]) -> str:
@@ -61,12 +51,12 @@ def sweep_table(results: list[MethodResult]) -> str:
         cells = []
         for run in r.runs:
             mark = "*" if run is r.best else ""
-            loss = "diverged" if run.nonfinite_step else f"{run.final_val:.4f}"
+            loss = "diverged" if run.history.nonfinite_step else f"{run.final_val:.4f}"
             cells.append(f"{run.rate:g}: {loss}{mark}")
         body.append([r.method.label] + cells)
     width = max(len(r.runs) for r in results)
     return markdown(["method"] + [f"rate {i + 1}: B val" for i in range(width)],
-                    [row + [""] * (width + 1 - len(row)) for row in body])
+                    [row + [""] * (width + 1 - len(row)) for row in body], padded=True)
 
 
 def plot(results: list[MethodResult], a_before: float, b_before: float,
@@ -85,14 +75,15 @@ def plot(results: list[MethodResult], a_before: float, b_before: float,
     for r in results:
         best = r.best
         label = f"{r.method.label} ({r.trainable:,} params, lr {best.rate:g})"
-        (line,) = curves.plot(best.eval_steps, best.b_val, marker="o", ms=3, label=label)
+        h = best.history
+        (line,) = curves.plot(h.eval_steps, h.val_loss, marker="o", ms=3, label=label)
         for run in r.runs:
-            if run.nonfinite_step is None and math.isfinite(run.b_test):
+            if run.history.nonfinite_step is None and math.isfinite(run.b_test):
                 chosen = run is best
                 trade.scatter(run.b_test, run.a_val - a_before, color=line.get_color(),
                               s=60 if chosen else 18, alpha=1.0 if chosen else 0.4,
                               label=r.method.label if chosen else None)
-    finals = [v for r in results for v in r.best.b_val[1:] if math.isfinite(v)]
+    finals = [v for r in results for v in r.best.history.val_loss[1:] if math.isfinite(v)]
     if finals:
         curves.set_ylim(min(finals) - 0.05, max(finals) + 0.1)
     runs = [run for r in results for run in r.runs if math.isfinite(run.b_test)]
@@ -122,10 +113,10 @@ def plot(results: list[MethodResult], a_before: float, b_before: float,
 def save_json(path: pathlib.Path, *, config: dict, sources: dict, pretrain: dict,
               results: list[MethodResult], rows: list[dict], tables: dict) -> pathlib.Path:
     def run_dict(run):
-        return {"method": run.method, "rate": run.rate, "eval_steps": run.eval_steps,
-                "b_val": run.b_val, "train_loss": run.train_loss,
+        return {"method": run.method, "rate": run.rate, "eval_steps": run.history.eval_steps,
+                "b_val": run.history.val_loss, "train_loss": run.history.train_loss,
                 "step_seconds": run.history.step_seconds, "b_test": run.b_test,
-                "a_val": run.a_val, "nonfinite_step": run.nonfinite_step}
+                "a_val": run.a_val, "nonfinite_step": run.history.nonfinite_step}
 
     payload = {
         "config": config, "sources": sources, "pretrain": pretrain, "summary": rows,

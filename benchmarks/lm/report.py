@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from benchmarks.runner import History
+from benchmarks.runner.experiment import markdown
 from benchmarks.runner.registry import REGISTRY
 
 from .config import Config
@@ -39,10 +40,7 @@ def results_table(histories: Sequence[History], cfg: Config) -> str:
             "yes" if h.finite else f"no (step {h.nonfinite_step})",
         ]
         rows.append(row)
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt(header), sep] + [fmt(r) for r in rows])
+    return markdown(header, rows, padded=True)
 
 
 def _smooth(values, weight=0.9):

@@ -201,13 +201,15 @@ def _muon_knowing_layouts(m: Model, placed) -> optax.GradientTransformation:
 
 
 def _muon_within_budget(m: Model, placed) -> optax.GradientTransformation:
-    """optorth.muon with a per-device memory budget of 16 MiB for gathered matrices: the
-    stacks move and iterate one piece after another."""
-    policy = optorth.Distribution(memory_budget=MEMORY_BUDGET)
+    """``optorth.muon+layouts`` with a per-device memory budget for gathered matrices
+    (``MEMORY_BUDGET``, ``scale_out --budget-mib``): the stacks move and iterate one piece
+    after another."""
+    policy = (optorth.Distribution(memory_budget=MEMORY_BUDGET) if placed is None else
+              optorth.Distribution.for_params(placed, memory_budget=MEMORY_BUDGET))
     return optorth.muon(rules=list(m.rules) or None, ns=optorth.NewtonSchulz(distribute=policy))
 
 
-MEMORY_BUDGET = 16 * 2**20
+MEMORY_BUDGET = 16 * 2**20  # bytes; scale_out --budget-mib sets it in each child
 
 #: name -> (model, the parameters as sharded ``ShapeDtypeStruct``s or None) -> transformation
 OPTIMIZERS: dict[str, Callable[[Model, Any], optax.GradientTransformation]] = {

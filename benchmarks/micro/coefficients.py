@@ -201,7 +201,7 @@ def _compare(a: dict | None, b: dict | None) -> str:
 
 
 def check_targets(results: dict[int, list[dict]]) -> None:
-    """Prints the issue-4 targets with the numbers behind them."""
+    """Prints the learned tables' targets (beat the presets) with the numbers behind them."""
     print("\nTargets (learned coefficients vs presets):")
     if 4 in results and 5 in results:
         jordan5 = next(r for r in results[5] if r["row"].label == "jordan")

@@ -24,29 +24,31 @@ import optorth
 _DATA = (pathlib.Path(__file__).resolve().parents[1] / "optorth" / "ns" / "data"
          / "fitted_schedules.json")
 
+_MEAN = optorth.ns.ScalarObjective(worst_weight=0.2)
+_WORST = optorth.ns.ScalarObjective(worst_weight=3.0)
+_BF16 = optorth.ns.MatrixObjective(dtype=jnp.bfloat16, num_matrices=4, worst_weight=3.0)
+
 #: name -> keyword arguments of ``optorth.fit_schedule`` (``steps`` included).
 ENTRIES: dict[str, dict] = {
     # General purpose, exact arithmetic on normalized σ ∈ [1e-3, 1] (log grid), weighted to
     # the mean error (slope at 0) with a worst-case term.
-    "fitted3": dict(steps=3, worst_weight=0.2),
-    "fitted4": dict(steps=4, worst_weight=0.2),
-    "fitted5": dict(steps=5, worst_weight=0.2),
-    "fitted6": dict(steps=6, worst_weight=0.2),
+    "fitted3": dict(steps=3, objective=_MEAN),
+    "fitted4": dict(steps=4, objective=_MEAN),
+    "fitted5": dict(steps=5, objective=_MEAN),
+    "fitted6": dict(steps=6, objective=_MEAN),
     # Worst-case oriented, for matrices of shape 256×1024 whose spectra span three decades
     # (σ/σ_max log-uniform on [1e-3, 1]), Frobenius-normalized: σ ∈ [2.8e-4, 0.28].
-    "fitted4_256x1024": dict(steps=4, shape=(256, 1024), worst_weight=3.0),
-    "fitted5_256x1024": dict(steps=5, shape=(256, 1024), worst_weight=3.0),
+    "fitted4_256x1024": dict(steps=4, shape=(256, 1024), objective=_WORST),
+    "fitted5_256x1024": dict(steps=5, shape=(256, 1024), objective=_WORST),
     # The same, with bf16 compute and the matrix objective (round-off is learned).
-    "fitted4_bf16": dict(steps=4, objective="matrix", shape=(256, 1024), dtype=jnp.bfloat16,
-                         worst_weight=3.0, num_matrices=4, iterations=120),
-    "fitted5_bf16": dict(steps=5, objective="matrix", shape=(256, 1024), dtype=jnp.bfloat16,
-                         worst_weight=3.0, num_matrices=4, iterations=120),
+    "fitted4_bf16": dict(steps=4, objective=_BF16, shape=(256, 1024), iterations=120),
+    "fitted5_bf16": dict(steps=5, objective=_BF16, shape=(256, 1024), iterations=120),
 }
 
 #: Entries fitted to momentum spectra recorded from the LM of ``benchmarks/train_lm.py``.
 LM_ENTRIES: dict[str, dict] = {
-    "fitted4_lm": dict(steps=4, worst_weight=0.2),
-    "fitted5_lm": dict(steps=5, worst_weight=0.2),
+    "fitted4_lm": dict(steps=4, objective=_MEAN),
+    "fitted5_lm": dict(steps=5, objective=_MEAN),
 }
 
 

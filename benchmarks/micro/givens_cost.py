@@ -18,7 +18,7 @@ the loss ``mean(y²)`` and its gradient with respect to the trainable parameters
 
 Before timing, the two GivensLinear variants are checked to agree (gradients included) and
 to return the input bit for bit at zero angles. Times are medians of interleaved repeats
-(``benchmarks/_timing.time_interleaved``) in one process; memory is XLA's compiled
+(``benchmarks/micro/_timing.py``) in one process; memory is XLA's compiled
 ``memory_analysis().temp_size_in_bytes``.
 """
 
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
 import time
 
 import jax
@@ -35,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.micro._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
+from benchmarks.micro._timing import cost_cells, machine
 from optorth.nn._adapter import AdapterParam  # noqa: E402
 from optorth.nn._givens import GivensLinear, givens_pairs  # noqa: E402
 
@@ -113,8 +111,7 @@ def main():
     args = parser.parse_args()
     start = time.perf_counter()
     print(f"d x d layer, forward + backward (gradient on the trainable parameters and the input), "
-          f"float32, {args.tokens} tokens, {jax.default_backend()} ({platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}), median of "
+          f"float32, {args.tokens} tokens, {machine()}, median of "
           f"{args.repeats} interleaved repeats; ratios to '{BASELINE}' in the same process\n")
     print("| d | method | ms/step | × time | temp MiB | × temp |")
     print("|---|---|---|---|---|---|")
@@ -122,14 +119,10 @@ def main():
         x = jax.random.normal(jax.random.key(2), (args.tokens, d))
         check(d, x)
         fns, params = steps(d)
-        timed = {name: functools.partial(fn, params[name]) for name, fn in fns.items()}
-        timings = time_interleaved(timed, x, repeats=args.repeats)
-        memory = {name: compiled_temp_bytes(fn, params[name], x) for name, fn in fns.items()}
-        base_t, base_m = timings[BASELINE].median, max(memory[BASELINE], 1)
+        cells = cost_cells(fns, {name: (params[name], x) for name in fns}, args.repeats,
+                           BASELINE)
         for name in fns:
-            print(f"| {d} | {name} | {timings[name].median * 1e3:.2f} | "
-                  f"{timings[name].median / base_t:.2f} | {memory[name] / 2**20:.2f} | "
-                  f"{memory[name] / base_m:.2f} |")
+            print(f"| {d} | {name} | {cells[name]} |")
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 

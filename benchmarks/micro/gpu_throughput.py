@@ -16,27 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import optorth
+from benchmarks.micro._timing import time_round_robin
 
 GPT2_SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))
 
 
-def _time(fn, *args, repeats: int) -> float:
-    """Median wall time of ``fn(*args)`` (compiled, warmed up) in seconds."""
-    jax.block_until_ready(fn(*args))
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def _time(fn, x, repeats: int) -> float:
+    """Median wall time of the jitted ``fn(x)`` in seconds (after 2 untimed calls)."""
+    return time_round_robin({"fn": fn}, {"fn": (x,)}, repeats, warmup=2)["fn"].median
 
 
 def ns_flops(batch: int, m: int, n: int, steps: int) -> float:

@@ -147,7 +147,8 @@ def main(argv=None):
           f"1% quantile {np.quantile(sigma_test, 0.01):.3g}, max {sigma_test.max():.3g}")
     fitted = {}
     for t in args.fit_steps:
-        sched = optorth.fit_schedule(t, spectra=train_sp, worst_weight=args.worst_weight,
+        sched = optorth.fit_schedule(t, optorth.ns.ScalarObjective(worst_weight=args.worst_weight),
+                                     spectra=train_sp,
                                      name=f"fitted{t}_lm")
         fitted[t] = sched
         (out / f"lm_spectra_{t}.json").write_text(sched.to_json())

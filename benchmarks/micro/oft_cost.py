@@ -14,7 +14,7 @@ loss ``mean(y²)`` and its gradient with respect to ``oft_skew`` (forward + back
 * ``frozen base only``: the plain ``nnx.Linear``, no adapter (its gradient is on the input),
   for scale.
 
-Times are medians of interleaved repeats (``benchmarks/_timing.time_interleaved``) in one
+Times are medians of interleaved repeats (``benchmarks/micro/_timing.py``) in one
 process; memory is XLA's compiled ``memory_analysis().temp_size_in_bytes`` (the step's
 temporaries; the arguments, ``W`` included, are the same for every method).
 """
@@ -22,15 +22,13 @@ temporaries; the arguments, ``W`` included, are the same for every method).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from benchmarks.micro._timing import compiled_temp_bytes, time_interleaved  # noqa: E402
+from benchmarks.micro._timing import cost_cells, machine
 from optorth.nn._adapter import AdapterParam  # noqa: E402
 from optorth.nn._oft import OFTLinear  # noqa: E402
 
@@ -71,23 +69,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     start = time.perf_counter()
-    print(f"OFTLinear forward + backward (gradient on oft_skew), float32, "
-          f"{jax.default_backend()} ({platform.machine()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}), "
-          f"median of {args.repeats} interleaved repeats; ratios to '{BASELINE}' in the same "
-          "process\n")
+    print(f"OFTLinear forward + backward (gradient on oft_skew), float32, {machine()}, median "
+          f"of {args.repeats} interleaved repeats; ratios to '{BASELINE}' in the same process\n")
     print("| d | n | N | b | method | ms/step | × time | temp MiB | × temp |")
     print("|---|---|---|---|---|---|---|---|---|")
     for d, n, tokens, b in SIZES:
         fns, params, rest = steps(d, n, b)
         x = jax.random.normal(jax.random.key(2), (tokens, d))
-        timings = time_interleaved(fns, params, rest, x, repeats=args.repeats)
-        memory = {name: compiled_temp_bytes(fn, params, rest, x) for name, fn in fns.items()}
-        base_t, base_m = timings[BASELINE].median, max(memory[BASELINE], 1)
+        cells = cost_cells(fns, dict.fromkeys(fns, (params, rest, x)), args.repeats, BASELINE)
         for name in fns:
-            print(f"| {d} | {n} | {tokens} | {b} | {name} | {timings[name].median * 1e3:.2f} | "
-                  f"{timings[name].median / base_t:.2f} | {memory[name] / 2**20:.2f} | "
-                  f"{memory[name] / base_m:.2f} |")
+            print(f"| {d} | {n} | {tokens} | {b} | {name} | {cells[name]} |")
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 

@@ -178,9 +178,10 @@ def child(args) -> None:
     import jax
     from jax.sharding import AxisType
 
-    from benchmarks.micro._scale_models import MODELS
+    from benchmarks.micro import _scale_models
 
-    model = MODELS[args.child_model]()
+    _scale_models.MEMORY_BUDGET = args.budget_mib * 2**20
+    model = _scale_models.MODELS[args.child_model]()
     mesh = None
     if args.child_mesh != "1":
         names, sizes = MESHES[args.child_mesh]
@@ -209,7 +210,8 @@ def run_config(model: str, mesh_name: str, args) -> list[dict]:
                                      f"{_devices(mesh_name)}".strip())
     command = [sys.executable, "-m", "benchmarks.micro.scale_out", "--child-model", model,
                "--child-mesh", mesh_name, "--optimizers", args.optimizers,
-               "--axis-types", args.axis_types, "--fsdp-rule", args.fsdp_rule]
+               "--axis-types", args.axis_types, "--fsdp-rule", args.fsdp_rule,
+               "--budget-mib", str(args.budget_mib)]
     start = time.perf_counter()
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True,
@@ -326,6 +328,8 @@ def parse_args(argv=None):
     p.add_argument("--axis-types", choices=("auto", "explicit"), default="auto")
     p.add_argument("--fsdp-rule", choices=("largest", "first"), default="largest",
                    help="which axis of a leaf FSDP shards: the largest it divides, or the first")
+    p.add_argument("--budget-mib", type=int, default=16,
+                   help="the memory budget of the optorth.muon+budget rows, in MiB")
     p.add_argument("--timeout", type=int, default=900, help="seconds per (model, mesh) process")
     p.add_argument("--out", default=os.path.join(RESULTS, "scale_out_cpu.md"),
                    help="markdown file (the JSON lines go next to it, .jsonl)")

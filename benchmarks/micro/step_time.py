@@ -43,11 +43,9 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +54,7 @@ import optax
 
 import optorth
 from benchmarks.micro._hlo import COLLECTIVES, collective_counts, collectives_in_loops
-from benchmarks.micro._timing import Timing
+from benchmarks.micro._timing import time_round_robin
 from benchmarks.micro.memory import gpt2_small_shapes
 from benchmarks.micro.orthogonalize import (
     JORDAN_ROW,
@@ -155,27 +153,7 @@ def update_name(c: Candidate) -> str:
     return f"optorth.muon {c.name}" if c.muon_kwargs else "optorth.muon default"
 
 
-# ----------------------------------------------------------------------------- timing helpers
-def _run(fn, args) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
-
-
-def time_compiled(fns: dict[str, Callable], args: dict[str, tuple], repeats: int,
-                  warmup: int = 1) -> dict[str, Timing]:
-    """Round-robin timing of already compiled executables (compile time not included)."""
-    for _ in range(warmup):
-        for name, fn in fns.items():
-            _run(fn, args[name])
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_run(fn, args[name]))
-    return {n: Timing(statistics.median(t), min(t), tuple(t), float("nan"))
-            for n, t in times.items()}
-
-
+# ----------------------------------------------------------------------------- compiling
 def compile_update(tx, grads, params, state=None):
     """(compiled update, its args, compile seconds); the state is initialized eagerly."""
     state = tx.init(params) if state is None else state
@@ -271,7 +249,7 @@ def throughput(params, cands, repeats):
 
     fns["float32 matmul (XXᵀ, AX)"] = jax.jit(products).lower(stacks).compile()
     args["float32 matmul (XXᵀ, AX)"] = (stacks,)
-    timings = time_compiled(fns, args, repeats)
+    timings = time_round_robin(fns, args, repeats)
     mm_flops = sum(count * 4 * min(s) ** 2 * max(s) for s, count in by_shape.items())
     mm_rate = mm_flops / timings["float32 matmul (XXᵀ, AX)"].median / 1e9
     rows = []
@@ -308,7 +286,7 @@ def step_times(params, grads, txs, repeats, state_fn=None):
         rows[name] = dict(compile_s=compile_s, **memory_row(compiled),
                           collectives=collective_counts(hlo),
                           collectives_in_loops=collectives_in_loops(hlo))
-    for name, t in time_compiled(fns, args, repeats).items():
+    for name, t in time_round_robin(fns, args, repeats).items():
         rows[name].update(time_s=t.median, best_s=t.best, times=list(t.times))
     return rows
 

@@ -14,7 +14,6 @@ import math
 import time
 
 import jax
-import numpy as np
 
 from . import registry
 from .loop import outcome, train
@@ -120,13 +119,11 @@ def steps_to(target: float, steps: list[int], losses: list[float]) -> float | No
     return None
 
 
-def mean_spread(values) -> str:
-    """``mean ± std`` (population) with 4 decimals; the mean alone for one value."""
-    spread = f" ± {np.std(values):.4f}" if len(values) > 1 else ""
-    return f"{np.mean(values):.4f}{spread}"
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+def markdown(header: list[str], rows: list[list], padded: bool = False) -> str:
+    """A Markdown table; ``padded``: each column as wide as its widest cell."""
+    rows = [[str(c) for c in row] for row in [header, *rows]]
+    widths = [max(map(len, col)) if padded else 0 for col in zip(*rows, strict=True)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+             for r in rows]
+    sep = "|" + "|".join("-" * (w + 2) if padded else "---" for w in widths) + "|"
+    return "\n".join([lines[0], sep] + lines[1:])

@@ -1,5 +1,6 @@
 """Every experiment's ``--smoke`` grid through ``python -m benchmarks run``: it trains each run
-of its plan once, records it, reports it, and a rerun trains nothing."""
+of its plan once, records it, reports it, and a rerun trains nothing. Micro-benchmarks with
+tiny arguments: they run to the end and print finite tables."""
 
 from __future__ import annotations
 
@@ -63,3 +64,23 @@ def test_set_parses_the_grid_fields_by_their_types():
         ("cnn",), 3, ("muon", "adamw"), True)
     grid = cli.make_grid(steps_to_target, True, ["horizon=0.8", "defaults=adamuon"])
     assert grid.horizon == 0.8 and grid.defaults == ("adamuon",) and grid.quick
+
+
+#: micro-benchmark arguments (a few seconds each) → the methods its table must list
+MICRO = {
+    "bloop": (["--steps", "200", "--seeds", "0"], ["sum", "bloop", "bloop_noema", "main only"]),
+    "rogo": (["--steps", "1", "--tasks", "2", "--seeds", "0"], ["sgd", "gpm", "rogo"]),
+}
+
+
+@pytest.mark.extensive  # compiles a dozen small programs each
+@pytest.mark.parametrize("name", list(MICRO))
+def test_contrib_micro_benchmark_prints_a_finite_table(name, tmp_path, capsys):
+    from benchmarks.micro import contrib
+
+    args, methods = MICRO[name]
+    contrib.main([name, *args, "--out", str(tmp_path)])
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    for method in methods:
+        assert "nan" not in rows[method.split()[0]], rows[method.split()[0]]
+    assert (tmp_path / f"contrib_{name}.png").stat().st_size > 0

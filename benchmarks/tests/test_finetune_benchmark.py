@@ -64,7 +64,7 @@ def test_identity_start_and_merge_check(run):
     assert gap < 1e-5
     for result in summary["results"]:
         for r in result.runs:
-            assert all(math.isfinite(v) for v in r.b_val + r.train_loss)
+            assert all(math.isfinite(v) for v in r.history.val_loss + r.history.train_loss)
     for line in re.findall(r"max \|Δ logit\| (\S+)", text):
         assert float(line) < 1e-4
 

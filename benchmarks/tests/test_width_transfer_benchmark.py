@@ -14,7 +14,7 @@ from flax import nnx
 from benchmarks.experiments import width_transfer as wt
 from benchmarks.lm import Config, make_model
 from benchmarks.runner import Store, cli, registry
-from optorth.norms import CONVENTIONS
+from optorth.norms import SCALE_CONVENTIONS
 
 
 def _bowl(optimum_log2):
@@ -133,7 +133,7 @@ def test_bad_widths_and_optimizers_are_refused(tmp_path):
 
 def test_muon_variants_cover_every_convention_with_its_factor():
     labels = {n.removeprefix("muon_") for n in wt.Grid().optimizers if n != "adamw"}
-    assert labels == set(CONVENTIONS)
+    assert labels == set(SCALE_CONVENTIONS)
     cfg = Config.quick(d_model=16, heads=2, steps=10, warmup_frac=0.0)  # lr = peak at step 0
     full = nnx.state(make_model(cfg, 50), nnx.Param).to_pure_dict()
     params = {"blocks": {0: {"mlp": full["blocks"][0]["mlp"]}}}  # routed by the model's paths

@@ -179,6 +179,17 @@ def _budget_batches(members, per_batch: int | None) -> list[list]:
     return batches + [current]
 
 
+def _per_batch(pooled, fits: int | None, devices: int, policy: Distribution) -> int | None:
+    """Matrices per pooled batch: what the memory budget lets the devices hold at once; with
+    no budget, the whole matrices that divide evenly (``q·devices``) apart from the remainder,
+    so that balancing splits only the remainder's matrices, not every one of the stack."""
+    if fits is not None:
+        return fits * devices
+    total = sum(m.count for m in pooled)
+    whole = total // devices * devices
+    return whole if policy.max_imbalance is not None and 0 < whole < total else None
+
+
 def _placement(group, home, route, mesh, policy) -> Placement:
     devices = mesh_size(mesh, home)
     local = -(-group.size // devices)
@@ -219,7 +230,7 @@ def _plan_group(group, mesh, policy, known):
     own, pooled = _split_local(group, candidates, mesh, policy, known)
     fits = _fits(group, policy)
     devices = mesh_size(mesh, candidates)
-    batches = _budget_batches(pooled, None if fits is None else fits * devices) if pooled else []
+    batches = _budget_batches(pooled, _per_batch(pooled, fits, devices, policy)) if pooled else []
     subgroups = regroup(group, [[m] for m, _ in own] + batches)
     homes = [home for _, home in own] + [candidates] * len(batches)
     pooled_flags = [False] * len(own) + [True] * len(batches)
