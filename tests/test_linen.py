@@ -12,15 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import NAMES, UNROUTED, adamw, build
+from _ready import NAMES, STATE_KINDS, UNROUTED, adamw, build, tiered
 from flax.training import train_state
 
 import optorth
 from optorth import MatrixSpec
 
 MATRIX_LEAVES = {"Conv_0/kernel", "Conv_1/kernel", "Dense_0/kernel"}
-#: Representatives of each family in the default run; the rest are marked slow.
-FAST = ("muon", "root", "normuon", "signum", "adafactor")
 #: Learning rates for this CNN (the head is frozen, so the matrix path must do the work):
 #: 5× the shared defaults, except the Frobenius-normalized family; Adafactor with a fixed step.
 OVERRIDES = {name: dict(lr_scale=5.0) for name in NAMES} | {
@@ -65,8 +63,7 @@ def test_linen_paths_are_routed_by_default():
     assert targets["Conv_0/kernel"] == MatrixSpec.conv() and targets["head/kernel"] == "fallback"
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in NAMES])
+@pytest.mark.parametrize("name", tiered(fast=STATE_KINDS))
 def test_train_state_trains_a_small_cnn(name):
     frozen = None if name in UNROUTED else optax.set_to_zero()
     state = train_state.TrainState.create(apply_fn=CNN().apply, params=PARAMS,
