@@ -8,7 +8,8 @@ default fallback's AdamW with a learning rate of 3e-3. Learning rates are each o
 default where it has one, otherwise a value that gives an update RMS of the same order as
 Muon's (normalized SGD: Frobenius-norm steps; Signum: unit entries).
 Shared by test_nnx, test_linen, test_checkpoint, test_bad_inputs, test_conformance and
-test_surface; `tiered` keeps one optimizer per code path (``FAST``) in the fast tier.
+test_surface; `tiered` keeps one optimizer per code path (``FAST``, or ``STATE_KINDS`` where the
+state tree is what differs) in the fast tier.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ NAMES = tuple(READY)
 #: Newton–Schulz (fixed and learned online), ROOT's soft threshold, a norm's lmo (``dualize``),
 #: NorMuon's and Adafactor's second moments after Newton–Schulz, unrouted Adafactor.
 FAST = ("muon", "muon_online", "root", "signum", "normuon", "factored_muon", "adafactor")
+#: One optimizer per shape of state tree, for the fast tier of tests about what carries, masks
+#: or wraps the state rather than how the update is computed (Flax's nnx and linen wrappers,
+#: integer leaves): routed with the AdamW fallback, routed with the Adafactor fallback, unrouted.
+STATE_KINDS = ("muon", "factored_muon", "adafactor")
 
 
 def tiered(names=NAMES, fast=FAST) -> list:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _ready import NAMES, READY, UNROUTED, adamw, build, tiered
+from _ready import NAMES, READY, STATE_KINDS, UNROUTED, adamw, build, tiered
 
 import optorth
 from optorth import MatrixSpec
@@ -256,7 +256,7 @@ def test_complex_leaves_are_refused_by_factored_statistics(name):
         build(name).init(params)
 
 
-@pytest.mark.parametrize("name", tiered())
+@pytest.mark.parametrize("name", tiered(fast=STATE_KINDS))
 def test_integer_leaves_with_float0_gradients_get_zero_updates(name):
     params = {"dense": {"kernel": jnp.ones((8, 16)) + jnp.eye(8, 16)},
               "step": jnp.asarray(3, jnp.int32), "ids": jnp.arange(4)}

@@ -8,6 +8,7 @@ embedding (the output layer is ``embedding.attend``), ``flax.training.TrainState
 the test through the context manager, so it does not leak into other tests).
 """
 
+import functools
 import warnings
 
 import flax.linen as nn
@@ -61,8 +62,14 @@ class GPT(nn.Module):
         return embed.attend(nn.LayerNorm()(x))  # tied: the embedding is the output layer
 
 
-TOKENS = (jnp.arange(4 * (SEQ + 1)).reshape(4, SEQ + 1) * 7) % VOCAB
-PARAMS = GPT().init(jax.random.PRNGKey(0), TOKENS[:, :-1])["params"]
+TOKENS = (np.arange(4 * (SEQ + 1), dtype=np.int32).reshape(4, SEQ + 1) * 7) % VOCAB
+
+
+@functools.cache
+def _params():
+    """The model's initial parameters, built on first use: collecting this file in a worker
+    that does not run it computes nothing."""
+    return GPT().init(jax.random.PRNGKey(0), jnp.asarray(TOKENS[:, :-1]))["params"]
 #: The rules describe_routing suggests for this model (one for q/k/v of every layer).
 RULES = [
     (r"(^|/)(attn_k_proj|attn_q_proj|attn_v_proj)/kernel$", optorth.MatrixSpec((-3,), (-2, -1))),
@@ -82,9 +89,9 @@ def _train_step(state):
 
 
 def test_describe_routing_suggests_the_rules_this_model_needs():
-    report = optorth.matrices.routing_report(PARAMS)
+    report = optorth.matrices.routing_report(_params())
     assert [(s.pattern, s.spec) for s in report.suggestions] == RULES
-    text = optorth.describe_routing(PARAMS, RULES)
+    text = optorth.describe_routing(_params(), RULES)
     lines = text.splitlines()
     assert not any(line.split()[0].endswith("/value") for line in lines[2:] if line.strip())
     row = next(line for line in lines if line.startswith("h_0/Attention_0/attn_out_proj/kernel"))
@@ -99,15 +106,15 @@ def test_the_suggested_rules_are_what_the_docs_show():
     import pathlib
 
     page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "drop_in.md").read_text()
-    assert optorth.describe_routing(PARAMS) in page
-    assert optorth.describe_routing(PARAMS, RULES) in page
+    assert optorth.describe_routing(_params()) in page
+    assert optorth.describe_routing(_params(), RULES) in page
 
 
 def test_trains_with_partitioned_params_multisteps_and_rank_promotion_raise():
     tx = optax.MultiSteps(optorth.muon(rules=RULES), every_k_schedule=2)
     with jax.numpy_rank_promotion("raise"), warnings.catch_warnings():
         warnings.simplefilter("error", optorth.matrices.RoutingWarning)
-        state = train_state.TrainState.create(apply_fn=GPT().apply, params=PARAMS, tx=tx)
+        state = train_state.TrainState.create(apply_fn=GPT().apply, params=_params(), tx=tx)
         losses = []
         for _ in range(12):
             state, loss = _train_step(state)
@@ -118,11 +125,11 @@ def test_trains_with_partitioned_params_multisteps_and_rank_promotion_raise():
     # The boxes survive the update, and every boxed kernel moved every second step.
     kernel = state.params["h_1"]["Attention_0"]["attn_out_proj"]["kernel"]
     assert isinstance(kernel, nn.Partitioned) and kernel.names == ("heads", "kv", "embed")
-    before = PARAMS["h_1"]["Attention_0"]["attn_out_proj"]["kernel"].value
+    before = _params()["h_1"]["Attention_0"]["attn_out_proj"]["kernel"].value
     assert float(jnp.abs(kernel.value - before).max()) > 1e-3
 
 
 def test_a_rule_ending_in_kernel_matches_the_boxed_kernel():
-    specs = optorth.route(PARAMS, RULES + [(r"h_1/Dense_1/kernel$", "fallback")])
+    specs = optorth.route(_params(), RULES + [(r"h_1/Dense_1/kernel$", "fallback")])
     assert specs["h_1"]["Dense_1"]["kernel"] == "fallback"
     assert specs["h_0"]["Dense_1"]["kernel"] == optorth.MatrixSpec()

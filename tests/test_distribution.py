@@ -2,7 +2,7 @@
 
 The policy object is checked on one device; the placements on 8 simulated CPU devices (these
 cases skip themselves in a one-device process and run in the subprocess that
-``tests/test_sharding.py::test_cases_on_8_simulated_devices`` starts). Every case compares the
+``test_cases_on_8_simulated_devices`` starts). Every case compares the
 update with the single-device one and the output shardings with the parameters', and reads
 the collectives of the compiled program: which kinds, how many, and which mesh axes their
 device groups span.
@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from _hlo import collective_counts, collective_groups
+from _simulated_devices import rerun_on_devices
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -26,7 +27,14 @@ from optorth import Distribution, MatrixSpec
 N_DEVICES = 8
 needs_devices = pytest.mark.skipif(
     jax.device_count() < N_DEVICES,
-    reason="needs 8 devices; run by test_sharding.py::test_cases_on_8_simulated_devices")
+    reason="needs 8 devices; run by test_cases_on_8_simulated_devices in a subprocess")
+
+
+@pytest.mark.slow  # a second pytest process compiling sharded programs for 8 devices
+def test_cases_on_8_simulated_devices(request):
+    if jax.device_count() >= N_DEVICES:
+        pytest.skip("this process has 8 devices: the cases run directly")
+    rerun_on_devices(request, [__file__])
 
 
 # ----- the policy object (one device) ----------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from _ns_reference import jordan_newton_schulz
-from _ready import READY, UNROUTED, adamw, build, tiered
+from _ready import READY, STATE_KINDS, UNROUTED, adamw, build, tiered
 from flax import nnx
 
 import optorth
@@ -132,7 +132,7 @@ def test_scanned_layers_without_a_rule_raise_at_optimizer_construction():
         nnx.Optimizer(model, optorth.muon(rules=optorth.nnx_attention_rules()), wrt=nnx.Param)
 
 
-@pytest.mark.parametrize("name", tiered())
+@pytest.mark.parametrize("name", tiered(fast=STATE_KINDS))
 def test_every_ready_optimizer_trains_through_nnx(name):
     """The matrix path alone (fallback frozen) reduces the loss; frozen leaves do not move."""
     model = ScanLM(rngs=nnx.Rngs(0))

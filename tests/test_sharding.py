@@ -3,9 +3,9 @@
 The cases need 8 devices, which a process must ask for before JAX starts its backend; the
 rest of the suite runs on one. So in a normal run the test
 ``test_cases_on_8_simulated_devices`` starts this file (and the sharded = unsharded property
-of ``test_properties.py``) again in a subprocess with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the cases skip themselves in the
-parent), and ``XLA_FLAGS=--xla_force_host_platform_device_count=8 pytest
+of ``test_properties.py``; ``test_distribution.py`` starts itself the same way) again in a
+subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the cases skip
+themselves in the parent), and ``XLA_FLAGS=--xla_force_host_platform_device_count=8 pytest
 tests/test_sharding.py`` runs them directly.
 
 Checked for automatic and explicit mesh axes (``jax.sharding.AxisType``) and for parameters
@@ -47,9 +47,8 @@ def test_cases_on_8_simulated_devices(request):
     if jax.device_count() >= N_DEVICES:
         pytest.skip("this process has 8 devices: the cases run directly")
     here = os.path.dirname(__file__)
-    rerun_on_devices(request, [__file__, os.path.join(here, "test_distribution.py"),
-                               f"{os.path.join(here, 'test_properties.py')}"
-                               "::test_sharded_equals_unsharded"])
+    rerun_on_devices(request, [__file__, f"{os.path.join(here, 'test_properties.py')}"
+                                         "::test_sharded_equals_unsharded"])
 
 
 # ----- parameters and layouts ------------------------------------------------------------------
