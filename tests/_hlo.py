@@ -21,6 +21,15 @@ def collective_counts(hlo: str) -> dict[str, int]:
     return {name: len(re.findall(rf"\s{name}(-start)?\(%", hlo)) for name in COLLECTIVES}
 
 
+def entry_collectives(hlo: str) -> list[str]:
+    """The collectives of the entry computation of scheduled (compiled) HLO text, in the order
+    the schedule runs them."""
+    entry = hlo[hlo.index("\nENTRY"):]
+    entry = entry[:entry.index("\n}")]
+    pattern = r"\s(" + "|".join(COLLECTIVES) + r")(?:-start)?\(%"
+    return re.findall(pattern, entry)
+
+
 def collectives_in_loops(hlo: str) -> int:
     """Collectives inside while-loop bodies (each runs once per iteration)."""
     computations = dict(re.findall(r"^(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo,

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import optax
 import pytest
-from _hlo import collective_counts, collective_groups
+from _hlo import collective_counts, collective_groups, entry_collectives
 from _simulated_devices import rerun_on_devices
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -274,15 +274,9 @@ def test_memory_budget_splits_a_stack_into_pieces_that_run_one_after_another():
     layouts = {f"w{i}": ((16, 64), P(None, "fsdp")) for i in range(16)}
     out, expected, params, chunked, whole = _budget_case(layouts, None, 16 * 64 * 4, 1)
     _check_equal_and_placed(out, expected, params)
-    assert _entry_collectives(whole) == ["all-to-all"] * 2
-    assert _entry_collectives(chunked) == ["all-to-all"] * 2 + ["all-reduce"] + ["all-to-all"] * 2
+    assert entry_collectives(whole) == ["all-to-all"] * 2
+    assert entry_collectives(chunked) == ["all-to-all"] * 2 + ["all-reduce"] + ["all-to-all"] * 2
 
-
-def _entry_collectives(hlo: str) -> list[str]:
-    """The collectives of a compiled program's entry computation, in scheduled order."""
-    entry = hlo[hlo.index("\nENTRY"):]
-    return re.findall(r"^\s+\S+ = .*? (all-to-all|all-reduce|all-gather|collective-permute)\(",
-                      entry, re.M)
 
 
 @needs_devices
