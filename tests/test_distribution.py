@@ -327,7 +327,7 @@ def test_the_plan_splits_only_the_matrices_that_do_not_divide_evenly():
     matrices for three times as many; the balance is the same."""
     ratio, splits, sizes = _planned_imbalance(768, 12, 16)
     assert ratio <= 1.15 + 1e-9
-    assert sorted(zip(sizes, splits)) == [(8, 2), (12, 1), (12, 1), (16, 1)]
+    assert sorted(zip(sizes, splits, strict=True)) == [(8, 2), (12, 1), (12, 1), (16, 1)]
 
 
 WIDE = {"a/w": ((32, 512), P(None, "fsdp")), "b/w": ((512, 32), P("fsdp", None))}
