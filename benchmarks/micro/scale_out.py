@@ -126,9 +126,9 @@ def _sources(collectives, top: int = 6) -> list[tuple[str, int, float]]:
 def compile_row(model, tx_name, mesh, axis_types, rule):
     """Compiles one update and returns its measurements (a dict)."""
     import jax
-    from benchmarks.micro._hlo import analyze_compiled
     from jax.sharding import NamedSharding
 
+    from benchmarks.micro._hlo import analyze_compiled
     from benchmarks.micro._scale_models import OPTIMIZERS, partition_specs
 
     params = model.params
